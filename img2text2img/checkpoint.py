@@ -1,0 +1,223 @@
+"""A trained model is one folder: `config.json` + `model.safetensors` + `vocab.json` (+ `metrics.json`, + trainer state).
+
+Folders are written to a temporary sibling and renamed into place, so a crash or a kill while saving leaves either
+the previous checkpoint or the new one, never a mixture. Loading verifies the format version, the weights' sha256 and
+the vocabulary's fingerprint, and turns any mismatch into a one-line `I2TError`.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from img2text2img.errors import I2TError
+from img2text2img.vocab import Vocabulary
+
+FORMAT_VERSION = 1
+CONFIG, WEIGHTS, VOCAB, METRICS = "config.json", "model.safetensors", "vocab.json", "metrics.json"
+TRAINER_TENSORS, TRAINER_JSON = "trainer.safetensors", "trainer.json"
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write a text file through a temp file + rename so readers never see half of it."""
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_bytes_atomic(path: str | Path, data: bytes) -> None:
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@dataclass
+class Checkpoint:
+    """What a checkpoint folder holds, read and verified."""
+
+    path: Path
+    kind: str
+    config: dict
+    state_dict: dict[str, torch.Tensor]
+    vocab: Vocabulary
+    metrics: dict = field(default_factory=dict)
+    info: dict = field(default_factory=dict)  # free-form extras saved by the trainer (step, epoch, ...)
+
+
+def save_checkpoint(
+    path: str | Path,
+    *,
+    kind: str,
+    config: dict,
+    state_dict: dict[str, torch.Tensor],
+    vocab: Vocabulary,
+    metrics: dict | None = None,
+    info: dict | None = None,
+    trainer_state: dict | None = None,
+    half: bool = False,
+) -> Path:
+    """Write a checkpoint folder atomically. `half=True` stores floating tensors as float16 (for shipped models)."""
+    from img2text2img import __version__
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp"))
+    try:
+        tensors = {}
+        for k, v in state_dict.items():
+            v = v.detach().cpu()
+            if half and v.is_floating_point():
+                v = v.half()
+            tensors[k] = v.contiguous()
+        save_file(tensors, str(tmp / WEIGHTS))
+        vocab.save(tmp / VOCAB)
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "library_version": __version__,
+            "kind": kind,
+            "config": config,
+            "vocab_sha256": vocab.sha256,
+            "weights_sha256": sha256_file(tmp / WEIGHTS),
+            "info": info or {},
+        }
+        (tmp / CONFIG).write_text(json.dumps(meta, indent=2), encoding="utf-8")
+        if metrics is not None:
+            (tmp / METRICS).write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+        if trainer_state is not None:
+            flat, skeleton = flatten_state(trainer_state)
+            save_file(flat, str(tmp / TRAINER_TENSORS))
+            (tmp / TRAINER_JSON).write_text(json.dumps(skeleton), encoding="utf-8")
+        _swap_into_place(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def _swap_into_place(tmp: Path, path: Path) -> None:
+    """Replace `path` by `tmp` so that at every instant one complete checkpoint exists (at `path` or `path.old`)."""
+    old = path.with_name(path.name + ".old")
+    if old.exists():
+        shutil.rmtree(old)
+    if path.exists():
+        os.replace(path, old)
+    os.replace(tmp, path)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def checkpoint_exists(path: str | Path) -> bool:
+    path = Path(path)
+    return (path / CONFIG).exists() or (path.with_name(path.name + ".old") / CONFIG).exists()
+
+
+def load_checkpoint(path: str | Path, kind: str | None = None) -> Checkpoint:
+    """Read and verify a checkpoint folder; `kind` (e.g. "captioner") refuses a checkpoint of another model kind."""
+    path = Path(path)
+    if not path.exists():
+        old = path.with_name(path.name + ".old")
+        if (old / CONFIG).exists():  # a save was interrupted between its two renames
+            path = old
+        else:
+            raise I2TError(f"model folder not found: {path}")
+    if not path.is_dir():
+        raise I2TError(f"{path} is not a model folder (expected a folder with {CONFIG}, {WEIGHTS}, {VOCAB})")
+    for name in (CONFIG, WEIGHTS, VOCAB):
+        if not (path / name).exists():
+            raise I2TError(f"{path}: missing {name}")
+    try:
+        meta = json.loads((path / CONFIG).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise I2TError(f"{path / CONFIG}: not valid JSON") from None
+    if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
+        got = meta.get("format_version") if isinstance(meta, dict) else None
+        raise I2TError(f"{path}: checkpoint format version {got} is not supported (expected {FORMAT_VERSION})")
+    if kind is not None and meta.get("kind") != kind:
+        raise I2TError(f"{path} holds a {meta.get('kind')} model, not a {kind}")
+    want = meta.get("weights_sha256")
+    if want and sha256_file(path / WEIGHTS) != want:
+        raise I2TError(f"{path / WEIGHTS} is corrupt or truncated (sha256 does not match config.json)")
+    try:
+        state = load_file(str(path / WEIGHTS))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise I2TError(f"{path / WEIGHTS} cannot be read: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    state = {k: (v.float() if v.dtype == torch.float16 else v) for k, v in state.items()}
+    vocab = Vocabulary.load(path / VOCAB)
+    if meta.get("vocab_sha256") and vocab.sha256 != meta["vocab_sha256"]:
+        raise I2TError(f"{path / VOCAB} does not match the vocabulary the weights were trained with")
+    metrics = {}
+    if (path / METRICS).exists():
+        try:
+            metrics = json.loads((path / METRICS).read_text(encoding="utf-8"))
+        except json.JSONDecodeError:
+            metrics = {}
+    return Checkpoint(path, meta["kind"], meta.get("config", {}), state, vocab, metrics, meta.get("info", {}))
+
+
+def load_trainer_state(path: str | Path) -> dict | None:
+    """The optimizer/scheduler/RNG state saved beside a checkpoint for `--resume`, or None."""
+    path = Path(path)
+    if not (path / TRAINER_JSON).exists():
+        return None
+    skeleton = json.loads((path / TRAINER_JSON).read_text(encoding="utf-8"))
+    return unflatten_state(load_file(str(path / TRAINER_TENSORS)), skeleton)
+
+
+# Optimizer and RNG states are nested dicts/lists of tensors and numbers; safetensors holds only flat tensor maps,
+# so tensors go to the safetensors file under a path key and the structure goes to JSON (no pickle anywhere).
+
+
+def flatten_state(obj: Any, prefix: str = "") -> tuple[dict[str, torch.Tensor], Any]:
+    tensors: dict[str, torch.Tensor] = {}
+
+    def walk(o: Any, key: str) -> Any:
+        if isinstance(o, torch.Tensor):
+            tensors[key] = o.detach().cpu().contiguous()
+            return {"__tensor__": key}
+        if isinstance(o, dict):
+            return {"__dict__": [[walk(k, f"{key}.k{i}"), walk(v, f"{key}.{i}")] for i, (k, v) in enumerate(o.items())]}
+        if isinstance(o, (list, tuple)):
+            return {"__list__" if isinstance(o, list) else "__tuple__": [walk(v, f"{key}.{i}") for i, v in enumerate(o)]}
+        if o is None or isinstance(o, (bool, int, float, str)):
+            return o
+        raise TypeError(f"cannot store {type(o).__name__} in trainer state")
+
+    return tensors, walk(obj, prefix or "s")
+
+
+def unflatten_state(tensors: dict[str, torch.Tensor], skeleton: Any) -> Any:
+    def walk(o: Any) -> Any:
+        if isinstance(o, dict):
+            if "__tensor__" in o:
+                return tensors[o["__tensor__"]]
+            if "__dict__" in o:
+                return {walk(k): walk(v) for k, v in o["__dict__"]}
+            if "__list__" in o:
+                return [walk(v) for v in o["__list__"]]
+            if "__tuple__" in o:
+                return tuple(walk(v) for v in o["__tuple__"])
+        return o
+
+    return walk(skeleton)

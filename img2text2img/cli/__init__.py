@@ -1,0 +1,64 @@
+"""The `i2t` command: a thin shell over the library. Each command module only parses arguments, calls the library and
+prints; user errors (`I2TError`) become one line on stderr and exit code 2."""
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from img2text2img.errors import I2TError
+
+app = typer.Typer(
+    name="i2t",
+    help="img2text2img: caption and tag photos, draw pictures from sentences, and score the round trip.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+data_app = typer.Typer(help="Make or inspect datasets.", no_args_is_help=True)
+train_app = typer.Typer(help="Train a captioner, tagger or generator.", no_args_is_help=True)
+eval_app = typer.Typer(help="Score a trained model on a dataset split.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+app.add_typer(train_app, name="train")
+app.add_typer(eval_app, name="eval")
+
+
+def _register_commands() -> None:
+    # Each module adds its commands to the apps above; importing them is cheap (no torch at import).
+    import importlib
+    import pkgutil
+
+    import img2text2img.cli as pkg
+
+    for mod in sorted(m.name for m in pkgutil.iter_modules(pkg.__path__)):
+        importlib.import_module(f"img2text2img.cli.{mod}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit code (0 ok, 2 bad input, 130 interrupted)."""
+    _register_commands()
+    try:
+        app(args=argv, standalone_mode=False)
+    except I2TError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except typer.Exit as e:
+        return e.exit_code
+    except typer.Abort:
+        print("aborted", file=sys.stderr)
+        return 1
+    except Exception as e:  # click usage errors
+        import click
+
+        if isinstance(e, click.exceptions.ClickException):
+            e.show()
+            return e.exit_code
+        raise
+    return 0
+
+
+def run() -> None:
+    sys.exit(main())
