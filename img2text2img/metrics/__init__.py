@@ -1,0 +1,1 @@
+"""Scores over token lists: pure functions, no models (see `metrics.caption`)."""
