@@ -1,0 +1,90 @@
+"""Round-trip scoring: a generator that returns the real photo scores ~1, one that returns grey ~0; the HTML report
+is valid and lists every row."""
+from __future__ import annotations
+
+from html.parser import HTMLParser
+
+import pytest
+import torch
+from PIL import Image
+
+from img2text2img.data import load_dataset
+from img2text2img.roundtrip import evaluate_roundtrip, grey_image, render_html, write_report
+
+
+@pytest.fixture(scope="module")
+def shapes():
+    return load_dataset("shapes:400")
+
+
+def _oracle(ds):
+    """A stub captioner that recognises dataset images exactly (by pixels) and says 'nothing' otherwise, plus the
+    stub generators built on the same lookup."""
+    by_pixels = {}
+    by_caption = {}
+    for im in ds.split("test"):
+        img = Image.open(ds.image_path(im)).convert("RGB")
+        by_pixels[img.tobytes()] = ds.captions[im][0]
+        for c in ds.captions[im]:
+            by_caption[c] = img
+
+    def caption_fn(images):
+        return [by_pixels.get(i.convert("RGB").tobytes(), "a gray background") for i in images]
+
+    def real_generator(prompts, seed):
+        return [by_caption[p] for p in prompts]
+
+    def grey_generator(prompts, seed):
+        return [grey_image(64) for _ in prompts]
+
+    def embed_fn(images):
+        return torch.stack([torch.from_numpy(__import__("numpy").asarray(i.resize((8, 8)), dtype="float32")).flatten()
+                            for i in images])
+
+    return caption_fn, real_generator, grey_generator, embed_fn
+
+
+def test_real_image_generator_scores_one(shapes):
+    cap, real_gen, _, embed = _oracle(shapes)
+    r = evaluate_roundtrip(shapes, cap, real_gen, embed, limit=30, captions_per_image=2)
+    assert r.scores["n_pairs"] == 60
+    assert r.scores["normalised_bleu4"] == pytest.approx(1.0, abs=1e-9)
+    assert r.scores["normalised_bleu1"] == pytest.approx(1.0, abs=1e-9)
+    assert r.scores["upper_real_photo"]["bleu4"] > r.scores["lower_grey"]["bleu4"]
+    i2i = r.scores["image_to_image"]
+    assert i2i["recall_at_1"] == pytest.approx(1.0) and i2i["cosine_generated_vs_real"] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_grey_generator_scores_zero(shapes):
+    cap, _, grey_gen, embed = _oracle(shapes)
+    r = evaluate_roundtrip(shapes, cap, grey_gen, embed, limit=30)
+    assert r.scores["normalised_bleu4"] == pytest.approx(0.0, abs=1e-9)
+    assert r.scores["normalised_bleu1"] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_report_is_valid_html_with_every_row(shapes, tmp_path):
+    cap, real_gen, _, embed = _oracle(shapes)
+    r = evaluate_roundtrip(shapes, cap, real_gen, embed, limit=12)
+    paths = write_report(r, tmp_path / "out")
+    text = paths["html"].read_text()
+
+    class Check(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.stack, self.rows, self.imgs = [], 0, 0
+
+        def handle_starttag(self, tag, attrs):
+            if tag not in ("img", "meta", "br"):
+                self.stack.append(tag)
+            a = dict(attrs)
+            self.rows += tag == "tr" and a.get("class") == "row"
+            self.imgs += tag == "img" and a.get("src", "").startswith("data:image/png;base64,")
+
+        def handle_endtag(self, tag):
+            assert self.stack and self.stack.pop() == tag, f"unbalanced </{tag}>"
+
+    c = Check()
+    c.feed(text)
+    assert c.stack == [] and c.rows == len(r.rows) == 12 and c.imgs == 24
+    assert (tmp_path / "out" / "roundtrip.json").exists()
+    assert render_html(r).startswith("<!DOCTYPE html>")
