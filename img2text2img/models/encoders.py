@@ -197,6 +197,13 @@ class Encoder(nn.Module):
             self._grid_hw = (int(fmap.shape[2]), int(fmap.shape[3]))
         return self._grid_hw
 
+    def fingerprint(self) -> str:
+        """The weights' identity for caches: the file sha256 while frozen, else a hash of the current tensors
+        (random init, or blocks being fine-tuned)."""
+        if self.weights_sha256 is not None and self.trainable_blocks == 0:
+            return self.weights_sha256
+        return "state:" + _state_sha(self.model.state_dict())
+
     def describe(self) -> dict[str, Any]:
         """JSON-able identity: what a feature cache or a checkpoint config records about this encoder."""
         return {"name": self.name, "constructor": self.spec.constructor, "num_features": self.num_features,
