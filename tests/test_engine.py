@@ -19,10 +19,10 @@ class ToyConfig:
 
 
 class Toy(nn.Module):
-    def __init__(self, config: ToyConfig):
+    def __init__(self, config: ToyConfig, dropout: float = 0.2):
         super().__init__()
         self.config = config
-        self.net = nn.Sequential(nn.Linear(config.dim, 32), nn.ReLU(), nn.Dropout(0.2), nn.Linear(32, 1))
+        self.net = nn.Sequential(nn.Linear(config.dim, 32), nn.ReLU(), nn.Dropout(dropout), nn.Linear(32, 1))
 
     def forward(self, x):
         return self.net(x).squeeze(-1)
@@ -32,9 +32,9 @@ class ToyTask(TrainTask):
     kind = "toy"
     main_metric = "neg_mse"
 
-    def __init__(self, seed: int = 0):
+    def __init__(self, seed: int = 0, dropout: float = 0.2):
         torch.manual_seed(seed)
-        self.model = Toy(ToyConfig())
+        self.model = Toy(ToyConfig(), dropout)
         self.vocab = Vocabulary.build(["toy"])
         g = torch.Generator().manual_seed(1)
         self.x = torch.randn(256, 8, generator=g)
