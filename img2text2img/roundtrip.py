@@ -264,3 +264,37 @@ def write_report(result: RoundTripResult, out: str | Path, title: str = "img2tex
     write_text_atomic(out / "roundtrip.json", json.dumps(payload, indent=2))
     write_text_atomic(out / "report.html", render_html(result, title))
     return {"json": out / "roundtrip.json", "html": out / "report.html"}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Models -> the callables above
+
+
+def default_model_dir(kind: str, data: str) -> Path:
+    """The shipped model for a dataset: `pretrained/<kind>_<data>` when the package has one, else `pretrained/<kind>`
+    (so the shapes round trip uses shapes-trained models, Flickr8k the photo-trained ones)."""
+    base = Path(__file__).resolve().parent / "pretrained"
+    specific = base / f"{kind}_{data}"
+    return specific if (specific / "config.json").exists() else base / kind
+
+
+def model_functions(captioner, generator, encoder=None, beam_size: int = 3) -> tuple[CaptionFn, GenerateFn, EmbedFn | None]:
+    """Wrap loaded models as the callables `evaluate_roundtrip` takes."""
+    from img2text2img.models.generator import to_pil
+
+    def caption_fn(images: list[Image.Image]) -> list[str]:
+        return [r.text for r in captioner.caption_images(images, beam_size=beam_size)]
+
+    def generate_fn(prompts: list[str], seed: int) -> list[Image.Image]:
+        return to_pil(generator.generate(prompts, n=1, seed=seed))
+
+    embed_fn = None
+    if encoder is not None:
+        tf = encoder.transform()
+
+        @torch.inference_mode()
+        def embed_fn(images: list[Image.Image]) -> torch.Tensor:
+            pooled, _ = encoder(torch.stack([tf(im) for im in images]))
+            return pooled
+
+    return caption_fn, generate_fn, embed_fn

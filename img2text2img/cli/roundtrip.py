@@ -1,0 +1,80 @@
+"""`i2t roundtrip-eval`: caption -> image -> caption BLEU between its bounds, and image -> caption -> image."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from img2text2img.cli import app
+from img2text2img.cli.output import console, warn
+
+
+@app.command("roundtrip-eval")
+def roundtrip_eval(
+    data: Annotated[str, typer.Option(help="flickr8k, shapes, or a dataset folder.")] = "flickr8k",
+    split: Annotated[str, typer.Option(help="Dataset split to use.")] = "test",
+    limit: Annotated[int, typer.Option(min=1, help="Number of images (each sends --per-image captions around).")] = 100,
+    per_image: Annotated[int, typer.Option(min=1, max=5, help="Reference captions per image sent through the generator.")] = 1,
+    captioner: Annotated[Path | None, typer.Option(help="Captioner folder (default: the shipped one for --data).")] = None,
+    generator: Annotated[Path | None, typer.Option(help="Generator folder (default: the shipped one for --data).")] = None,
+    encoder: Annotated[str, typer.Option(help="Encoder for image->caption->image similarity ('none' to skip).")] = "mobilenet_v2",
+    beam: Annotated[int, typer.Option(min=1, max=20, help="Beam width of the captioner.")] = 3,
+    out: Annotated[Path, typer.Option(help="Folder for roundtrip.json and report.html.")] = Path("runs/roundtrip"),
+    data_dir: Annotated[Path | None, typer.Option(help="Where the dataset is (else $I2T_DATA, then ../shared).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed for caption sampling, unrelated-photo pairing and generator noise.")] = 0,
+) -> None:
+    """Send captions through the generator and back through the captioner; score BLEU between the bounds
+    (upper: captioner on the real photo; lower: on a grey image / an unrelated photo). Writes OUT/roundtrip.json and
+    OUT/report.html (open it in a browser)."""
+    import torch
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.table import Table
+
+    from img2text2img.data import load_dataset
+    from img2text2img.errors import I2TError
+    from img2text2img.models import load_model
+    from img2text2img.roundtrip import default_model_dir, evaluate_roundtrip, model_functions, write_report
+
+    torch.manual_seed(seed)
+    ds = load_dataset(data, data_dir)
+    key = "shapes" if ds.name.startswith("shape") else ds.name
+    cap = load_model(captioner or default_model_dir("captioner", key), kind="captioner")
+    gen = load_model(generator or default_model_dir("generator", key), kind="generator")
+    enc = None
+    if encoder != "none":
+        from img2text2img.models.encoders import create_encoder
+
+        try:
+            enc = create_encoder(encoder, pretrained=True).eval()
+        except I2TError as e:
+            warn(f"image->caption->image similarity skipped: {e}")
+    fns = model_functions(cap, gen, enc, beam_size=beam)
+    with Progress(TextColumn("[bold]round trip"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=True) as bar:
+        task = bar.add_task("rt", total=None)
+        result = evaluate_roundtrip(ds, *fns, split=split, limit=limit, captions_per_image=per_image, seed=seed,
+                                    progress=lambda done, total: bar.update(task, completed=done, total=total))
+    paths = write_report(result, out, title=f"img2text2img round trip on {ds.name} {split} ({result.scores['n_pairs']} captions)")
+    s = result.scores
+    t = Table(title=f"round trip: {ds.name} {split}, {s['n_images']} images, {s['n_pairs']} captions")
+    t.add_column("")
+    for b in ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4"):
+        t.add_column(b, justify="right")
+    for label, k in (("round trip (caption->image->caption)", "roundtrip"), ("upper: real photo", "upper_real_photo"),
+                     ("lower: grey image", "lower_grey"), ("lower: other photo", "lower_other_photo")):
+        t.add_row(label, *(f"{s[k][f'bleu{n}']:.3f}" for n in range(1, 5)))
+    console.print(t)
+
+    def fmt(x):
+        return "n/a" if x is None else f"{x:.3f}"
+
+    console.print(f"normalised (vs grey): BLEU-1 {fmt(s['normalised_bleu1'])}  BLEU-4 {fmt(s['normalised_bleu4'])}; "
+                  f"(vs other photo): BLEU-1 {fmt(s['normalised_bleu1_vs_other_photo'])}  "
+                  f"BLEU-4 {fmt(s['normalised_bleu4_vs_other_photo'])}")
+    if "image_to_image" in s:
+        i = s["image_to_image"]
+        console.print(f"image->caption->image: cosine to own photo {i['cosine_generated_vs_real']:.3f} vs other photo "
+                      f"{i['cosine_generated_vs_other']:.3f}; recall@1 {i['recall_at_1']:.3f} (chance "
+                      f"{i['chance_recall_at_1']:.3f}), recall@5 {i['recall_at_5']:.3f} among {i['pool']}")
+    console.print(f"wrote {paths['json']} and {paths['html']}")
