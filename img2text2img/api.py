@@ -1,0 +1,38 @@
+"""The Python API in four calls, mirroring the CLI:
+
+    import img2text2img as i2t
+    i2t.caption(["photo.jpg"])            # -> [CaptionResult(text, tokens, logprob)]
+    i2t.tag(["photo.jpg"], top=5)         # -> [[(tag, score), ...]]
+    i2t.generate("a red circle", n=4)     # -> [PIL.Image]
+    i2t.load_model("runs/cap/best")       # any checkpoint folder -> model
+
+Each takes `model=None` for the model shipped inside the package, a folder, or an already loaded model.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from img2text2img.models import load_model
+
+
+def caption(images: Sequence, model=None, beam_size: int = 3):
+    """Caption image paths or PIL images."""
+    from img2text2img.models.captioner import caption as _caption
+
+    return _caption(images, model=model, beam_size=beam_size)
+
+
+def tag(images: Sequence, model=None, top: int = 10):
+    """Tag image paths or PIL images: a list of (tag, score) per image, best first."""
+    from img2text2img.models.tagger import tag as _tag
+
+    return _tag(images, model=model, top=top)
+
+
+def generate(prompts: str | Sequence[str], model=None, n: int = 1, seed: int = 0):
+    """Draw `n` 64x64 pictures per prompt as PIL images; the same seed gives the same pictures."""
+    from img2text2img.models.generator import generate_images
+
+    return generate_images(prompts, model=model, n=n, seed=seed)
+
+
+__all__ = ["caption", "tag", "generate", "load_model"]
