@@ -1,0 +1,134 @@
+"""`i2t caption`, `i2t train captioner`, `i2t eval captioner`."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from img2text2img.cli import app, eval_app, train_app
+from img2text2img.cli.output import console, err_console, warn
+
+
+@app.command("caption")
+def caption(
+    paths: Annotated[list[Path], typer.Argument(help="Image files and/or folders of images.")],
+    model: Annotated[Path | None, typer.Option(help="Captioner folder (default: the one shipped with the package).")] = None,
+    beam: Annotated[int, typer.Option(min=1, max=20, help="Beam width (1 = greedy).")] = 3,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON line per image: file, caption, logprob, ms.")] = False,
+    device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
+) -> None:
+    """Write one caption per image. Bad files in a folder are skipped and listed at the end (exit code 2)."""
+    import torch
+
+    from img2text2img.data import list_images, load_image
+    from img2text2img.errors import I2TError
+    from img2text2img.models.captioner import load_captioner, timed_caption
+    from img2text2img.train.engine import pick_device
+
+    files, skipped = list_images([str(p) for p in paths])
+    failed: list[tuple[str, str]] = [(str(p), why) for p, why in skipped if why == "not found"]
+    if not files:
+        raise I2TError("no images found in " + " ".join(map(str, paths)))
+    cap = load_captioner(model, device=str(pick_device(device)))
+    cap.ensure_encoder()
+    with torch.inference_mode():
+        for f in files:
+            try:
+                img = load_image(f)
+            except I2TError as e:
+                failed.append((str(f), str(e)))
+                continue
+            r, ms = timed_caption(cap, img, beam_size=beam)
+            if as_json:
+                print(json.dumps({"file": str(f), "caption": r.text, "logprob": round(r.logprob, 4), "ms": round(ms, 1)}),
+                      flush=True)
+            else:
+                console.print(f"{f}\t{r.text}", highlight=False, soft_wrap=True)
+    if failed:
+        for f, why in failed:
+            err_console.print(f"failed: {f}: {why}", highlight=False)
+        raise I2TError(f"{len(failed)} input(s) could not be captioned (listed above)")
+
+
+@train_app.command("captioner")
+def train_captioner_cmd(
+    out: Annotated[Path, typer.Option(help="Run folder (out/last, out/best, out/summary.json).")],
+    model: Annotated[str, typer.Option(help="Registry name, e.g. mobilenet_v2+attention, small_cnn+lstm-tiny.")] = "mobilenet_v2+attention",
+    encoder: Annotated[str | None, typer.Option(help="Encoder (overrides the one in --model).")] = None,
+    decoder: Annotated[str | None, typer.Option(help="lstm, blstm or attention (overrides the one in --model).")] = None,
+    data: Annotated[str, typer.Option(help="flickr8k, shapes, shapes:N or a dataset folder.")] = "flickr8k",
+    data_dir: Annotated[Path | None, typer.Option(help="Where the dataset is.")] = None,
+    epochs: Annotated[int, typer.Option(min=1)] = 8,
+    max_steps: Annotated[int | None, typer.Option(help="Stop after this many steps.")] = None,
+    batch_size: Annotated[int, typer.Option(min=1)] = 64,
+    lr: Annotated[float, typer.Option()] = 1e-3,
+    weight_decay: Annotated[float, typer.Option()] = 0.0,
+    grad_clip: Annotated[float, typer.Option()] = 5.0,
+    dropout: Annotated[float | None, typer.Option(help="Override the preset's dropout.")] = None,
+    label_smoothing: Annotated[float, typer.Option()] = 0.0,
+    min_count: Annotated[int, typer.Option(help="Rarer words become <unk>.")] = 5,
+    glove: Annotated[bool, typer.Option(help="Initialise word embeddings from GloVe (50-d).")] = False,
+    patience: Annotated[int | None, typer.Option(help="Early stopping: evaluations without BLEU-4 gain.")] = 3,
+    val_images: Annotated[int | None, typer.Option(help="Validation BLEU on the first N val images.")] = None,
+    eval_every: Annotated[int | None, typer.Option(help="Steps between validations (default: each epoch).")] = None,
+    seed: Annotated[int, typer.Option()] = 0,
+    device: Annotated[str, typer.Option()] = "auto",
+    resume: Annotated[bool, typer.Option(help="Continue from out/last.")] = False,
+    threads: Annotated[int | None, typer.Option(help="torch CPU threads.")] = None,
+) -> None:
+    """Train a captioner on cached encoder features (teacher forcing, Adam + cosine schedule, early stopping on
+    validation BLEU-4, a checkpoint per epoch)."""
+    import torch
+
+    from img2text2img.checkpoint import write_text_atomic
+    from img2text2img.train.captioner import CaptionTrainOptions, train_captioner
+    from img2text2img.train.engine import TrainConfig
+
+    if threads:
+        torch.set_num_threads(threads)
+    if encoder or decoder:
+        enc, _, dec = model.partition("+")
+        model = f"{encoder or enc}+{decoder or dec}"
+    overrides: dict = {"label_smoothing": label_smoothing}
+    if dropout is not None:
+        overrides["dropout"] = dropout
+    opts = CaptionTrainOptions(model=model, data=data, data_dir=str(data_dir) if data_dir else None, min_count=min_count,
+                               glove=glove, overrides=overrides, val_images=val_images)
+    cfg = TrainConfig(out=str(out), epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr,
+                      weight_decay=weight_decay, grad_clip=grad_clip, patience=patience, eval_every=eval_every,
+                      seed=seed, device=device, resume=resume)
+    summary = train_captioner(opts, cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out / "summary.json", json.dumps(summary, indent=2, default=str))
+    console.print(f"best val BLEU-4 {summary['best']} after {summary['steps']} steps "
+                  f"({summary['train_seconds']:.0f} s); model in {out / 'best'}")
+
+
+@eval_app.command("captioner")
+def eval_captioner_cmd(
+    model: Annotated[Path | None, typer.Option(help="Captioner folder (default: the shipped one).")] = None,
+    split: Annotated[str, typer.Option(help="train, val or test.")] = "test",
+    data: Annotated[str, typer.Option(help="flickr8k, shapes or a dataset folder.")] = "flickr8k",
+    data_dir: Annotated[Path | None, typer.Option()] = None,
+    beam: Annotated[int, typer.Option(min=1, max=20)] = 3,
+    coco: Annotated[bool, typer.Option(help="Also the COCO metrics (pycocoevalcap + Java).")] = True,
+    limit: Annotated[int | None, typer.Option(help="Only the first N images of the split.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Write the scores as JSON here.")] = None,
+) -> None:
+    """Score a captioner against all references of a split: nltk BLEU-1..4 and COCO BLEU, METEOR, ROUGE-L, CIDEr-D."""
+    from img2text2img.checkpoint import write_text_atomic
+    from img2text2img.models.captioner import load_captioner
+    from img2text2img.train.captioner import evaluate_captioner
+
+    cap = load_captioner(model)
+    if not coco:
+        warn("COCO metrics off: only nltk BLEU")
+    scores = evaluate_captioner(cap, data, split, beam_size=beam, coco=coco,
+                                data_dir=str(data_dir) if data_dir else None, limit=limit)
+    text = json.dumps(scores, indent=2)
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(out, text + "\n")
+    console.print_json(text)

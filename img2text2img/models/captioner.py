@@ -1,0 +1,538 @@
+"""Image captioners: a frozen image encoder + one of three word decoders, with greedy and beam-search decoding.
+
+Decoders (all read words through the shared `SharedEmbedding`, so GloVe initialisation works for every one):
+
+- `lstm` - Show and Tell: the pooled image vector initialises the LSTM state; the LSTM reads the caption.
+- `blstm` - the seeds' "merge" model: a bidirectional LSTM reads the caption prefix (forward direction left to right,
+  backward direction right to left over the prefix only, so nothing from the future leaks), its two final states are
+  concatenated with the image vector and an MLP predicts the next word.
+- `attention` - Show, Attend and Tell (soft attention) over the encoder's spatial grid, with the gating scalar and the
+  doubly stochastic regularisation `alpha_c * mean((1 - sum_t alpha_t)^2)`.
+
+Training runs on cached encoder features (see `img2text2img.features`), so a checkpoint stores only the decoder, the
+vocabulary and the encoder's name and weights fingerprint; the encoder is rebuilt through `create_encoder` at load time.
+Encoders without pretrained weights (e.g. `small_cnn`, random init) are stored in the checkpoint so they can be rebuilt
+exactly.
+
+Every decoder exposes the same step interface (`init_state`, `step`), so greedy and beam search are written once.
+"""
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence
+
+from img2text2img.config import config_from_dict, config_to_dict
+from img2text2img.errors import I2TError
+from img2text2img.registry import Registry
+from img2text2img.vocab import END_ID, PAD_ID, START_ID, SharedEmbedding, Vocabulary
+
+KIND = "captioner"
+
+
+@dataclass
+class CaptionerConfig:
+    encoder: str = "mobilenet_v2"  # name for `create_encoder`
+    decoder: str = "attention"  # lstm | blstm | attention
+    feature_dim: int = 0  # D of the encoder features (filled in from the encoder / feature cache)
+    vocab_size: int = 0  # filled in from the vocabulary
+    embed_dim: int = 256  # word-embedding size (50 to initialise from the GloVe 50-d slice)
+    hidden: int = 512  # LSTM hidden size
+    attention_dim: int = 256  # attention MLP size (attention decoder)
+    feature_proj: int = 512  # grid features are projected to this size once per image (attention decoder)
+    dropout: float = 0.5
+    max_len: int = 20  # longest caption generated (words, without <start>/<end>)
+    alpha_c: float = 1.0  # weight of the doubly stochastic attention regulariser
+    label_smoothing: float = 0.0
+    length_alpha: float = 0.7  # beam search ranks finished captions by logprob / length ** length_alpha
+    encoder_weights_sha256: str = ""  # fingerprint of the encoder weights the decoder was trained on
+    store_encoder: bool = False  # random-init encoders keep their weights in the checkpoint
+
+    @property
+    def uses_grid(self) -> bool:
+        return self.decoder == "attention"
+
+
+@dataclass
+class CaptionResult:
+    text: str
+    tokens: list[str]
+    logprob: float  # sum of token log-probabilities, <end> included
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Named configurations
+
+
+CAPTIONERS: Registry = Registry("captioner")
+DECODERS: Registry = Registry("caption decoder")
+
+ENCODER_NAMES = ("mobilenet_v2", "efficientnet_lite0", "mobilenet_v3_small", "squeezenet1_1", "inception_v3", "googlenet")
+DECODER_PRESETS = {
+    "lstm": dict(decoder="lstm", embed_dim=256, hidden=512, dropout=0.5),
+    "blstm": dict(decoder="blstm", embed_dim=256, hidden=256, dropout=0.5),
+    "attention": dict(decoder="attention", embed_dim=256, hidden=512, attention_dim=256, feature_proj=512, dropout=0.5),
+    # tiny presets for tests and the shapes set
+    "lstm-tiny": dict(decoder="lstm", embed_dim=32, hidden=64, dropout=0.1, max_len=16),
+    "blstm-tiny": dict(decoder="blstm", embed_dim=32, hidden=48, dropout=0.1, max_len=16),
+    "attention-tiny": dict(decoder="attention", embed_dim=32, hidden=64, attention_dim=32, feature_proj=64,
+                           dropout=0.1, max_len=16),
+}
+
+
+def _register_defaults() -> None:
+    for enc in (*ENCODER_NAMES, "small_cnn"):
+        for dec, preset in DECODER_PRESETS.items():
+            CAPTIONERS.add(f"{enc}+{dec}", lambda enc=enc, preset=preset: CaptionerConfig(encoder=enc, **preset))
+
+
+_register_defaults()
+
+
+def list_captioners() -> list[str]:
+    return CAPTIONERS.names()
+
+
+def captioner_config(name: str, **overrides) -> CaptionerConfig:
+    """Named configuration (e.g. "mobilenet_v2+attention") with field overrides."""
+    cfg = CAPTIONERS.get(name)()
+    try:
+        return replace(cfg, **overrides)
+    except TypeError as e:
+        raise I2TError(f"captioner config: {e}") from None
+
+
+def create_captioner(name: str, vocab: Vocabulary, feature_dim: int, **overrides) -> Captioner:
+    """A fresh captioner for `vocab`, on features of size `feature_dim` (encoder attached later, or never)."""
+    cfg = captioner_config(name, vocab_size=len(vocab), feature_dim=feature_dim, **overrides)
+    return Captioner(cfg, vocab)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Decoders. Shapes: B batch, T caption length (with <start>/<end>), N grid cells, D feature size, V vocabulary.
+
+
+class ShowTellDecoder(nn.Module):
+    """Show and Tell: h0, c0 = tanh(W v); the LSTM reads <start> w1 .. wn and predicts w1 .. <end>."""
+
+    def __init__(self, cfg: CaptionerConfig):
+        super().__init__()
+        self.embed = SharedEmbedding(cfg.vocab_size, cfg.embed_dim)
+        self.init_h = nn.Linear(cfg.feature_dim, cfg.hidden)
+        self.init_c = nn.Linear(cfg.feature_dim, cfg.hidden)
+        self.lstm = nn.LSTM(cfg.embed_dim, cfg.hidden, batch_first=True)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.out = nn.Linear(cfg.hidden, cfg.vocab_size)
+
+    def init_state(self, pooled: torch.Tensor, grid: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        v = self.drop(pooled)  # [B, D]
+        return {"h": torch.tanh(self.init_h(v)), "c": torch.tanh(self.init_c(v))}  # [B, H] each
+
+    def forward(self, pooled, grid, tokens):
+        """tokens [B, T] -> logits [B, T-1, V] predicting tokens[:, 1:], and an auxiliary loss (0)."""
+        s = self.init_state(pooled, grid)
+        x = self.drop(self.embed(tokens[:, :-1]))  # [B, T-1, E]
+        y, _ = self.lstm(x, (s["h"].unsqueeze(0).contiguous(), s["c"].unsqueeze(0).contiguous()))  # [B, T-1, H]
+        return self.out(self.drop(y)), pooled.new_zeros(())
+
+    def step(self, state, prefix):
+        """prefix [B, t] (last column is the input word) -> logits [B, V], new state."""
+        x = self.embed(prefix[:, -1:])  # [B, 1, E]
+        y, (h, c) = self.lstm(x, (state["h"].unsqueeze(0).contiguous(), state["c"].unsqueeze(0).contiguous()))
+        return self.out(y[:, 0]), {"h": h[0], "c": c[0]}
+
+
+class MergeBLSTMDecoder(nn.Module):
+    """The seeds' merge model: [forward LSTM(prefix) ; backward LSTM(reversed prefix) ; image] -> MLP -> next word.
+
+    The backward direction reads only the prefix (w_t, w_{t-1}, .., <start>), recomputed for every prefix, so the
+    model stays causal; training batches all B*(T-1) prefixes into one packed LSTM call.
+    """
+
+    def __init__(self, cfg: CaptionerConfig):
+        super().__init__()
+        self.embed = SharedEmbedding(cfg.vocab_size, cfg.embed_dim)
+        self.fwd = nn.LSTM(cfg.embed_dim, cfg.hidden, batch_first=True)
+        self.bwd = nn.LSTM(cfg.embed_dim, cfg.hidden, batch_first=True)
+        self.img = nn.Linear(cfg.feature_dim, cfg.hidden)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.merge = nn.Linear(3 * cfg.hidden, cfg.hidden)
+        self.out = nn.Linear(cfg.hidden, cfg.vocab_size)
+
+    def _backward_states(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """x [M, L, E] reversed prefixes (left-aligned), lengths [M] -> final backward hidden state [M, H]."""
+        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        _, (h, _) = self.bwd(packed)
+        return h[0]
+
+    def _head(self, f, b, img):
+        z = torch.relu(self.merge(self.drop(torch.cat([f, b, img], dim=-1))))
+        return self.out(self.drop(z))
+
+    def init_state(self, pooled, grid):
+        B, H = pooled.shape[0], self.fwd.hidden_size
+        z = pooled.new_zeros(B, H)
+        return {"img": torch.relu(self.img(self.drop(pooled))), "h": z, "c": z.clone()}
+
+    def forward(self, pooled, grid, tokens):
+        B, T = tokens.shape
+        L = T - 1
+        img = torch.relu(self.img(self.drop(pooled)))  # [B, H]
+        x = self.drop(self.embed(tokens[:, :-1]))  # [B, L, E]
+        f, _ = self.fwd(x)  # [B, L, H]: forward state after reading prefix[:t+1]
+        # prefix t reversed: x[t], x[t-1], .., x[0]  -> index matrix [L, L], padded with 0 (masked by lengths)
+        t = torch.arange(L, device=tokens.device)
+        idx = (t[:, None] - t[None, :]).clamp(min=0)  # [L, L]
+        rev = x[:, idx]  # [B, L, L, E]
+        lengths = (t + 1).repeat(B)  # [B*L]
+        nonpad = (tokens[:, :-1] != PAD_ID).reshape(-1)  # only prefixes that end on a real token
+        b = x.new_zeros(B * L, f.shape[-1])
+        if nonpad.any():
+            b[nonpad] = self._backward_states(rev.reshape(B * L, L, -1)[nonpad], lengths[nonpad])
+        b = b.view(B, L, -1)
+        return self._head(f, b, img[:, None].expand(B, L, -1)), pooled.new_zeros(())
+
+    def step(self, state, prefix):
+        x = self.embed(prefix)  # [B, t, E]
+        y, (h, c) = self.fwd(x[:, -1:], (state["h"].unsqueeze(0).contiguous(), state["c"].unsqueeze(0).contiguous()))
+        _, (hb, _) = self.bwd(torch.flip(x, dims=[1]))
+        logits = self._head(y[:, 0], hb[0], state["img"])
+        return logits, {"img": state["img"], "h": h[0], "c": c[0]}
+
+
+class SoftAttentionDecoder(nn.Module):
+    """Show, Attend and Tell (soft): each step attends over the N grid cells with the previous hidden state."""
+
+    def __init__(self, cfg: CaptionerConfig):
+        super().__init__()
+        P, A, H = cfg.feature_proj, cfg.attention_dim, cfg.hidden
+        self.embed = SharedEmbedding(cfg.vocab_size, cfg.embed_dim)
+        self.feat = nn.Linear(cfg.feature_dim, P)
+        self.att_feat = nn.Linear(P, A)
+        self.att_h = nn.Linear(H, A)
+        self.att_v = nn.Linear(A, 1)
+        self.gate = nn.Linear(H, P)
+        self.init_h = nn.Linear(P, H)
+        self.init_c = nn.Linear(P, H)
+        self.cell = nn.LSTMCell(cfg.embed_dim + P, H)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.out = nn.Linear(H, cfg.vocab_size)
+
+    def init_state(self, pooled, grid):
+        if grid is None:
+            raise I2TError("the attention decoder needs the encoder's spatial grid features")
+        feats = self.feat(grid)  # [B, N, P]
+        mean = feats.mean(1)  # [B, P]
+        return {"feats": feats, "att": self.att_feat(feats),  # [B, N, A]
+                "h": torch.tanh(self.init_h(mean)), "c": torch.tanh(self.init_c(mean))}
+
+    def _attend(self, s):
+        e = self.att_v(torch.tanh(s["att"] + self.att_h(s["h"])[:, None])).squeeze(-1)  # [B, N]
+        alpha = torch.softmax(e, dim=-1)
+        ctx = torch.bmm(alpha[:, None], s["feats"])[:, 0]  # [B, P]
+        return torch.sigmoid(self.gate(s["h"])) * ctx, alpha
+
+    def forward(self, pooled, grid, tokens):
+        """Steps run on a shrinking batch (captions sorted by length), so padding costs nothing."""
+        B, T = tokens.shape
+        lengths = (tokens != PAD_ID).sum(1) - 1  # steps per caption
+        order = torch.argsort(lengths, descending=True)
+        inv = torch.argsort(order)
+        tokens, lengths = tokens[order], lengths[order]
+        s = self.init_state(pooled[order], grid[order])
+        x = self.drop(self.embed(tokens[:, :-1]))  # [B, T-1, E]
+        logits = x.new_zeros(B, T - 1, self.out.out_features)
+        alphas = x.new_zeros(B, T - 1, s["feats"].shape[1])
+        h, c = s["h"], s["c"]
+        for t in range(T - 1):
+            bt = int((lengths > t).sum())
+            if bt == 0:
+                break
+            st = {"feats": s["feats"][:bt], "att": s["att"][:bt], "h": h[:bt]}
+            ctx, alpha = self._attend(st)
+            h, c = self.cell(torch.cat([x[:bt, t], ctx], -1), (h[:bt], c[:bt]))
+            logits[:bt, t] = self.out(self.drop(h))
+            alphas[:bt, t] = alpha
+        reg = ((1.0 - alphas.sum(1)) ** 2).mean()  # doubly stochastic: each cell attended ~once over the caption
+        return logits[inv], reg
+
+    def step(self, state, prefix):
+        ctx, _ = self._attend(state)
+        h, c = self.cell(torch.cat([self.embed(prefix[:, -1]), ctx], -1), (state["h"], state["c"]))
+        return self.out(h), {**state, "h": h, "c": c}
+
+
+DECODERS.add("lstm", ShowTellDecoder)
+DECODERS.add("blstm", MergeBLSTMDecoder)
+DECODERS.add("attention", SoftAttentionDecoder)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The captioner
+
+
+class Captioner(nn.Module):
+    """Decoder + vocabulary (+ the encoder, created lazily for captioning photos)."""
+
+    def __init__(self, config: CaptionerConfig, vocab: Vocabulary):
+        super().__init__()
+        if config.vocab_size != len(vocab):
+            raise I2TError(f"captioner config has vocab_size {config.vocab_size} but the vocabulary has {len(vocab)}")
+        if config.feature_dim <= 0:
+            raise I2TError("captioner config needs feature_dim (the encoder's feature size)")
+        self.config = config
+        self.vocab = vocab
+        self.decoder = DECODERS.get(config.decoder)(config)
+        self.encoder: nn.Module | None = None
+
+    # -- training -----------------------------------------------------------------------------------------------
+
+    def forward(self, tokens: torch.Tensor, pooled: torch.Tensor | None = None, grid: torch.Tensor | None = None,
+                images: torch.Tensor | None = None):
+        """Teacher forcing: tokens [B, T] with features pooled [B, D] (+ grid [B, N, D] for attention), or raw
+        images [B, 3, S, S] run through the attached encoder (end-to-end training of small encoders).
+        Returns (logits [B, T-1, V] predicting tokens[:, 1:], auxiliary loss [])."""
+        if images is not None:
+            if self.encoder is None:
+                raise I2TError("training on images needs an attached encoder")
+            pooled, grid = self.encoder(images)
+        return self.decoder(pooled, grid, tokens)
+
+    def loss_from_logits(self, logits: torch.Tensor, aux: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy over real target tokens (label smoothing optional) + alpha_c * attention regulariser."""
+        target = tokens[:, 1:]
+        ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=PAD_ID,
+                             label_smoothing=self.config.label_smoothing)
+        return ce + self.config.alpha_c * aux if self.config.uses_grid else ce
+
+    def loss(self, tokens, pooled=None, grid=None, images=None) -> torch.Tensor:
+        logits, aux = self(tokens, pooled, grid, images)
+        return self.loss_from_logits(logits, aux, tokens)
+
+    # -- encoder ------------------------------------------------------------------------------------------------
+
+    def attach_encoder(self, encoder: nn.Module) -> None:
+        """Use `encoder` for `caption_images` (and store it in checkpoints when `config.store_encoder`)."""
+        if getattr(encoder, "num_features", self.config.feature_dim) != self.config.feature_dim:
+            raise I2TError(f"encoder gives {encoder.num_features}-d features, the decoder expects {self.config.feature_dim}")
+        self.encoder = encoder.to(next(self.decoder.parameters()).device).eval()
+
+    def ensure_encoder(self) -> nn.Module:
+        """The encoder, built through `create_encoder` with its pretrained weights on first use."""
+        if self.encoder is None:
+            from img2text2img.models.encoders import create_encoder
+
+            enc = create_encoder(self.config.encoder, pretrained=not self.config.store_encoder)
+            want, got = self.config.encoder_weights_sha256, getattr(enc, "weights_sha256", "")
+            if want and got and want != got:
+                warnings.warn(f"encoder {self.config.encoder} weights differ from those the captioner was trained on "
+                              f"({got[:12]} vs {want[:12]}); captions may be poor", stacklevel=2)
+            self.attach_encoder(enc)
+        return self.encoder
+
+    def checkpoint_state(self) -> dict[str, torch.Tensor]:
+        """Decoder weights, plus encoder weights only for encoders that cannot be rebuilt from pretrained files."""
+        state = {k: v for k, v in self.state_dict().items() if not k.startswith("encoder.")}
+        if self.config.store_encoder:
+            if self.encoder is None:
+                raise I2TError(f"{self.config.encoder} has no pretrained weights; attach the encoder before saving")
+            state.update({f"encoder.{k}": v for k, v in self.encoder.state_dict().items()})
+        return state
+
+    def save(self, path: str | Path, metrics: dict | None = None, info: dict | None = None, half: bool = False) -> Path:
+        from img2text2img.checkpoint import save_checkpoint
+
+        return save_checkpoint(path, kind=KIND, config=config_to_dict(self.config), state_dict=self.checkpoint_state(),
+                               vocab=self.vocab, metrics=metrics, info=info, half=half)
+
+    @classmethod
+    def from_checkpoint(cls, ckpt) -> Captioner:
+        cfg = config_from_dict(CaptionerConfig, ckpt.config)
+        model = cls(cfg, ckpt.vocab)
+        dec = {k: v for k, v in ckpt.state_dict.items() if not k.startswith("encoder.")}
+        missing, unexpected = model.load_state_dict(dec, strict=False)
+        missing = [k for k in missing if not k.startswith("encoder.")]
+        if missing or unexpected:
+            raise I2TError(f"{ckpt.path}: captioner weights do not match its config "
+                           f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+        if cfg.store_encoder:
+            from img2text2img.models.encoders import create_encoder
+
+            enc = create_encoder(cfg.encoder, pretrained=False)
+            enc_state = {k[len("encoder."):]: v for k, v in ckpt.state_dict.items() if k.startswith("encoder.")}
+            try:
+                enc.load_state_dict(enc_state, strict=True)
+            except RuntimeError:
+                raise I2TError(f"{ckpt.path}: stored {cfg.encoder} encoder weights do not match the encoder") from None
+            model.attach_encoder(enc)
+        return model.eval()
+
+    @property
+    def num_decoder_parameters(self) -> int:
+        return sum(p.numel() for p in self.decoder.parameters())
+
+    # -- decoding -----------------------------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def decode_features(self, pooled: torch.Tensor, grid: torch.Tensor | None = None, beam_size: int = 3,
+                        max_len: int | None = None) -> list[CaptionResult]:
+        """Caption a batch of encoder features: pooled [B, D], grid [B, N, D] (attention only). Greedy at beam 1."""
+        device = next(self.decoder.parameters()).device
+        pooled = pooled.to(device, torch.float32)
+        grid = grid.to(device, torch.float32) if (grid is not None and self.config.uses_grid) else None
+        max_len = max_len or self.config.max_len
+        if beam_size <= 1:
+            ids, lp = greedy_search(self.decoder, pooled, grid, max_len)
+        else:
+            ids, lp = beam_search(self.decoder, pooled, grid, beam_size, max_len, self.config.length_alpha)
+        out = []
+        for row, score in zip(ids.tolist(), lp.tolist()):
+            toks = self.vocab.decode_tokens(row)
+            out.append(CaptionResult(" ".join(toks), toks, float(score)))
+        return out
+
+    @torch.inference_mode()
+    def encode_images(self, images: Sequence) -> tuple[torch.Tensor, torch.Tensor]:
+        """PIL images -> (pooled [B, D], grid [B, N, D]) through the encoder and its preprocessing."""
+        enc = self.ensure_encoder()
+        tf = enc.transform()
+        device = next(self.decoder.parameters()).device
+        x = torch.stack([tf(im) for im in images]).to(device)
+        return enc(x)
+
+    @torch.inference_mode()
+    def caption_images(self, images: Sequence, beam_size: int = 3, max_len: int | None = None,
+                       batch_size: int = 32) -> list[CaptionResult]:
+        """Caption PIL images (any size; the encoder's transform resizes them), `batch_size` at a time."""
+        self.eval()
+        out: list[CaptionResult] = []
+        for i in range(0, len(images), batch_size):
+            pooled, grid = self.encode_images(images[i:i + batch_size])
+            out.extend(self.decode_features(pooled, grid, beam_size=beam_size, max_len=max_len))
+        return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Search
+
+
+def _select(state: dict[str, torch.Tensor], idx: torch.Tensor) -> dict[str, torch.Tensor]:
+    return {k: v.index_select(0, idx) for k, v in state.items()}
+
+
+def _never_emit(logp: torch.Tensor) -> torch.Tensor:
+    # <pad> and <start> are never targets; ruling them out keeps an undertrained model from emitting them.
+    logp = logp.clone()
+    logp[:, PAD_ID] = -math.inf
+    logp[:, START_ID] = -math.inf
+    return logp
+
+
+def greedy_search(decoder: nn.Module, pooled, grid, max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Most likely word at each step -> (ids [B, <=max_len+1], summed logprob [B]); rows stop at <end>."""
+    B = pooled.shape[0]
+    state = decoder.init_state(pooled, grid)
+    prefix = torch.full((B, 1), START_ID, dtype=torch.long, device=pooled.device)
+    done = torch.zeros(B, dtype=torch.bool, device=pooled.device)
+    total = pooled.new_zeros(B)
+    for _ in range(max_len + 1):
+        logits, state = decoder.step(state, prefix)
+        logp = _never_emit(torch.log_softmax(logits.float(), -1))
+        lp, nxt = logp.max(-1)
+        total = total + torch.where(done, torch.zeros_like(lp), lp)
+        nxt = torch.where(done, torch.full_like(nxt, PAD_ID), nxt)
+        prefix = torch.cat([prefix, nxt[:, None]], 1)
+        done = done | (nxt == END_ID)
+        if bool(done.all()):
+            break
+    return prefix[:, 1:], total
+
+
+def beam_search(decoder: nn.Module, pooled, grid, beam_size: int, max_len: int,
+                length_alpha: float = 0.7) -> tuple[torch.Tensor, torch.Tensor]:
+    """Batched beam search -> (ids [B, L], summed logprob [B]) of the best beam per image.
+
+    Beams of all images run as one batch of B*k rows. A finished beam (ended with <end>) can only be extended by
+    <pad> at no cost, so it keeps its score and competes with the live beams. The final choice ranks beams by
+    logprob / length ** length_alpha (length counts words plus <end>), which stops beam search preferring very short
+    captions.
+    """
+    B, k = pooled.shape[0], beam_size
+    dev = pooled.device
+    state = decoder.init_state(pooled, grid)
+    state = _select(state, torch.arange(B, device=dev).repeat_interleave(k))  # [B*k, ...]
+    prefix = torch.full((B * k, 1), START_ID, dtype=torch.long, device=dev)
+    scores = torch.full((B, k), -math.inf, device=dev)
+    scores[:, 0] = 0.0  # all beams start identical: keep one alive so the first step does not pick duplicates
+    done = torch.zeros(B * k, dtype=torch.bool, device=dev)
+    lengths = torch.zeros(B * k, device=dev)
+    for _ in range(max_len + 1):
+        logits, state = decoder.step(state, prefix)
+        logp = _never_emit(torch.log_softmax(logits.float(), -1))  # [B*k, V]
+        V = logp.shape[-1]
+        frozen = torch.full_like(logp, -math.inf)
+        frozen[:, PAD_ID] = 0.0
+        logp = torch.where(done[:, None], frozen, logp)
+        cand = (scores.view(B * k, 1) + logp).view(B, k * V)
+        scores, flat = cand.topk(k, dim=-1)  # [B, k]
+        beam = flat // V
+        word = flat % V
+        src = (torch.arange(B, device=dev)[:, None] * k + beam).view(-1)  # [B*k] rows to continue
+        state = _select(state, src)
+        prefix = torch.cat([prefix.index_select(0, src), word.view(-1, 1)], 1)
+        was_done = done.index_select(0, src)
+        lengths = lengths.index_select(0, src) + (~was_done).float()
+        done = was_done | (word.view(-1) == END_ID)
+        if bool(done.all()):
+            break
+    norm = scores / lengths.view(B, k).clamp(min=1.0) ** length_alpha
+    norm = torch.where(torch.isfinite(scores), norm, torch.full_like(norm, -math.inf))
+    best = norm.argmax(-1)  # [B]
+    rows = torch.arange(B, device=dev) * k + best
+    return prefix.index_select(0, rows)[:, 1:], scores.gather(1, best[:, None])[:, 0]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Library entry point
+
+
+def default_captioner_dir() -> Path:
+    """The captioner shipped inside the package."""
+    return Path(__file__).resolve().parent.parent / "pretrained" / "captioner"
+
+
+def load_captioner(model: str | Path | Captioner | None = None, device: str = "cpu") -> Captioner:
+    """A captioner from a folder (checkpoint or run folder), an already loaded model, or None for the shipped one."""
+    if isinstance(model, Captioner):
+        return model
+    from img2text2img.models import load_model
+
+    path = Path(model) if model is not None else default_captioner_dir()
+    if model is None and not (path / "config.json").exists():
+        raise I2TError(f"no default captioner shipped at {path}; pass --model DIR")
+    return load_model(path, kind=KIND, device=device)
+
+
+def caption(images: Sequence, model: str | Path | Captioner | None = None, beam_size: int = 3,
+            max_len: int | None = None, batch_size: int = 32) -> list[CaptionResult]:
+    """Caption images given as paths or PIL images. `model=None` uses the captioner shipped with the package."""
+    from img2text2img.data import load_image
+
+    cap = load_captioner(model)
+    pil = [im if hasattr(im, "convert") else load_image(im) for im in images]
+    return cap.caption_images(pil, beam_size=beam_size, max_len=max_len, batch_size=batch_size)
+
+
+def timed_caption(model: Captioner, image, beam_size: int = 3) -> tuple[CaptionResult, float]:
+    """Caption one PIL image and return (result, milliseconds) - what `i2t caption --json` reports."""
+    t0 = time.perf_counter()
+    r = model.caption_images([image], beam_size=beam_size)[0]
+    return r, (time.perf_counter() - t0) * 1000.0

@@ -1,0 +1,235 @@
+"""Training and evaluating captioners.
+
+Large pretrained encoders stay frozen, so their features are computed once (`img2text2img.features`) and the decoder
+trains on cached tensors: an epoch over Flickr8k's 30,000 training captions never touches a JPEG. Encoders without
+pretrained weights (`small_cnn`, for the shapes set) are instead trained end to end on preloaded image tensors, which
+is cheap at 64x64 and much better than decoding random features.
+
+`CaptionerTask` plugs into the shared engine (`train.engine.fit`); `train_captioner` is the one-call version the CLI
+and scripts use; `evaluate_captioner` scores a model on a split with both BLEU scorers (and the COCO metrics).
+"""
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset
+
+from img2text2img.config import config_to_dict
+from img2text2img.data import CaptionDataset, load_dataset, load_image
+from img2text2img.errors import I2TError
+from img2text2img.metrics.caption import coco_scores, corpus_bleu_scores
+from img2text2img.models.captioner import Captioner, CaptionResult, captioner_config
+from img2text2img.train.engine import TrainConfig, TrainTask, fit
+from img2text2img.vocab import PAD_ID, Vocabulary, pad_batch, tokenize
+
+
+@dataclass
+class CaptionTrainOptions:
+    """What to train, beside the engine's `TrainConfig`."""
+
+    model: str = "mobilenet_v2+attention"  # registry name, see `list_captioners()`
+    data: str = "flickr8k"  # flickr8k | shapes | shapes:N | a dataset folder
+    data_dir: str | None = None
+    min_count: int = 5  # words seen fewer times in the training captions become <unk>
+    glove: bool = False  # initialise word embeddings from GloVe (sets embed_dim=50)
+    glove_source: str | None = None  # a GloVe file/folder or "kumo"; None = the shared 50-d slice
+    overrides: dict = field(default_factory=dict)  # CaptionerConfig field overrides
+    val_images: int | None = None  # score validation BLEU on the first N val images (None = all)
+    eval_beam: int = 1  # beam width used for the validation BLEU during training (1 = greedy, fast)
+    cache_dir: str | None = None  # feature cache folder (None = the default cache)
+
+
+class _PairDataset(Dataset):
+    """(image row, caption ids) pairs: every caption of every training image is one example."""
+
+    def __init__(self, pairs: list[tuple[int, list[int]]]):
+        self.pairs = pairs
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, i: int) -> tuple[int, list[int]]:
+        return self.pairs[i]
+
+
+class FeatureSource:
+    """Per-image inputs for a split: cached encoder features (pooled [n, D], grid [n, N, D]) or image tensors."""
+
+    def __init__(self, images: list[str], pooled=None, grid=None, pixels=None):
+        self.images, self.pooled, self.grid, self.pixels = images, pooled, grid, pixels
+        self.row = {im: i for i, im in enumerate(images)}
+
+    def batch(self, rows: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self.pixels is not None:
+            return {"images": self.pixels[rows].float()}
+        out = {"pooled": self.pooled[rows].float()}
+        if self.grid is not None:
+            out["grid"] = self.grid[rows].float()
+        return out
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+def load_features(model: Captioner, dataset: CaptionDataset, images: list[str], cache_dir: str | None = None,
+                  progress: bool = False) -> FeatureSource:
+    """Inputs for `images`: the encoder's cached features, or (end-to-end encoders) preprocessed pixels."""
+    if model.config.store_encoder:
+        tf = model.ensure_encoder().transform()
+        pixels = torch.stack([tf(load_image(dataset.image_path(im))) for im in images]).half()
+        return FeatureSource(images, pixels=pixels)
+    from img2text2img.features import encode_dataset
+
+    # A cache of the whole dataset serves any split, so one encoding pass feeds training and evaluation.
+    cache = encode_dataset(model.config.encoder, dataset, images=images, grid=model.config.uses_grid,
+                           cache_dir=cache_dir, progress=progress)
+    pooled = cache.pooled_for(images).half()
+    grid = cache.grid_for(images).half() if model.config.uses_grid else None
+    sha = cache.encoder.get("weights_sha256") or ""
+    if not model.config.encoder_weights_sha256:
+        model.config.encoder_weights_sha256 = sha
+    elif sha and sha != model.config.encoder_weights_sha256:
+        raise I2TError(f"the cached {model.config.encoder} features come from other weights than the captioner's")
+    return FeatureSource(images, pooled=pooled, grid=grid)
+
+
+class CaptionerTask(TrainTask):
+    kind = "captioner"
+    main_metric = "bleu4"
+
+    def __init__(self, opts: CaptionTrainOptions, dataset: CaptionDataset | None = None, vocab: Vocabulary | None = None):
+        self.opts = opts
+        self.dataset = dataset or load_dataset(opts.data, opts.data_dir)
+        train_imgs = self.dataset.split("train")
+        self.vocab = vocab or Vocabulary.build(self.dataset.all_captions("train"), min_count=opts.min_count)
+        overrides = dict(opts.overrides)
+        if opts.glove:
+            overrides["embed_dim"] = 50
+        cfg = captioner_config(opts.model, vocab_size=len(self.vocab), **overrides)
+        if cfg.feature_dim <= 0:
+            from img2text2img.models.encoders import encoder_spec
+
+            cfg.feature_dim = encoder_spec(cfg.encoder).num_features
+        end_to_end = _random_init_encoder(cfg.encoder)
+        cfg.store_encoder = end_to_end
+        self.model = Captioner(cfg, self.vocab)
+        if end_to_end:
+            from img2text2img.models.encoders import create_encoder
+
+            self.model.attach_encoder(create_encoder(cfg.encoder, pretrained=False, trainable_blocks=1000))
+        self.glove_report = None
+        if opts.glove:
+            from img2text2img.vocab import load_word_vectors
+
+            self.glove_report = self.model.decoder.embed.init_from_vectors(self.vocab, load_word_vectors(opts.glove_source))
+        self.train_src = load_features(self.model, self.dataset, train_imgs, opts.cache_dir)
+        val = self.dataset.splits.get("val", [])
+        self.val_imgs = val[: opts.val_images] if opts.val_images else val
+        self.val_src = load_features(self.model, self.dataset, self.val_imgs, opts.cache_dir) if self.val_imgs else None
+        L = cfg.max_len
+        self.pairs = [(self.train_src.row[im], self.vocab.encode(c, max_len=L))
+                      for im in train_imgs for c in self.dataset.captions.get(im, [])]
+
+    def train_dataset(self) -> Dataset:
+        return _PairDataset(self.pairs)
+
+    def collate(self, items):
+        rows = torch.tensor([r for r, _ in items], dtype=torch.long)
+        return {"tokens": pad_batch([ids for _, ids in items]), **self.train_src.batch(rows)}
+
+    def loss(self, model, batch):
+        logits, aux = model(batch["tokens"], batch.get("pooled"), batch.get("grid"), batch.get("images"))
+        loss = self.model.loss_from_logits(logits, aux, batch["tokens"])
+        return loss, {}
+
+    def tokens_in(self, batch) -> int:
+        return int((batch["tokens"][:, 1:] != PAD_ID).sum())
+
+    def evaluate(self, model) -> dict[str, float]:
+        if self.val_src is None:
+            return {}
+        hyps = decode_source(self.model, self.val_src, beam_size=self.opts.eval_beam)
+        refs = [[tokenize(c) for c in self.dataset.captions[im]] for im in self.val_imgs]
+        return corpus_bleu_scores(refs, [h.tokens for h in hyps])
+
+    def checkpoint_state(self):
+        return self.model.checkpoint_state()
+
+    def load_checkpoint_state(self, state):
+        dec = {k: v for k, v in state.items() if not k.startswith("encoder.")}
+        self.model.load_state_dict(dec, strict=False)
+        enc = {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
+        if enc and self.model.encoder is not None:
+            self.model.encoder.load_state_dict(enc, strict=True)
+
+
+def _random_init_encoder(name: str) -> bool:
+    from img2text2img.models.encoders import encoder_spec
+
+    spec = encoder_spec(name)
+    return not spec.sources and spec.download is None
+
+
+@torch.inference_mode()
+def decode_source(model: Captioner, src: FeatureSource, beam_size: int = 3, batch_size: int = 100,
+                  max_len: int | None = None) -> list[CaptionResult]:
+    """Caption every image of a FeatureSource, `batch_size` images per decoder call."""
+    was = model.training
+    model.eval()
+    out: list[CaptionResult] = []
+    for i in range(0, len(src), batch_size):
+        rows = torch.arange(i, min(i + batch_size, len(src)))
+        b = src.batch(rows)
+        if "images" in b:
+            device = next(model.decoder.parameters()).device
+            pooled, grid = model.encoder(b["images"].to(device))
+        else:
+            pooled, grid = b["pooled"], b.get("grid")
+        out.extend(model.decode_features(pooled, grid, beam_size=beam_size, max_len=max_len))
+    model.train(was)
+    return out
+
+
+def train_captioner(opts: CaptionTrainOptions, cfg: TrainConfig) -> dict:
+    """Train a captioner; returns the engine's summary plus the model's size and GloVe coverage."""
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+    t0 = time.time()
+    task = CaptionerTask(opts)
+    prep = time.time() - t0
+    summary = fit(task, cfg)
+    summary.update({"model": opts.model, "decoder_parameters": task.model.num_decoder_parameters,
+                    "vocab_size": len(task.vocab), "train_pairs": len(task.pairs), "prepare_seconds": round(prep, 1),
+                    "glove": task.glove_report, "config": config_to_dict(task.model.config)})
+    return summary
+
+
+def evaluate_captioner(model: Captioner, data: str | CaptionDataset = "flickr8k", split: str = "test",
+                       beam_size: int = 3, coco: bool = True, data_dir: str | None = None, limit: int | None = None,
+                       cache_dir: str | None = None, examples: int = 5) -> dict:
+    """Score `model` on a split against all references: nltk BLEU-1..4 (project tokens) and, when `coco`, the COCO
+    metrics (PTB tokens). Also reports decode speed and a few example captions."""
+    ds = data if isinstance(data, CaptionDataset) else load_dataset(data, data_dir)
+    imgs = ds.split(split)[:limit] if limit else ds.split(split)
+    src = load_features(model, ds, imgs, cache_dir)
+    t0 = time.perf_counter()
+    hyps = decode_source(model, src, beam_size=beam_size)
+    secs = time.perf_counter() - t0
+    refs_raw = [ds.captions[im] for im in imgs]
+    out: dict = {"data": ds.name, "split": split, "images": len(imgs), "beam": beam_size}
+    out.update(corpus_bleu_scores([[tokenize(c) for c in r] for r in refs_raw], [h.tokens for h in hyps]))
+    if coco:
+        out.update(coco_scores(refs_raw, [h.text for h in hyps]))
+    out["decode_images_per_s"] = round(len(imgs) / max(secs, 1e-9), 1)
+    out["examples"] = [{"image": im, "caption": h.text, "reference": r[0]}
+                       for im, h, r in list(zip(imgs, hyps, refs_raw))[:examples]]
+    return out
+
+
+def save_shipped(model: Captioner, out: str | Path, metrics: dict | None = None, info: dict | None = None) -> Path:
+    """Write a compact fp16 copy (decoder + vocabulary, + encoder when it has no pretrained file) for shipping."""
+    return model.save(out, metrics=metrics, info=info, half=True)

@@ -1,0 +1,148 @@
+"""Captioner: tiny decoders on the shapes set, decoding, checkpoints, CLI."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from img2text2img.data import load_dataset, load_image
+from img2text2img.errors import I2TError
+from img2text2img.models.captioner import (
+    Captioner,
+    beam_search,
+    captioner_config,
+    create_captioner,
+    greedy_search,
+    list_captioners,
+)
+from img2text2img.models.encoders import create_encoder
+from img2text2img.vocab import Vocabulary, pad_batch
+
+DECODERS = ("lstm", "blstm", "attention")
+SHIPPED_SHAPES = Path(__file__).resolve().parent.parent / "img2text2img" / "pretrained" / "captioner_shapes"
+
+
+@pytest.fixture(scope="module")
+def shapes():
+    ds = load_dataset("shapes:400")
+    vocab = Vocabulary.build(ds.all_captions("train"))
+    torch.manual_seed(0)
+    enc = create_encoder("small_cnn", pretrained=False).eval()
+    imgs = ds.split("train")[:192]
+    tf = enc.transform()
+    with torch.no_grad():
+        pooled, grid = enc(torch.stack([tf(load_image(ds.image_path(i))) for i in imgs]))
+    caps = [ds.captions[i][0] for i in imgs]
+    return {"ds": ds, "vocab": vocab, "enc": enc, "pooled": pooled, "grid": grid,
+            "tokens": pad_batch([vocab.encode(c) for c in caps])}
+
+
+def test_registry_names():
+    names = list_captioners()
+    for n in ("mobilenet_v2+attention", "mobilenet_v2+lstm", "mobilenet_v2+blstm", "small_cnn+lstm-tiny"):
+        assert n in names
+    with pytest.raises(I2TError):
+        captioner_config("nope+lstm")
+
+
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_each_decoder_loss_falls(shapes, decoder):
+    torch.manual_seed(0)
+    model = create_captioner(f"small_cnn+{decoder}-tiny", shapes["vocab"], feature_dim=64, dropout=0.0)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for step in range(40):
+        rows = torch.arange(step * 32, step * 32 + 32) % 192
+        loss = model.loss(shapes["tokens"][rows], shapes["pooled"][rows], shapes["grid"][rows])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+        assert all(p.grad is None or torch.isfinite(p.grad).all() for p in model.parameters())
+    assert sum(losses[-5:]) / 5 < 0.6 * sum(losses[:5]) / 5, losses
+
+
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_beam_width_one_equals_greedy(shapes, decoder):
+    torch.manual_seed(1)
+    model = create_captioner(f"small_cnn+{decoder}-tiny", shapes["vocab"], feature_dim=64).eval()
+    pooled, grid = shapes["pooled"][:16], shapes["grid"][:16] if decoder == "attention" else None
+    with torch.no_grad():
+        g_ids, g_lp = greedy_search(model.decoder, pooled, grid, 12)
+        b_ids, b_lp = beam_search(model.decoder, pooled, grid, 1, 12)
+    assert torch.equal(g_ids, b_ids)
+    assert torch.allclose(g_lp, b_lp, atol=1e-5)
+
+
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_batched_beam_search_matches_one_at_a_time(shapes, decoder):
+    torch.manual_seed(2)
+    model = create_captioner(f"small_cnn+{decoder}-tiny", shapes["vocab"], feature_dim=64).eval()
+    pooled, grid = shapes["pooled"][:6], shapes["grid"][:6]
+    together = model.decode_features(pooled, grid, beam_size=3)
+    alone = [model.decode_features(pooled[i:i + 1], grid[i:i + 1], beam_size=3)[0] for i in range(6)]
+    assert [r.text for r in together] == [r.text for r in alone]
+    assert [r.logprob for r in together] == pytest.approx([r.logprob for r in alone], abs=1e-4)
+
+
+def test_save_load_gives_identical_captions(shapes, tmp_path):
+    torch.manual_seed(3)
+    cfg = captioner_config("small_cnn+attention-tiny", vocab_size=len(shapes["vocab"]), feature_dim=64,
+                           store_encoder=True)
+    model = Captioner(cfg, shapes["vocab"])
+    model.attach_encoder(shapes["enc"])
+    ds = shapes["ds"]
+    images = [load_image(ds.image_path(i)) for i in ds.split("test")[:4]]
+    before = model.caption_images(images, beam_size=3)
+    model.save(tmp_path / "cap")
+    from img2text2img.models import load_model
+
+    loaded = load_model(tmp_path / "cap")
+    after = loaded.caption_images(images, beam_size=3)
+    assert [r.text for r in before] == [r.text for r in after]
+    assert [r.logprob for r in before] == pytest.approx([r.logprob for r in after], abs=1e-5)
+    # the stored encoder is the exact one: no sha lookup, no pretrained file needed
+    assert loaded.config.store_encoder and loaded.encoder is not None
+
+
+def test_train_and_caption_through_cli(tmp_path, capsys):
+    from img2text2img.cli import main
+
+    out = tmp_path / "run"
+    code = main(["train", "captioner", "--model", "small_cnn+lstm-tiny", "--data", "shapes:400", "--out", str(out),
+                 "--max-steps", "12", "--batch-size", "16", "--val-images", "16", "--min-count", "1",
+                 "--device", "cpu", "--eval-every", "6"])
+    assert code == 0
+    assert (out / "best" / "config.json").exists() and (out / "last" / "trainer.json").exists()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == 12
+    ds = load_dataset("shapes:400")
+    img = ds.image_path(ds.split("test")[0])
+    capsys.readouterr()
+    code = main(["caption", str(img), str(tmp_path / "missing.png"), "--model", str(out), "--json", "--beam", "2"])
+    captured = capsys.readouterr()
+    assert code == 2  # one input failed
+    line = json.loads(captured.out.strip().splitlines()[0])
+    assert set(line) == {"file", "caption", "logprob", "ms"} and line["file"] == str(img)
+    assert "missing.png" in captured.err
+
+
+@pytest.mark.skipif(not (SHIPPED_SHAPES / "config.json").exists(), reason="shapes captioner not shipped yet")
+def test_shipped_shapes_captioner_names_colour_and_shape():
+    from img2text2img.data.shapes import COLOURS, SHAPES
+    from img2text2img.models.captioner import caption
+
+    ds = load_dataset("shapes")  # the set it was trained on; its test split was never seen
+    singles = [i for i in ds.split("test") if len(re.findall("|".join(SHAPES), ds.captions[i][0])) == 1][:30]
+    assert len(singles) >= 10
+    results = caption([ds.image_path(i) for i in singles], model=SHIPPED_SHAPES, beam_size=3)
+    right = 0
+    for im, r in zip(singles, results):
+        ref = ds.captions[im][0].split()
+        colour = next(w for w in ref if w in COLOURS)
+        shape = next(w for w in ref if w in SHAPES)
+        right += colour in r.tokens and shape in r.tokens
+    assert right / len(singles) >= 0.7, (right, len(singles))
