@@ -169,6 +169,21 @@ def _progress_bar(enabled: bool, total: int, done: int, label: str) -> Iterator[
     if not enabled:
         yield lambda n: None
         return
+    from rich.console import Console
+
+    if not Console(stderr=True).is_terminal:  # a log file: one plain line every 30 s instead of a live bar
+        state = {"done": done, "t0": time.perf_counter(), "last": time.perf_counter(), "start": done}
+
+        def advance(n: int) -> None:
+            state["done"] += n
+            now = time.perf_counter()
+            if now - state["last"] >= 30 or state["done"] >= total:
+                state["last"] = now
+                rate = (state["done"] - state["start"]) / max(now - state["t0"], 1e-9)
+                print(f"{label}: {state['done']}/{total} images, {rate:.1f} images/s", flush=True)
+
+        yield advance
+        return
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn,
                                TimeElapsedColumn, TimeRemainingColumn)
     from rich.text import Text
@@ -178,7 +193,7 @@ def _progress_bar(enabled: bool, total: int, done: int, label: str) -> Iterator[
             return Text(f"{task.speed:.1f} images/s" if task.speed else "... images/s")
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), Rate(),
-                  TimeElapsedColumn(), TimeRemainingColumn(), transient=False) as bar:
+                  TimeElapsedColumn(), TimeRemainingColumn(), console=Console(stderr=True)) as bar:
         task = bar.add_task(label, total=total, completed=done)
         yield lambda n: bar.advance(task, n)
 

@@ -1,0 +1,97 @@
+"""Benchmark the image encoders on this machine: images/s and peak RSS at batch 1 and batch 32.
+
+Each (encoder, batch size) runs in its own subprocess so that peak RSS (ru_maxrss) belongs to that run alone.
+Throughput is the encoder's forward pass (pooled + grid) on random input of the encoder's own size, in
+`torch.inference_mode()`, after one warm-up pass; image decoding is not included (see `i2t encode` for end to end).
+
+    python scripts/bench_encoders.py --out docs/bench/encoders.json --iters 3 --threads 2
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def run_one(name: str, batch: int, iters: int, threads: int) -> dict:
+    import torch
+
+    from img2text2img.errors import I2TError
+    from img2text2img.models.encoders import create_encoder
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    try:
+        enc = create_encoder(name)
+        weights = "pretrained" if enc.weights_sha256 else "random"
+    except I2TError:  # googlenet / inception_v3 have no weights here; speed does not depend on the values
+        enc, weights = create_encoder(name, pretrained=False), "random"
+    enc.eval()
+    S = enc.preprocess.image_size
+    x = torch.randn(batch, 3, S, S)
+    with torch.inference_mode():
+        enc(x)  # warm-up
+        t0 = time.perf_counter()
+        for _ in range(iters):
+            enc(x)
+        dt = time.perf_counter() - t0
+    return {"encoder": name, "batch": batch, "iters": iters, "weights": weights, "image_size": S,
+            "num_features": enc.num_features, "grid": list(enc.grid_hw),
+            "images_per_s": round(batch * iters / dt, 2), "ms_per_batch": round(1000 * dt / iters, 1),
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--encoders", nargs="*", default=None, help="default: every registered encoder")
+    ap.add_argument("--batches", nargs="*", type=int, default=[1, 32])
+    ap.add_argument("--iters", type=int, default=3, help="timed passes per (encoder, batch) after one warm-up")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", type=Path, default=Path("docs/bench/encoders.json"))
+    ap.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: run one case, print JSON
+    ap.add_argument("--batch", type=int, default=1, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+
+    if args.one:
+        print(json.dumps(run_one(args.one, args.batch, args.iters, args.threads)))
+        return 0
+
+    from img2text2img.models.encoders import list_encoders
+
+    names = args.encoders or list_encoders()
+    results = []
+    for name in names:
+        for b in args.batches:
+            # batch-1 runs are quick: time more of them so the number is not one noisy pass
+            iters = args.iters * (5 if b == 1 else 1)
+            cmd = [sys.executable, __file__, "--one", name, "--batch", str(b), "--iters", str(iters),
+                   "--threads", str(args.threads)]
+            out = subprocess.run(cmd, capture_output=True, text=True)
+            if out.returncode != 0:
+                results.append({"encoder": name, "batch": b, "error": out.stderr.strip().splitlines()[-1:]})
+            else:
+                results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+            print(json.dumps(results[-1]), flush=True)
+    import torch
+
+    report = {
+        "what": "encoder forward (pooled + grid) on random input, inference_mode, after 1 warm-up pass",
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__,
+                    "threads": args.threads, "loadavg_at_end": [round(x, 2) for x in os.getloadavg()]},
+        "command": "python scripts/bench_encoders.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "results": results,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
