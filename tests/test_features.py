@@ -146,3 +146,18 @@ def test_flickr8k_cache_matches_fresh_mobilenet(tmp_path):
     p, g = _fresh(enc, ds, names)
     assert torch.allclose(cache.pooled_for(names), p, rtol=1e-2, atol=2e-3)
     assert torch.allclose(cache.grid_for(names), g, rtol=1e-2, atol=2e-3)
+
+
+def test_cli_encode_and_list(shapes, tmp_path, capsys):
+    from img2text2img.cli import main
+
+    args = ["encode", "--encoder", "small_cnn", "--data", str(shapes.root), "--cache-dir", str(tmp_path),
+            "--workers", "0", "--no-grid", "--device", "cpu", "--threads", "2"]
+    assert main(args) == 0
+    caches = list_caches(tmp_path)
+    assert len(caches) == 1 and caches[0]["complete"] and caches[0]["grid"] is False and caches[0]["done"] == 40
+    assert main(args[:7] + ["--workers", "0", "--no-cache"]) == 0 and len(list_caches(tmp_path)) == 1
+    assert main(["encode", "--encoder", "googlenet", "--data", str(shapes.root), "--cache-dir", str(tmp_path)]) == 2
+    assert "googlenet-1378be20.pth" in capsys.readouterr().err
+    assert main(["encoders"]) == 0
+    assert "inception_v3" in capsys.readouterr().out
