@@ -91,6 +91,19 @@ class FeatureCache:
             raise I2TError("this feature cache has no grid (it was built with grid=False / --no-grid)")
         return torch.from_numpy(np.asarray(self.grid[self.rows(names)], dtype=np.float32))
 
+    def __getstate__(self) -> dict[str, Any]:
+        # A DataLoader worker started by "spawn" would otherwise receive a 1 GB copy of the memory-mapped grid.
+        if self.path is None:
+            return self.__dict__
+        return {"path": self.path, "info": self.info}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if "pooled" in state:
+            self.__dict__.update(state)
+        else:
+            self.__dict__.update(FeatureCache.open(state["path"]).__dict__)
+            self.info = state["info"]
+
     @classmethod
     def open(cls, path: str | Path) -> FeatureCache:
         """Open a finished cache folder, memory-mapped."""

@@ -60,6 +60,11 @@ def test_cache_equals_fresh_and_is_reused(shapes, tmp_path):
                            encoder=_encoder(seed=1))
     assert other.path != cache.path
     assert not torch.allclose(other.pooled_for(names), cache.pooled_for(names))
+    import pickle
+
+    blob = pickle.dumps(cache)
+    assert len(blob) < 10_000  # reopened by path in the receiving process, not copied
+    assert torch.equal(pickle.loads(blob).grid_for(names), cache.grid_for(names))
     with pytest.raises(I2TError, match="not in the feature cache"):
         cache.pooled_for(["nope.png"])
 
