@@ -80,7 +80,10 @@ DECODER_PRESETS = {
     "lstm": dict(decoder="lstm", embed_dim=256, hidden=512, dropout=0.5),
     "blstm": dict(decoder="blstm", embed_dim=256, hidden=256, dropout=0.5),
     "attention": dict(decoder="attention", embed_dim=256, hidden=512, attention_dim=256, feature_proj=512, dropout=0.5),
-    # tiny presets for tests and the shapes set
+    # small presets for the shapes set, tiny ones for tests
+    "lstm-small": dict(decoder="lstm", embed_dim=64, hidden=192, dropout=0.1, max_len=20),
+    "attention-small": dict(decoder="attention", embed_dim=64, hidden=192, attention_dim=64, feature_proj=96,
+                            dropout=0.1, max_len=20),
     "lstm-tiny": dict(decoder="lstm", embed_dim=32, hidden=64, dropout=0.1, max_len=16),
     "blstm-tiny": dict(decoder="blstm", embed_dim=32, hidden=48, dropout=0.1, max_len=16),
     "attention-tiny": dict(decoder="attention", embed_dim=32, hidden=64, attention_dim=32, feature_proj=64,

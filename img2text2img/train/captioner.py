@@ -63,6 +63,11 @@ class FeatureSource:
         self.images, self.pooled, self.grid, self.pixels = images, pooled, grid, pixels
         self.row = {im: i for i, im in enumerate(images)}
 
+    def subset(self, images: list[str]) -> FeatureSource:
+        rows = torch.tensor([self.row[im] for im in images], dtype=torch.long)
+        pick = (lambda t: None if t is None else t[rows])  # noqa: E731
+        return FeatureSource(list(images), pick(self.pooled), pick(self.grid), pick(self.pixels))
+
     def batch(self, rows: torch.Tensor) -> dict[str, torch.Tensor]:
         if self.pixels is not None:
             return {"images": self.pixels[rows].float()}
@@ -101,10 +106,15 @@ class CaptionerTask(TrainTask):
     kind = "captioner"
     main_metric = "bleu4"
 
-    def __init__(self, opts: CaptionTrainOptions, dataset: CaptionDataset | None = None, vocab: Vocabulary | None = None):
+    def __init__(self, opts: CaptionTrainOptions, dataset: CaptionDataset | None = None, vocab: Vocabulary | None = None,
+                 sources: dict[str, FeatureSource] | None = None):
+        """`sources` ("train", optional "val"): precomputed inputs to use instead of the feature cache; training
+        then uses only the images they hold."""
         self.opts = opts
         self.dataset = dataset or load_dataset(opts.data, opts.data_dir)
         train_imgs = self.dataset.split("train")
+        if sources is not None:
+            train_imgs = [im for im in train_imgs if im in sources["train"].row]
         self.vocab = vocab or Vocabulary.build(self.dataset.all_captions("train"), min_count=opts.min_count)
         overrides = dict(opts.overrides)
         if opts.glove:
@@ -126,10 +136,15 @@ class CaptionerTask(TrainTask):
             from img2text2img.vocab import load_word_vectors
 
             self.glove_report = self.model.decoder.embed.init_from_vectors(self.vocab, load_word_vectors(opts.glove_source))
-        self.train_src = load_features(self.model, self.dataset, train_imgs, opts.cache_dir)
-        val = self.dataset.splits.get("val", [])
-        self.val_imgs = val[: opts.val_images] if opts.val_images else val
-        self.val_src = load_features(self.model, self.dataset, self.val_imgs, opts.cache_dir) if self.val_imgs else None
+        if sources is not None:
+            self.train_src = sources["train"]
+            self.val_src = sources.get("val")
+            self.val_imgs = self.val_src.images if self.val_src is not None else []
+        else:
+            self.train_src = load_features(self.model, self.dataset, train_imgs, opts.cache_dir)
+            val = self.dataset.splits.get("val", [])
+            self.val_imgs = val[: opts.val_images] if opts.val_images else val
+            self.val_src = load_features(self.model, self.dataset, self.val_imgs, opts.cache_dir) if self.val_imgs else None
         L = cfg.max_len
         self.pairs = [(self.train_src.row[im], self.vocab.encode(c, max_len=L))
                       for im in train_imgs for c in self.dataset.captions.get(im, [])]
@@ -194,15 +209,16 @@ def decode_source(model: Captioner, src: FeatureSource, beam_size: int = 3, batc
     return out
 
 
-def train_captioner(opts: CaptionTrainOptions, cfg: TrainConfig) -> dict:
+def train_captioner(opts: CaptionTrainOptions, cfg: TrainConfig, sources: dict[str, FeatureSource] | None = None) -> dict:
     """Train a captioner; returns the engine's summary plus the model's size and GloVe coverage."""
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     t0 = time.time()
-    task = CaptionerTask(opts)
+    task = CaptionerTask(opts, sources=sources)
     prep = time.time() - t0
     summary = fit(task, cfg)
     summary.update({"model": opts.model, "decoder_parameters": task.model.num_decoder_parameters,
+                    "train_images": len(task.train_src), "val_images": len(task.val_imgs),
                     "vocab_size": len(task.vocab), "train_pairs": len(task.pairs), "prepare_seconds": round(prep, 1),
                     "glove": task.glove_report, "config": config_to_dict(task.model.config)})
     return summary

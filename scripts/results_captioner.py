@@ -1,0 +1,273 @@
+"""Train and score the captioner grid on Flickr8k and write the captioner section of docs/RESULTS.md.
+
+    python scripts/results_captioner.py --encoders mobilenet_v2 --decoders lstm blstm attention --epochs 4
+    python scripts/results_captioner.py --report-only          # rebuild the table from docs/results/*.json
+    python scripts/results_captioner.py --bench runs/captioner/mobilenet_v2+attention/best
+
+For each (encoder, decoder): train on the train split (features cached once per encoder), keep the checkpoint with
+the best validation BLEU-4 (greedy), then score the test split ONCE at beam 3 with both scorers. Rows for encoders
+whose weights are not on this machine are marked "needs weights". Each model's numbers go to
+docs/results/captioner-<encoder>+<decoder>.json; the table is generated from those files only.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BEGIN, END = "<!-- captioner:begin -->", "<!-- captioner:end -->"
+ALL_ENCODERS = ("mobilenet_v2", "efficientnet_lite0", "mobilenet_v3_small", "inception_v3", "googlenet")
+ALL_DECODERS = ("lstm", "blstm", "attention")
+
+
+def machine() -> str:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for ln in Path("/proc/cpuinfo").read_text().splitlines():
+            if ln.startswith("model name"):
+                cpu = ln.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, torch {torch.__version__}, {torch.get_num_threads()} threads"
+
+
+def encoder_available(name: str) -> bool:
+    from img2text2img.errors import I2TError
+    from img2text2img.models.encoders import create_encoder
+
+    try:
+        create_encoder(name, pretrained=True)
+        return True
+    except I2TError:
+        return False
+
+
+def partial_sources(encoder: str, grid: bool, val_images: int | None) -> tuple[dict, dict]:
+    """Train/val inputs from the rows already written to an UNFINISHED whole-dataset feature cache.
+
+    Only for when the full Flickr8k encoding cannot finish in time on a busy machine: the model then trains on the
+    training images encoded so far, and the record says how many. Reads (never writes) `<cache>.partial`.
+    """
+    import numpy as np
+    import torch
+
+    from img2text2img import locations
+    from img2text2img.data import load_dataset
+    from img2text2img.train.captioner import FeatureSource
+
+    folders = sorted((locations.cache_dir() / "features").glob(f"{encoder}-flickr8k-*.partial"))
+    if not folders:
+        raise SystemExit(f"no partial {encoder} cache found")
+    f = folders[0]
+    meta = json.loads((f / "meta.json").read_text())
+    done = int(json.loads((f / "progress.json").read_text())["done"])
+    names = meta["images"][:done]
+    pooled = torch.from_numpy(np.array(np.load(f / "pooled.npy", mmap_mode="r")[:done]))
+    g = torch.from_numpy(np.array(np.load(f / "grid.npy", mmap_mode="r")[:done])) if grid else None
+    src = FeatureSource(names, pooled, g)
+    ds = load_dataset("flickr8k")
+    train = [i for i in ds.split("train") if i in src.row]
+    val = [i for i in ds.split("val") if i in src.row][:val_images]
+    info = {"partial_cache": str(f), "encoded_images": done, "train_images": len(train), "val_images": len(val),
+            "weights_sha256": meta["encoder"].get("weights_sha256", "")}
+    return {"train": src.subset(train), "val": src.subset(val)}, info
+
+
+def run_one(name: str, args, results_dir: Path) -> dict:
+    """Train (unless a finished run exists) and score one model; returns the JSON record."""
+    from img2text2img.checkpoint import write_text_atomic
+    from img2text2img.models.captioner import load_captioner
+    from img2text2img.train.captioner import CaptionTrainOptions, evaluate_captioner, train_captioner
+    from img2text2img.train.engine import TrainConfig
+
+    run = Path(args.runs) / (name + args.tag)
+    summary_file = run / "summary.json"
+    if not summary_file.exists():
+        overrides = json.loads(args.overrides) if args.overrides else {}
+        sources, partial = None, None
+        if args.partial_cache:
+            from img2text2img.models.captioner import captioner_config
+
+            sources, partial = partial_sources(name.split("+")[0], captioner_config(name).uses_grid, args.val_images)
+            overrides["encoder_weights_sha256"] = partial.pop("weights_sha256")
+            print(f"{name}: training on a partial cache: {partial}", flush=True)
+        opts = CaptionTrainOptions(model=name, data="flickr8k", min_count=args.min_count, glove=args.glove,
+                                   overrides=overrides, val_images=args.val_images)
+        cfg = TrainConfig(out=str(run), epochs=args.epochs, max_steps=args.max_steps, batch_size=args.batch_size, lr=args.lr,
+                          patience=args.patience, eval_every=args.eval_every, seed=0, progress=False, log_every=100,
+                          warmup_steps=args.warmup, resume=(run / "last" / "config.json").exists())
+        summary = train_captioner(opts, cfg, sources=sources)
+        summary["partial_cache"] = partial
+        write_text_atomic(summary_file, json.dumps(summary, indent=2, default=str))
+    summary = json.loads(summary_file.read_text())
+    model = load_captioner(run / "best")
+    val = ({} if summary.get("partial_cache") else
+           evaluate_captioner(model, "flickr8k", "val", beam_size=args.beam, coco=False))
+    test = evaluate_captioner(model, "flickr8k", "test", beam_size=args.beam, coco=True)
+    best_ckpt = json.loads((run / "best" / "metrics.json").read_text())
+    rec = {
+        "model": name + args.tag, "encoder": model.config.encoder, "decoder": model.config.decoder,
+        "decoder_parameters": model.num_decoder_parameters, "vocab_size": len(model.vocab),
+        "train_minutes": round(summary["train_seconds"] / 60, 1),
+        "minutes_to_best": round(best_ckpt.get("train_seconds", summary["train_seconds"]) / 60, 1),
+        "steps": summary["steps"], "epochs": summary["epochs"], "samples_per_s": summary.get("samples_per_s"),
+        "val_bleu4_greedy_best": summary.get("best"), "train_images": summary.get("train_images"),
+        "partial_cache": summary.get("partial_cache"), "val": {k: v for k, v in val.items() if k != "examples"},
+        "test": test, "beam": args.beam, "glove": summary.get("glove"), "config": summary.get("config"),
+        "machine": machine(), "date": dt.date.today().isoformat(),
+        "command": "python " + " ".join(sys.argv),
+    }
+    from img2text2img.checkpoint import write_text_atomic as w
+
+    w(results_dir / f"captioner-{name}{args.tag}.json", json.dumps(rec, indent=2))
+    return rec
+
+
+def bench(path: str, beam: int = 3, n: int = 64) -> dict:
+    """Inference speed with the JPEG already read: batched images/s and single-image latency (encoder + decoder)."""
+    import torch
+
+    from img2text2img.data import load_dataset, load_image
+    from img2text2img.models.captioner import load_captioner
+
+    model = load_captioner(path)
+    model.ensure_encoder()
+    ds = load_dataset("flickr8k")
+    imgs = [load_image(ds.image_path(i)) for i in ds.split("test")[:n]]
+    with torch.inference_mode():
+        model.caption_images(imgs[:2], beam_size=beam)  # warm-up
+        t0 = time.perf_counter()
+        model.caption_images(imgs, beam_size=beam, batch_size=32)
+        batched = n / (time.perf_counter() - t0)
+        lat = []
+        for im in imgs[:20]:
+            t0 = time.perf_counter()
+            model.caption_images([im], beam_size=beam)
+            lat.append((time.perf_counter() - t0) * 1000)
+    lat.sort()
+    return {"model": str(path), "beam": beam, "threads": torch.get_num_threads(), "batched_images_per_s": round(batched, 1),
+            "single_image_ms_median": round(lat[len(lat) // 2], 1), "machine": machine(),
+            "date": dt.date.today().isoformat()}
+
+
+def _f(x, nd=3) -> str:
+    return "" if x is None else f"{x:.{nd}f}"
+
+
+def write_table(results_dir: Path, doc: Path) -> str:
+    recs = [json.loads(p.read_text()) for p in sorted(results_dir.glob("captioner-*.json"))]
+    head = ("| model | test BLEU-1 | BLEU-2 | BLEU-3 | BLEU-4 | METEOR | ROUGE-L | CIDEr-D | nltk BLEU-1 | nltk BLEU-4 "
+            "| decoder params | train min | min to best |\n|" + "---|" * 13 + "\n")
+    rows = []
+    seen = set()
+    for r in recs:
+        t = r["test"]
+        seen.add((r["encoder"], r["decoder"]))
+        label = r["model"]
+        if r.get("partial_cache"):
+            label += f" (trained on {r['train_images']} of 6000 train images)"
+        rows.append(f"| {label} | {_f(t.get('coco_bleu1'))} | {_f(t.get('coco_bleu2'))} | {_f(t.get('coco_bleu3'))} "
+                    f"| {_f(t.get('coco_bleu4'))} | {_f(t.get('coco_meteor'))} | {_f(t.get('coco_rouge_l'))} "
+                    f"| {_f(t.get('coco_cider_d'))} | {_f(t['bleu1'])} | {_f(t['bleu4'])} "
+                    f"| {r['decoder_parameters'] / 1e6:.2f}M | {r['train_minutes']} | {r['minutes_to_best']} |")
+    for enc in ALL_ENCODERS:
+        for dec in ALL_DECODERS:
+            if (enc, dec) in seen:
+                continue
+            status = "not run (time)" if encoder_available(enc) else "needs weights"
+            rows.append(f"| {enc}+{dec} | {status} |" + " |" * 11)
+    benches = [json.loads(p.read_text()) for p in sorted(results_dir.glob("captioner_bench*.json"))]
+    when = {r["date"] for r in recs} or {dt.date.today().isoformat()}
+    machines = {r["machine"] for r in recs} or {machine()}
+    text = [BEGIN, "## Captioner (Flickr8k test split, 1,000 images x 5 references)", "",
+            "Generated by `python scripts/results_captioner.py` from `docs/results/captioner-*.json`. "
+            "Models chosen on the validation split (greedy BLEU-4 during training); the test split is scored once, "
+            "at beam 3 with length normalisation. BLEU-1..4, METEOR, ROUGE-L and CIDEr-D from pycocoevalcap (PTB "
+            "tokenisation); the nltk columns are `corpus_bleu` without smoothing on the project's own tokenisation. "
+            "Encoders frozen, decoder trained on cached features. 'train min' is wall-clock on a shared 2-core CPU "
+            "(other jobs running), so it over-states the time on an idle machine.", "",
+            f"Machine: {'; '.join(sorted(machines))}. Date: {', '.join(sorted(when))}.", "", head + "\n".join(rows), ""]
+    if benches:
+        text += ["Inference speed (encoder + decoder, image already read, beam 3):", ""]
+        for b in benches:
+            text.append(f"- `{b['model']}`: {b['batched_images_per_s']} images/s batched, "
+                        f"{b['single_image_ms_median']} ms per single image (median), {b['threads']} threads")
+        text.append("")
+    text.append(END)
+    section = "\n".join(text)
+    old = doc.read_text(encoding="utf-8") if doc.exists() else "# Results\n"
+    if BEGIN in old and END in old:
+        new = old[: old.index(BEGIN)] + section + old[old.index(END) + len(END):]
+    else:
+        new = old.rstrip("\n") + "\n\n" + section + "\n"
+    from img2text2img.checkpoint import write_text_atomic
+
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(doc, new)
+    return section
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--encoders", nargs="*", default=["mobilenet_v2"])
+    p.add_argument("--decoders", nargs="*", default=list(ALL_DECODERS))
+    p.add_argument("--runs", default=str(ROOT / "runs" / "captioner"))
+    p.add_argument("--results", default=str(ROOT / "docs" / "results"))
+    p.add_argument("--doc", default=str(ROOT / "docs" / "RESULTS.md"))
+    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--warmup", type=int, default=100)
+    p.add_argument("--patience", type=int, default=2)
+    p.add_argument("--eval-every", type=int, default=None)
+    p.add_argument("--val-images", type=int, default=None)
+    p.add_argument("--min-count", type=int, default=5)
+    p.add_argument("--beam", type=int, default=3)
+    p.add_argument("--glove", action="store_true")
+    p.add_argument("--overrides", default="", help="JSON dict of CaptionerConfig overrides")
+    p.add_argument("--tag", default="", help="suffix for run and result names (e.g. -glove)")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--report-only", action="store_true")
+    p.add_argument("--partial-cache", action="store_true",
+                   help="train on the images an unfinished feature cache already holds (busy machine)")
+    p.add_argument("--max-steps", type=int, default=None)
+    p.add_argument("--bench", default=None, help="benchmark this captioner folder and record it")
+    args = p.parse_args(argv)
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    results_dir = Path(args.results)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    if args.bench:
+        from img2text2img.checkpoint import write_text_atomic
+
+        b = bench(args.bench, beam=args.beam)
+        write_text_atomic(results_dir / f"captioner_bench-{Path(args.bench).parent.name or 'default'}.json",
+                          json.dumps(b, indent=2))
+        print(json.dumps(b))
+    elif not args.report_only:
+        for enc in args.encoders:
+            if not encoder_available(enc):
+                print(f"{enc}: needs weights, skipped", flush=True)
+                continue
+            for dec in args.decoders:
+                t0 = time.time()
+                rec = run_one(f"{enc}+{dec}", args, results_dir)
+                t = rec["test"]
+                print(f"{rec['model']}: test coco BLEU-4 {t.get('coco_bleu4'):.3f} CIDEr-D {t.get('coco_cider_d'):.3f} "
+                      f"({(time.time() - t0) / 60:.1f} min)", flush=True)
+    print(write_table(results_dir, Path(args.doc)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
