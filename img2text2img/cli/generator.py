@@ -1,0 +1,107 @@
+"""`i2t generate`, `i2t train generator`, `i2t eval generator`: draw 64x64 pictures from sentences."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from img2text2img.cli import app, eval_app, train_app
+from img2text2img.cli.output import console, warn
+
+
+def _show_prompt_warnings(caught: list) -> None:
+    seen = set()
+    for w in caught:
+        msg = str(w.message)
+        if msg not in seen:
+            seen.add(msg)
+            warn(msg)
+
+
+@app.command("generate")
+def generate(
+    prompts: Annotated[list[str], typer.Argument(help="One or more sentences, e.g. \"a red circle on the left\".")],
+    n: Annotated[int, typer.Option("-n", "--n", min=1, max=256, help="Pictures per sentence (a grid when > 1).")] = 1,
+    seed: Annotated[int, typer.Option(help="Same seed, same pictures.")] = 0,
+    model: Annotated[Path | None, typer.Option(help="Generator checkpoint or run folder (default: the built-in one).")] = None,
+    out: Annotated[Path, typer.Option("-o", "--out", help="PNG file to write.")] = Path("generated.png"),
+    force: Annotated[bool, typer.Option(help="Overwrite OUT if it exists.")] = False,
+    temperature: Annotated[float, typer.Option(min=0.0, help="Latent noise scale for vae/gan models (lower = safer).")] = 1.0,
+    scale: Annotated[int, typer.Option(min=1, max=16, help="Enlarge the PNG by this factor (nearest neighbour).")] = 1,
+) -> None:
+    """Draw 64x64 pictures from sentences and write them as one PNG (one row per sentence)."""
+    import warnings
+
+    from img2text2img.errors import I2TError
+    from img2text2img.models.generator import PromptWarning, load_generator, save_grid
+
+    if out.exists() and not force:
+        raise I2TError(f"{out} already exists; pass --force to overwrite it")
+    if out.suffix.lower() != ".png":
+        raise I2TError(f"{out}: the output must be a .png file")
+    gen = load_generator(model)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", PromptWarning)
+        images = gen.generate(prompts, n=n, seed=seed, temperature=temperature)
+    _show_prompt_warnings([w for w in caught if issubclass(w.category, PromptWarning)])
+    save_grid(images, out, ncol=n if len(prompts) > 1 else None, scale=scale)
+    console.print(f"wrote {len(images)} image{'s' if len(images) > 1 else ''} to {out}")
+
+
+@train_app.command("generator")
+def train_generator_cmd(
+    kind: Annotated[str, typer.Option(help="pixel | vae | gan (or a preset such as pixel-tiny).")] = "pixel",
+    data: Annotated[str, typer.Option(help="shapes, shapes:N, flickr8k, or a dataset folder.")] = "shapes",
+    out: Annotated[Path, typer.Option(help="Run folder (last/, best/, samples/).")] = Path("runs/generator"),
+    steps: Annotated[int, typer.Option(min=1, help="Optimizer steps.")] = 3000,
+    batch_size: Annotated[int, typer.Option(min=1)] = 32,
+    lr: Annotated[float, typer.Option()] = 2e-3,
+    checkpoint_every: Annotated[int, typer.Option(min=1, help="Steps between checkpoints (each with samples.png).")] = 250,
+    seed: Annotated[int, typer.Option()] = 0,
+    resume: Annotated[bool, typer.Option(help="Continue the run in OUT from out/last.")] = False,
+    limit: Annotated[int | None, typer.Option(help="Use only the first N training images.")] = None,
+    glove: Annotated[bool, typer.Option(help="Initialise word vectors from GloVe (embed_dim 50).")] = False,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+    threads: Annotated[int | None, typer.Option(help="torch CPU threads (default: torch's choice).")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Where the dataset is.")] = None,
+) -> None:
+    """Train a text-to-image generator; a sample grid for fixed prompts is written at every checkpoint."""
+    import torch
+
+    from img2text2img.train.engine import TrainConfig
+    from img2text2img.train.generator import train_generator
+
+    if threads:
+        torch.set_num_threads(threads)
+    cfg = TrainConfig(out=str(out), max_steps=steps, batch_size=batch_size, lr=lr, checkpoint_every=checkpoint_every,
+                      seed=seed, resume=resume, device=device, warmup_steps=min(50, steps // 10), log_every=25)
+    summary = train_generator(kind, data, cfg, data_dir=data_dir, limit=limit, glove=glove)
+    console.print(json.dumps(summary, indent=2))
+
+
+@eval_app.command("generator")
+def eval_generator_cmd(
+    model: Annotated[Path | None, typer.Option(help="Generator checkpoint or run folder (default: built-in).")] = None,
+    data: Annotated[str, typer.Option(help="shapes:N, flickr8k, or a dataset folder.")] = "shapes:5000",
+    split: Annotated[str, typer.Option()] = "test",
+    n: Annotated[int, typer.Option(min=2, help="Test images to compare against.")] = 500,
+    encoder: Annotated[str, typer.Option(help="Encoder whose features the distance is measured in.")] = "mobilenet_v2",
+    size: Annotated[int, typer.Option(help="Encoder input size (images are resized to it).")] = 128,
+    seed: Annotated[int, typer.Option()] = 0,
+    temperature: Annotated[float, typer.Option(min=0.0)] = 1.0,
+    out: Annotated[Path | None, typer.Option("-o", "--out", help="Also write the result as JSON here.")] = None,
+    data_dir: Annotated[Path | None, typer.Option()] = None,
+) -> None:
+    """Fréchet distance in encoder features (not the standard FID) and image-text cosine scores on a test split."""
+    from img2text2img.checkpoint import write_text_atomic
+    from img2text2img.train.generator import evaluate_generator
+
+    result = evaluate_generator(model, data, split, n, encoder, size, seed, data_dir, temperature)
+    result["model"] = str(model) if model else "built-in"
+    text = json.dumps(result, indent=2)
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(out, text + "\n")
+    console.print(text)

@@ -1,0 +1,474 @@
+"""Text-to-image generator: a sentence in, a 64x64 RGB picture out, three ways.
+
+All variants share one text encoder (SharedEmbedding -> 2-layer LSTM -> sentence vector) and one upsampling
+convolutional decoder; they differ only in what the decoder is given besides the sentence and how it is trained:
+
+- `pixel`: decoder(sentence) trained with a pixel loss (MSE or L1). Deterministic, draws the average picture for a
+  sentence, so it is sharp only where the sentence pins the picture down.
+- `vae`:   conditional VAE. A conv image encoder gives mu, log sigma^2 of z given (image, sentence); the decoder draws
+  from (z, sentence); loss = reconstruction + beta * KL with a linear warm-up. Sampling uses z ~ N(0, I), so the
+  model can commit to one layout instead of averaging all layouts a sentence allows.
+- `gan`:   conditional DCGAN: decoder(z, sentence) against a spectral-norm discriminator that sees (image, sentence)
+  and is matching-aware (a real image with a mismatched sentence is a negative); hinge loss.
+
+The public entry points are `Generator.generate(prompts, n, seed)` (a tensor in [0, 1], deterministic for a seed
+through a private `torch.Generator`) and `generate_images(prompts, model, n, seed)` (PIL images; `model=None` loads
+the small generator shipped in `img2text2img/pretrained/generator/`).
+"""
+from __future__ import annotations
+
+import io
+import math
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from img2text2img.config import config_from_dict, config_to_dict
+from img2text2img.errors import I2TError
+from img2text2img.registry import Registry
+from img2text2img.vocab import PAD_ID, SharedEmbedding, Vocabulary, pad_batch, tokenize
+
+KINDS = ("pixel", "vae", "gan")
+MAX_PROMPT_CHARS = 10_000
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "pretrained" / "generator"
+
+
+class PromptWarning(UserWarning):
+    """A prompt was used but not as written (unknown words, truncated); the CLI shows these as warnings."""
+
+
+@dataclass
+class GeneratorConfig:
+    kind: str = "pixel"  # pixel | vae | gan
+    vocab_size: int = 0  # must equal len(vocab)
+    embed_dim: int = 64  # word vector size (50 to initialise from GloVe 6B-50d)
+    text_hidden: int = 128  # LSTM hidden size; the sentence vector is 2 * text_hidden (last state + mean)
+    text_layers: int = 2
+    max_tokens: int = 40  # prompts longer than this many words are truncated (with a warning)
+    z_dim: int = 0  # latent/noise size for vae and gan; 0 for pixel
+    image_size: int = 64
+    channels: tuple[int, ...] = (128, 64, 32, 16)  # decoder widths at 4, 8, 16, 32 px (a pixel shuffle makes 64)
+    enc_channels: tuple[int, ...] = (16, 32, 64, 128)  # vae image encoder / gan discriminator widths, 64 -> 4
+    recon_loss: str = "mse"  # mse | l1 (pixel and vae)
+    beta: float = 1.0  # vae: KL weight (KL summed over z, divided by the pixel count, like the mean pixel loss)
+    kl_warmup: int = 1000  # vae: steps over which beta ramps up linearly from 0
+    recon_weight: float = 0.0  # gan: optional pixel-loss term for the generator (0 = pure GAN)
+    dropout: float = 0.0  # between LSTM layers
+    fg_weight: float = 0.0  # extra pixel-loss weight where a pixel differs from the image's border colour (see _recon)
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise I2TError(f"unknown generator kind {self.kind!r}; choose from: {', '.join(KINDS)}")
+        if self.kind != "pixel" and self.z_dim <= 0:
+            raise I2TError(f"a {self.kind} generator needs z_dim > 0")
+        n_up = int(math.log2(self.image_size // 4))
+        if 4 * 2**n_up != self.image_size or len(self.channels) != n_up:
+            raise I2TError(f"image_size {self.image_size} needs {n_up} decoder channel widths (4 px doubling up to S/2)")
+        if self.recon_loss not in ("mse", "l1"):
+            raise I2TError(f"recon_loss must be mse or l1, not {self.recon_loss!r}")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Presets, built by name
+
+
+GENERATORS: Registry = Registry("generator preset")
+
+
+def _preset(name: str, **kw):
+    GENERATORS.add(name, lambda **over: GeneratorConfig(**{**kw, **over}))
+
+
+_preset("pixel", kind="pixel")
+_preset("vae", kind="vae", z_dim=32)
+_preset("gan", kind="gan", z_dim=64)
+_TINY = dict(embed_dim=16, text_hidden=32, channels=(32, 32, 16, 8), enc_channels=(8, 16, 16, 32))
+_preset("pixel-tiny", kind="pixel", **_TINY)
+_preset("vae-tiny", kind="vae", z_dim=8, kl_warmup=10, **_TINY)
+_preset("gan-tiny", kind="gan", z_dim=8, **_TINY)
+
+
+def list_generators() -> list[str]:
+    return GENERATORS.names()
+
+
+def generator_config(name: str, **overrides) -> GeneratorConfig:
+    """A preset config by name (`pixel`, `vae`, `gan`, `*-tiny`), fields overridden by keyword."""
+    return GENERATORS.get(name)(**overrides)
+
+
+def create_generator(name: str, vocab: Vocabulary, **overrides) -> Generator:
+    """A fresh (untrained) generator from a preset, sized for `vocab`."""
+    return Generator(generator_config(name, vocab_size=len(vocab), **overrides), vocab=vocab)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Building blocks
+
+
+class TextEncoder(nn.Module):
+    """Token ids [B, T] (padded with <pad>) -> sentence vector [B, 2*H]: the LSTM's last state and its mean output.
+
+    The last state alone forgets the start of long sentences; the mean alone loses word order; both together are
+    cheap and give the decoder what it needs ("a red circle to the left of a blue square")."""
+
+    def __init__(self, vocab_size: int, embed_dim: int, hidden: int, layers: int = 2, dropout: float = 0.0):
+        super().__init__()
+        self.embed = SharedEmbedding(vocab_size, embed_dim)
+        self.lstm = nn.LSTM(embed_dim, hidden, num_layers=layers, batch_first=True, dropout=dropout if layers > 1 else 0.0)
+        self.out_dim = 2 * hidden
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        B, T = ids.shape
+        lengths = (ids != PAD_ID).sum(1).clamp(min=1)
+        x = self.embed(ids)  # B x T x E
+        packed = nn.utils.rnn.pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        out, (h, _) = self.lstm(packed)
+        out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=T)  # B x T x H
+        mean = out.sum(1) / lengths.unsqueeze(1).to(out.dtype)  # padded steps are zeros
+        return torch.cat([h[-1], mean], dim=1)  # B x 2H
+
+
+class ImageDecoder(nn.Module):
+    """Vector [B, D] -> image [B, 3, S, S] in [0, 1].
+
+    dense -> C0 x 4 x 4 -> (2x transposed conv, BN, ReLU) per stage up to S/2 -> 3x3 conv to 3*4 channels ->
+    pixel shuffle to S. The last, most expensive doubling is a free reshuffle of channels into pixels, which keeps
+    edges sharp (unlike a bilinear upsample) at a quarter of the cost of a full-resolution conv stage."""
+
+    def __init__(self, in_dim: int, channels: Sequence[int]):
+        super().__init__()
+        c0 = channels[0]
+        self.fc = nn.Sequential(nn.Linear(in_dim, c0 * 16), nn.ReLU(inplace=True))
+        self.c0 = c0
+        stages = []
+        for cin, cout in zip(channels[:-1], channels[1:]):
+            # A stride-2 4x4 transposed conv upsamples and mixes in one op: 16 MACs per input pixel and channel pair,
+            # against 36 for nearest-upsample + 3x3 conv; on a CPU that difference is the training budget.
+            stages += [nn.ConvTranspose2d(cin, cout, 4, stride=2, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+        self.stages = nn.Sequential(*stages)
+        self.to_rgb = nn.Conv2d(channels[-1], 3 * 4, 3, padding=1)
+        self.shuffle = nn.PixelShuffle(2)
+
+    def forward(self, v: torch.Tensor) -> torch.Tensor:
+        x = self.fc(v).view(v.shape[0], self.c0, 4, 4)  # B x C0 x 4 x 4
+        x = self.stages(x)  # B x C_last x S/2 x S/2
+        return torch.sigmoid(self.shuffle(self.to_rgb(x)))  # B x 3 x S x S
+
+
+def _down_stack(channels: Sequence[int], spectral: bool) -> nn.Sequential:
+    """Image [B, 3, 64, 64] -> [B, C_last, 4, 4] with stride-2 4x4 convs (one per halving)."""
+    wrap = nn.utils.parametrizations.spectral_norm if spectral else (lambda m: m)
+    layers, cin = [], 3
+    for i, cout in enumerate(channels):
+        layers.append(wrap(nn.Conv2d(cin, cout, 4, stride=2, padding=1)))
+        if not spectral and i > 0:
+            layers.append(nn.BatchNorm2d(cout))
+        layers.append(nn.LeakyReLU(0.2, inplace=True))
+        cin = cout
+    return nn.Sequential(*layers)
+
+
+class Discriminator(nn.Module):
+    """(image [B, 3, 64, 64], ids [B, T]) -> score [B]; its own text encoder so it cannot pull the generator's."""
+
+    def __init__(self, cfg: GeneratorConfig):
+        super().__init__()
+        sn = nn.utils.parametrizations.spectral_norm
+        self.text = TextEncoder(cfg.vocab_size, cfg.embed_dim, cfg.text_hidden, cfg.text_layers, cfg.dropout)
+        self.features = _down_stack(cfg.enc_channels, spectral=True)
+        c = cfg.enc_channels[-1]
+        n_down = len(cfg.enc_channels)
+        self.side = cfg.image_size // 2**n_down
+        self.text_proj = nn.Linear(self.text.out_dim, 128)
+        self.joint = nn.Sequential(sn(nn.Conv2d(c + 128, c, 1)), nn.LeakyReLU(0.2, inplace=True))
+        self.out = sn(nn.Linear(c * self.side * self.side, 1))
+
+    def forward(self, images: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        f = self.features(images * 2 - 1)  # B x C x s x s
+        t = self.text_proj(self.text(ids))[:, :, None, None].expand(-1, -1, f.shape[2], f.shape[3])
+        return self.out(self.joint(torch.cat([f, t], 1)).flatten(1)).squeeze(1)  # B
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Prompts
+
+
+def prepare_prompts(texts: Sequence[str], vocab: Vocabulary, max_tokens: int) -> torch.Tensor:
+    """Prompts -> ids [B, T] (with <start>/<end>). Empty prompts are an error; unknown words and over-long prompts
+    are a `PromptWarning` (the picture is still drawn, from the words that are known / kept)."""
+    if isinstance(texts, str):
+        texts = [texts]
+    if len(texts) == 0:
+        raise I2TError("no prompt given")
+    seqs = []
+    for text in texts:
+        if not isinstance(text, str) or not text.strip():
+            raise I2TError("empty prompt: give a sentence such as 'a red circle on the left'")
+        if len(text) > MAX_PROMPT_CHARS:
+            warnings.warn(f"prompt is {len(text):,} characters; only the first {MAX_PROMPT_CHARS:,} are read", PromptWarning, stacklevel=3)
+            text = text[:MAX_PROMPT_CHARS]
+        tokens = tokenize(text)
+        if not tokens:
+            raise I2TError(f"prompt {text[:40]!r} has no words")
+        if len(tokens) > max_tokens:
+            warnings.warn(f"prompt has {len(tokens)} words; only the first {max_tokens} are used", PromptWarning, stacklevel=3)
+            tokens = tokens[:max_tokens]
+        unknown = sorted({t for t in tokens if t not in vocab})
+        if unknown:
+            shown = ", ".join(unknown[:8]) + (" ..." if len(unknown) > 8 else "")
+            warnings.warn(f"words the generator has never seen (read as <unk>): {shown}", PromptWarning, stacklevel=3)
+        seqs.append(vocab.encode(tokens))
+    return pad_batch(seqs)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The model
+
+
+class Generator(nn.Module):
+    """Sentence -> 64x64 image. `config.kind` picks pixel / vae / gan; see the module docstring."""
+
+    def __init__(self, config: GeneratorConfig, vocab: Vocabulary | None = None):
+        super().__init__()
+        if vocab is not None and len(vocab) != config.vocab_size:
+            raise I2TError(f"vocabulary has {len(vocab)} words but the config says vocab_size={config.vocab_size}")
+        self.config = config
+        self.vocab = vocab
+        self.text = TextEncoder(config.vocab_size, config.embed_dim, config.text_hidden, config.text_layers, config.dropout)
+        self.decoder = ImageDecoder(self.text.out_dim + config.z_dim, config.channels)
+        if config.kind == "vae":
+            self.image_encoder = _down_stack(config.enc_channels, spectral=False)
+            side = config.image_size // 2 ** len(config.enc_channels)
+            self.posterior = nn.Linear(config.enc_channels[-1] * side * side + self.text.out_dim, 2 * config.z_dim)
+        if config.kind == "gan":
+            self.discriminator = Discriminator(config)
+
+    # -- pieces -----------------------------------------------------------------------------------------------
+
+    def encode_text(self, ids: torch.Tensor) -> torch.Tensor:
+        """ids [B, T] -> sentence vectors [B, 2*text_hidden]."""
+        return self.text(ids)
+
+    def draw(self, ids: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
+        """ids [B, T] (+ z [B, z_dim]) -> images [B, 3, S, S] in [0, 1]."""
+        s = self.encode_text(ids)
+        if self.config.z_dim:
+            if z is None:
+                raise ValueError("this generator needs z")
+            s = torch.cat([s, z], dim=1)
+        return self.decoder(s)
+
+    def generator_parameters(self) -> list[nn.Parameter]:
+        """Everything but the discriminator (the GAN's generator optimizer gets these)."""
+        return [p for n, p in self.named_parameters() if not n.startswith("discriminator.")]
+
+    def _recon(self, fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+        """Mean pixel loss. With `fg_weight` > 0, pixels that differ from the image's border colour (its median over
+        the outer ring: the background of a shapes picture) weigh 1 + fg_weight: a small shape is a few percent of
+        the pixels, so an unweighted loss learns the background first and the shapes only very slowly."""
+        err = (fake - real) ** 2 if self.config.recon_loss == "mse" else (fake - real).abs()
+        if self.config.fg_weight <= 0:
+            return err.mean()
+        border = torch.cat([real[:, :, 0], real[:, :, -1], real[:, :, :, 0], real[:, :, :, -1]], dim=2)  # B x 3 x 4S
+        bg = border.median(dim=2).values[:, :, None, None]  # B x 3 x 1 x 1
+        fg = ((real - bg).abs().sum(1, keepdim=True) > 0.15).to(err.dtype)  # B x 1 x S x S
+        w = 1 + self.config.fg_weight * fg
+        return (err * w).sum() / (w.sum() * err.shape[1])
+
+    # -- losses ----------------------------------------------------------------------------------------------
+
+    def forward(self, ids: torch.Tensor, images: torch.Tensor | None = None, step: int = 0):
+        """Training forward for pixel / vae: ids [B, T], images [B, 3, S, S] in [0, 1] -> (fake, loss, logs).
+
+        Without images (or for a gan) it just draws with z = 0 and returns (fake, None, {})."""
+        cfg = self.config
+        if images is None or cfg.kind == "gan":
+            z = torch.zeros(ids.shape[0], cfg.z_dim, device=ids.device) if cfg.z_dim else None
+            return self.draw(ids, z), None, {}
+        if cfg.kind == "pixel":
+            fake = self.draw(ids)
+            loss = self._recon(fake, images)
+            return fake, loss, {"recon": loss.item()}
+        # vae
+        s = self.encode_text(ids)
+        h = self.image_encoder(images * 2 - 1).flatten(1)
+        mu, logvar = self.posterior(torch.cat([h, s], 1)).chunk(2, dim=1)  # B x Z each
+        logvar = logvar.clamp(-10, 10)
+        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+        fake = self.decoder(torch.cat([s, z], 1))
+        recon = self._recon(fake, images)
+        kl = (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp())).sum(1).mean() / images[0].numel()
+        beta = cfg.beta * min(1.0, step / cfg.kl_warmup) if cfg.kl_warmup > 0 else cfg.beta
+        loss = recon + beta * kl
+        return fake, loss, {"recon": recon.item(), "kl": kl.item() * images[0].numel(), "beta": beta}
+
+    def gan_losses(self, ids: torch.Tensor, images: torch.Tensor, z: torch.Tensor):
+        """Hinge losses for one GAN step: returns (d_loss, g_fn) where g_fn() -> (g_loss, logs) is called after the
+        discriminator update so the generator is scored by the updated discriminator.
+
+        The discriminator's negatives are drawn images and real images paired with a mismatched sentence (the batch
+        rolled by one), so it must check that the picture fits the sentence, not only that it looks real."""
+        D = self.discriminator
+        fake = self.draw(ids, z)
+        wrong_ids = ids.roll(1, dims=0)
+        d_real = D(images, ids)
+        d_fake = D(fake.detach(), ids)
+        d_wrong = D(images, wrong_ids)
+        d_loss = F.relu(1 - d_real).mean() + 0.5 * (F.relu(1 + d_fake).mean() + F.relu(1 + d_wrong).mean())
+
+        def g_fn():
+            g_adv = -D(fake, ids).mean()
+            logs = {"d": d_loss.item(), "g_adv": g_adv.item(), "d_real": d_real.mean().item(), "d_fake": d_fake.mean().item()}
+            g_loss = g_adv
+            if self.config.recon_weight > 0:
+                r = self._recon(fake, images)
+                g_loss = g_loss + self.config.recon_weight * r
+                logs["recon"] = r.item()
+            return g_loss, logs
+
+        return d_loss, g_fn
+
+    # -- generation ------------------------------------------------------------------------------------------
+
+    def prompt_ids(self, texts: Sequence[str]) -> torch.Tensor:
+        if self.vocab is None:
+            raise I2TError("this generator has no vocabulary attached; load it from a checkpoint")
+        return prepare_prompts(texts, self.vocab, self.config.max_tokens)
+
+    @torch.inference_mode()
+    def generate(
+        self,
+        prompts: Sequence[str] | str | torch.Tensor,
+        n: int = 1,
+        seed: int = 0,
+        temperature: float = 1.0,
+        batch_size: int = 64,
+    ) -> torch.Tensor:
+        """Draw `n` images per prompt -> FloatTensor [len(prompts) * n, 3, S, S] in [0, 1], prompt-major order.
+
+        `prompts` are strings or token ids [B, T]. The latent noise comes from a `torch.Generator` seeded with
+        `seed` (drawn on the CPU, so a seed gives the same noise on any device); a `pixel` model is deterministic
+        and draws the same picture n times. Runs in eval mode and restores the previous mode."""
+        if n < 1:
+            raise I2TError(f"n must be at least 1, got {n}")
+        ids = prompts if isinstance(prompts, torch.Tensor) else self.prompt_ids(prompts)
+        ids = ids.repeat_interleave(n, dim=0)
+        device = next(self.parameters()).device
+        rng = torch.Generator().manual_seed(int(seed))
+        z = torch.randn(ids.shape[0], self.config.z_dim, generator=rng) * temperature if self.config.z_dim else None
+        was_training = self.training
+        self.eval()
+        try:
+            out = []
+            for i in range(0, ids.shape[0], batch_size):
+                zi = z[i : i + batch_size].to(device) if z is not None else None
+                out.append(self.draw(ids[i : i + batch_size].to(device), zi).float().cpu())
+        finally:
+            self.train(was_training)
+        return torch.cat(out).clamp_(0, 1)
+
+    # -- persistence -----------------------------------------------------------------------------------------
+
+    def inference_state_dict(self) -> dict[str, torch.Tensor]:
+        """Weights needed to draw: the discriminator and the VAE's image encoder stay in the training checkpoint
+        only if `full=True` is passed to `save`; a shipped model does not need them."""
+        return {k: v for k, v in self.state_dict().items() if not k.startswith(("discriminator.", "image_encoder.", "posterior."))}
+
+    def save(self, path: str | Path, half: bool = False, full: bool = True, metrics: dict | None = None, info: dict | None = None) -> Path:
+        from img2text2img.checkpoint import save_checkpoint
+
+        if self.vocab is None:
+            raise I2TError("cannot save a generator without its vocabulary")
+        state = self.state_dict() if full else self.inference_state_dict()
+        return save_checkpoint(path, kind="generator", config=config_to_dict(self.config), state_dict=state,
+                               vocab=self.vocab, metrics=metrics, info=info, half=half)
+
+    @classmethod
+    def from_checkpoint(cls, ckpt) -> Generator:
+        config = config_from_dict(GeneratorConfig, ckpt.config)
+        model = cls(config, vocab=ckpt.vocab)
+        state = ckpt.state_dict
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        # A drawing-only checkpoint may leave out the discriminator / image encoder, nothing else.
+        missing = [k for k in missing if not k.startswith(("discriminator.", "image_encoder.", "posterior."))]
+        if missing or unexpected:
+            raise I2TError(f"{ckpt.path}: weights do not match the generator config "
+                           f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+        return model.eval()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Library helpers
+
+
+def load_generator(model: Generator | str | Path | None = None, device: str = "cpu") -> Generator:
+    """A `Generator` as given, loaded from a checkpoint / run folder, or (None) the default shipped in the package."""
+    if isinstance(model, Generator):
+        return model
+    from img2text2img.models import load_model
+
+    path = DEFAULT_MODEL_DIR if model is None else Path(model)
+    if model is None and not (path / "config.json").exists():
+        raise I2TError(f"the default generator is missing from the package ({path}); pass --model DIR")
+    return load_model(path, kind="generator", device=device)
+
+
+def to_pil(images: torch.Tensor) -> list:
+    """[B, 3, H, W] in [0, 1] -> list of RGB PIL images."""
+    from PIL import Image
+
+    arr = (images.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    return [Image.fromarray(a, "RGB") for a in arr]
+
+
+def generate_images(prompts: Sequence[str] | str, model: Generator | str | Path | None = None, n: int = 1, seed: int = 0,
+                    temperature: float = 1.0) -> list:
+    """Draw `n` pictures per prompt as PIL images (prompt-major). `model` None = the default shipped generator."""
+    if isinstance(prompts, str):
+        prompts = [prompts]
+    gen = load_generator(model)
+    return to_pil(gen.generate(list(prompts), n=n, seed=seed, temperature=temperature))
+
+
+def make_grid(images: Sequence | torch.Tensor, ncol: int | None = None, pad: int = 2, background: int = 255):
+    """PIL images (or a [B, 3, H, W] tensor) -> one PIL image, `ncol` per row (default: near-square)."""
+    from PIL import Image
+
+    if isinstance(images, torch.Tensor):
+        images = to_pil(images)
+    images = list(images)
+    if not images:
+        raise I2TError("no images to put in a grid")
+    if len(images) == 1:
+        return images[0].copy()
+    ncol = ncol or math.ceil(math.sqrt(len(images)))
+    nrow = math.ceil(len(images) / ncol)
+    w, h = images[0].size
+    grid = Image.new("RGB", (ncol * w + (ncol + 1) * pad, nrow * h + (nrow + 1) * pad), (background,) * 3)
+    for i, im in enumerate(images):
+        r, c = divmod(i, ncol)
+        grid.paste(im.convert("RGB"), (pad + c * (w + pad), pad + r * (h + pad)))
+    return grid
+
+
+def save_grid(images: Sequence | torch.Tensor, path: str | Path, ncol: int | None = None, scale: int = 1) -> Path:
+    """Write images as one PNG (a single image as itself), atomically; `scale` enlarges with nearest neighbour."""
+    from PIL import Image
+
+    from img2text2img.checkpoint import write_bytes_atomic
+
+    grid = make_grid(images, ncol)
+    if scale > 1:
+        grid = grid.resize((grid.width * scale, grid.height * scale), Image.Resampling.NEAREST)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    grid.save(buf, format="PNG")
+    write_bytes_atomic(path, buf.getvalue())
+    return path

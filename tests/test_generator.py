@@ -1,0 +1,195 @@
+"""Generator: each variant learns on shapes, seeds reproduce, checkpoints round-trip, prompts are handled, CLI works."""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from img2text2img.data import load_dataset
+from img2text2img.errors import I2TError
+from img2text2img.metrics.image import frechet_feature_distance, paired_cosine_similarity
+from img2text2img.models import load_model
+from img2text2img.models.generator import (
+    MAX_PROMPT_CHARS,
+    Generator,
+    PromptWarning,
+    create_generator,
+    generate_images,
+    list_generators,
+    save_grid,
+)
+from img2text2img.train.generator import ImageCaptionDataset, collate, load_image_captions
+from img2text2img.vocab import Vocabulary
+
+PROMPTS = ["a large red circle in the top left", "a small blue square to the right of a small green star"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # The CI box has 2 shared cores: oversubscribed threads make these tiny models many times slower.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory):
+    ds = load_dataset("shapes:160", data_dir=tmp_path_factory.mktemp("shapes") / "s")
+    vocab = Vocabulary.build(ds.all_captions("train"))
+    return ds, vocab, load_image_captions(ds, "train", vocab)
+
+
+def _batches(data, n_steps, bs=16, seed=0):
+    dset = ImageCaptionDataset(data, seed=seed)
+    g = torch.Generator().manual_seed(seed)
+    for step in range(n_steps):
+        idx = torch.randint(len(dset), (bs,), generator=g).tolist()
+        yield step, collate([dset[i] for i in idx])
+
+
+@pytest.mark.parametrize("preset,ratio", [("pixel-tiny", 0.8), ("vae-tiny", 0.5)])
+def test_pixel_and_vae_loss_falls(shapes, preset, ratio):
+    _, vocab, data = shapes
+    dset = ImageCaptionDataset(data)
+    fixed = collate([dset[i] for i in range(32)])  # one held batch: the per-batch loss is too noisy to compare
+    torch.manual_seed(0)
+    model = create_generator(preset, vocab).train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+
+    def fixed_recon() -> float:
+        with torch.no_grad():
+            return model(*fixed, step=10_000)[2]["recon"]
+
+    start = fixed_recon()
+    for step, (ids, images) in _batches(data, 30):
+        _, loss, _ = model(ids, images, step)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert fixed_recon() < ratio * start
+
+
+def test_gan_discriminator_learns_and_generator_moves(shapes):
+    _, vocab, data = shapes
+    torch.manual_seed(0)
+    model = create_generator("gan-tiny", vocab).train()
+    g_opt = torch.optim.Adam(model.generator_parameters(), lr=2e-3, betas=(0.5, 0.999))
+    d_opt = torch.optim.Adam(model.discriminator.parameters(), lr=2e-3, betas=(0.5, 0.999))
+    before = model.decoder.to_rgb.weight.detach().clone()
+    d_losses = []
+    for _, (ids, images) in _batches(data, 16, bs=8):
+        d_loss, g_fn = model.gan_losses(ids, images, torch.randn(ids.shape[0], model.config.z_dim))
+        d_opt.zero_grad()
+        d_loss.backward()
+        d_opt.step()
+        g_loss, logs = g_fn()
+        g_opt.zero_grad()
+        g_loss.backward()
+        g_opt.step()
+        d_losses.append(logs["d"])
+        assert np.isfinite(logs["g_adv"])
+    assert np.mean(d_losses[-4:]) < np.mean(d_losses[:4])  # hinge D loss starts near 2
+    assert not torch.equal(before, model.decoder.to_rgb.weight)
+
+
+@pytest.mark.parametrize("preset", ["pixel-tiny", "vae-tiny", "gan-tiny"])
+def test_seed_determinism_and_save_load_identity(shapes, preset, tmp_path):
+    _, vocab, _ = shapes
+    torch.manual_seed(1)
+    model = create_generator(preset, vocab)
+    a = model.generate(PROMPTS, n=3, seed=7)
+    torch.randn(5)  # the global RNG must not matter
+    b = model.generate(PROMPTS, n=3, seed=7)
+    assert a.shape == (6, 3, 64, 64) and a.dtype == torch.float32
+    assert 0 <= float(a.min()) and float(a.max()) <= 1
+    assert torch.equal(a, b)
+    if model.config.z_dim:
+        assert not torch.equal(a, model.generate(PROMPTS, n=3, seed=8))
+        assert not torch.equal(a[0], a[1])  # n samples of one prompt differ
+    model.save(tmp_path / "ck")
+    loaded = load_model(tmp_path / "ck")
+    assert isinstance(loaded, Generator) and loaded.config == model.config
+    assert torch.equal(loaded.generate(PROMPTS, n=3, seed=7), a)
+    # shipped form: fp16, drawing weights only -> loads and draws nearly the same
+    model.save(tmp_path / "small", half=True, full=False)
+    small = load_model(tmp_path / "small")
+    assert (small.generate(PROMPTS, n=3, seed=7) - a).abs().max() < 0.02
+
+
+def test_prompt_edge_cases(shapes):
+    _, vocab, _ = shapes
+    model = create_generator("pixel-tiny", vocab)
+    for bad in ["", "   \n\t", []]:
+        with pytest.raises(I2TError):
+            model.generate(bad if isinstance(bad, list) else [bad])
+    with pytest.warns(PromptWarning, match="never seen"):
+        out = model.generate(["a red zeppelin"])
+    assert out.shape == (1, 3, 64, 64)
+    with pytest.warns(PromptWarning, match="characters"):
+        model.generate(["red " * (MAX_PROMPT_CHARS // 4 + 10)])
+    with pytest.warns(PromptWarning, match="only the first"):
+        model.generate([" ".join(["red"] * 100)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.generate(["a red circle"])  # known words: no warning
+    with pytest.raises(I2TError):
+        model.generate(["a red circle"], n=0)
+
+
+def test_generate_images_grid_and_cli(shapes, tmp_path):
+    from img2text2img.cli import main
+
+    _, vocab, _ = shapes
+    model = create_generator("vae-tiny", vocab)
+    model.save(tmp_path / "ck")
+    ims = generate_images(PROMPTS, model=tmp_path / "ck", n=2, seed=3)
+    assert len(ims) == 4 and ims[0].size == (64, 64) and ims[0].mode == "RGB"
+    alone = generate_images(PROMPTS[0], model=model, n=1, seed=3)[0]  # batch size may move a float rounding: <= 1 level
+    assert np.abs(np.asarray(ims[0]).astype(int) - np.asarray(alone).astype(int)).max() <= 1
+    grid = save_grid(ims, tmp_path / "g.png", ncol=2)
+    assert grid.exists() and not list(tmp_path.glob(".g.png*"))
+
+    out = tmp_path / "out.png"
+    assert main(["generate", "a red circle", "-n", "4", "--seed", "0", "--model", str(tmp_path / "ck"), "-o", str(out)]) == 0
+    first = out.read_bytes()
+    assert main(["generate", "a red circle", "--model", str(tmp_path / "ck"), "-o", str(out)]) == 2  # no overwrite
+    assert out.read_bytes() == first
+    assert main(["generate", "a red circle", "-n", "4", "--seed", "0", "--model", str(tmp_path / "ck"), "-o", str(out), "--force"]) == 0
+    assert out.read_bytes() == first  # same seed, same PNG
+    assert main(["generate", "   ", "--model", str(tmp_path / "ck"), "-o", str(tmp_path / "e.png")]) == 2
+
+
+def test_train_generator_with_engine(shapes, tmp_path):
+    from img2text2img.train.engine import TrainConfig
+    from img2text2img.train.generator import train_generator
+
+    ds, _, _ = shapes
+    cfg = TrainConfig(out=str(tmp_path / "run"), max_steps=4, batch_size=8, checkpoint_every=2, progress=False)
+    summary = train_generator("gan-tiny", str(ds.root), cfg)
+    assert summary["steps"] == 4
+    assert (tmp_path / "run" / "last" / "samples.png").exists()
+    assert (tmp_path / "run" / "samples" / "step000002.png").exists()
+    model = load_model(tmp_path / "run")
+    assert model.config.kind == "gan"
+
+
+def test_presets_registered():
+    assert {"pixel", "vae", "gan", "pixel-tiny", "vae-tiny", "gan-tiny"} <= set(list_generators())
+
+
+def test_frechet_feature_distance_hand_values():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(400, 3))
+    assert abs(frechet_feature_distance(a, a)) < 1e-6
+    # Same covariance, shifted mean: distance = ||shift||^2 exactly.
+    assert frechet_feature_distance(a, a + np.array([1.0, 2.0, 0.0])) == pytest.approx(5.0, abs=1e-6)
+    # 1-D: var 1 vs var 4 (scaled copy), same mean: 1 + 4 - 2*2 = 1 (times the sample variance of a).
+    x = a[:, :1] - a[:, :1].mean()
+    v = float(np.var(x, ddof=1))
+    assert frechet_feature_distance(x, 2 * x) == pytest.approx(v * (1 + 4 - 4), rel=1e-6)
+    t = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    assert paired_cosine_similarity(t, t).tolist() == pytest.approx([1.0, 1.0])
+    assert paired_cosine_similarity(t, t.flip(0)).tolist() == pytest.approx([0.0, 0.0])
