@@ -43,7 +43,7 @@ def tag_cmd(
             console.print(f"{f}\t" + ", ".join(f"{t} ({s:.2f})" for t, s in tags), highlight=False, soft_wrap=True)
     if failed:
         for f, why in failed:
-            err_console.print(f"failed: {f}: {why}", highlight=False)
+            err_console.print(f"failed: {why if why.startswith(f) else f'{f}: {why}'}", highlight=False, soft_wrap=True)
         raise I2TError(f"{len(failed)} input(s) could not be tagged (listed above)")
 
 
