@@ -102,7 +102,7 @@ def run_one(name: str, args, results_dir: Path) -> dict:
         opts = CaptionTrainOptions(model=name, data="flickr8k", min_count=args.min_count, glove=args.glove,
                                    overrides=overrides, val_images=args.val_images)
         cfg = TrainConfig(out=str(run), epochs=args.epochs, max_steps=args.max_steps, batch_size=args.batch_size, lr=args.lr,
-                          patience=args.patience, eval_every=args.eval_every, seed=0, progress=False, log_every=100,
+                          patience=args.patience, eval_every=args.eval_every, seed=0, progress=True, log_every=25,
                           warmup_steps=args.warmup, resume=(run / "last" / "config.json").exists())
         summary = train_captioner(opts, cfg, sources=sources)
         summary["partial_cache"] = partial
@@ -156,6 +156,24 @@ def bench(path: str, beam: int = 3, n: int = 64) -> dict:
     return {"model": str(path), "beam": beam, "threads": torch.get_num_threads(), "batched_images_per_s": round(batched, 1),
             "single_image_ms_median": round(lat[len(lat) // 2], 1), "machine": machine(),
             "date": dt.date.today().isoformat()}
+
+
+def ship_best(results_dir: Path, runs: str) -> dict:
+    """Copy the model with the best VALIDATION BLEU-4 (test never used for the choice) into the package, fp16."""
+    from img2text2img.models.captioner import default_captioner_dir, load_captioner
+    from img2text2img.train.captioner import save_shipped
+
+    recs = [json.loads(p.read_text()) for p in sorted(results_dir.glob("captioner-*.json"))]
+    recs = [r for r in recs if r.get("val_bleu4_greedy_best") is not None]
+    if not recs:
+        raise SystemExit("no trained captioner to ship")
+    best = max(recs, key=lambda r: r["val"].get("bleu4", r["val_bleu4_greedy_best"]))
+    model = load_captioner(Path(runs) / best["model"] / "best")
+    path = save_shipped(model, default_captioner_dir(), metrics={"test": best["test"], "val": best["val"]},
+                        info={"source_run": best["model"], "date": best["date"]})
+    size = sum(f.stat().st_size for f in path.iterdir()) / 1e6
+    print(f"shipped {best['model']} to {path} ({size:.1f} MB)")
+    return best
 
 
 def _f(x, nd=3) -> str:
@@ -236,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tag", default="", help="suffix for run and result names (e.g. -glove)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--report-only", action="store_true")
+    p.add_argument("--ship", action="store_true", help="ship the best model (by validation BLEU-4) as the default")
     p.add_argument("--partial-cache", action="store_true",
                    help="train on the images an unfinished feature cache already holds (busy machine)")
     p.add_argument("--max-steps", type=int, default=None)
@@ -265,6 +284,8 @@ def main(argv: list[str] | None = None) -> int:
                 t = rec["test"]
                 print(f"{rec['model']}: test coco BLEU-4 {t.get('coco_bleu4'):.3f} CIDEr-D {t.get('coco_cider_d'):.3f} "
                       f"({(time.time() - t0) / 60:.1f} min)", flush=True)
+    if args.ship:
+        ship_best(results_dir, args.runs)
     print(write_table(results_dir, Path(args.doc)))
     return 0
 
