@@ -197,8 +197,15 @@ def _progress_bar(enabled: bool, total: int, done: int, label: str) -> Iterator[
 
         yield advance
         return
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn,
-                               TimeElapsedColumn, TimeRemainingColumn)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        ProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
     from rich.text import Text
 
     class Rate(ProgressColumn):
@@ -344,7 +351,7 @@ def encode_dataset(
         with _progress_bar(progress, n, done, label) as advance:
             _encode_into(encoder, paths, pooled, grid_arr, done, batch_size, num_workers, dev, on_batch, advance)
         seconds = time.perf_counter() - t0
-        del pooled, grid_arr
+        pooled = grid_arr = None  # close the memory maps before the folder is renamed
         meta.update(complete=True, seconds=round(seconds, 1), resumed_from=done)
         _write_json_atomic(partial / META, meta)
         (partial / PROGRESS).unlink(missing_ok=True)

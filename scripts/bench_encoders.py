@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
             iters = args.iters * (5 if b == 1 else 1)
             cmd = [sys.executable, __file__, "--one", name, "--batch", str(b), "--iters", str(iters),
                    "--threads", str(args.threads)]
-            out = subprocess.run(cmd, capture_output=True, text=True)
+            out = subprocess.run(cmd, capture_output=True, text=True, check=False)
             if out.returncode != 0:
                 results.append({"encoder": name, "batch": b, "error": out.stderr.strip().splitlines()[-1:]})
             else:

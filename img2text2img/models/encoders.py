@@ -19,7 +19,7 @@ import importlib.util
 import os
 import re
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -263,7 +263,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
             return load_file(str(path))
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as e:  # corrupt file, pickle with code, wrong format
+    except Exception as e:  # noqa: BLE001 - torch.load fails in many ways on a corrupt or foreign file
         msg = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
         raise I2TError(f"{path}: cannot read weights ({msg})") from None
     for key in ("state_dict", "model"):
