@@ -334,7 +334,9 @@ def fit(task: TrainTask, cfg: TrainConfig) -> dict:
         if state.get("rng") and dist_info.rank < len(state["rng"]):
             _set_rng_state(state["rng"][dist_info.rank])
         step, epoch, batch_in_epoch = ckpt.info["step"], ckpt.info["epoch"], ckpt.info["batch_in_epoch"]
-        best, bad_evals = ckpt.info.get("best", -math.inf), ckpt.info.get("bad_evals", 0)
+        best = ckpt.info.get("best")
+        best = -math.inf if best is None else best  # stored as null when nothing was evaluated yet
+        bad_evals = ckpt.info.get("bad_evals", 0)
         metrics = ckpt.metrics.get("val", {})
 
     wrapped: nn.Module = model
