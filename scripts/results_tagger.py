@@ -46,11 +46,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="docs/results", help="where tagger.json and tagger.md go")
     ap.add_argument("--encoders", nargs="*", default=list(ENCODERS))
     ap.add_argument("--heads", nargs="*", default=list(HEADS))
-    ap.add_argument("--epochs", type=int, default=40)
+    ap.add_argument("--epochs", type=int, default=12)
+    ap.add_argument("--val-images", type=int, default=300, help="validation (model selection) on the first N val images")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--weight-decay", type=float, default=1e-4)
-    ap.add_argument("--patience", type=int, default=6)
+    ap.add_argument("--patience", type=int, default=4)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-train", action="store_true", help="score existing runs only")
     ap.add_argument("--build-caches", action="store_true", help="allow encoding Flickr8k for encoders without a cache")
@@ -83,8 +84,8 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 cfg = TrainConfig(out=str(run), epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                                   weight_decay=args.weight_decay, patience=args.patience, seed=0, device="cpu",
-                                  warmup_steps=100, progress=False)
-                summary = train_tagger("flickr8k", f"{enc}+{head}", cfg, progress=False)
+                                  warmup_steps=50, progress=True, log_every=100)
+                summary = train_tagger("flickr8k", f"{enc}+{head}", cfg, val_limit=args.val_images, progress=False)
                 (run / "summary.json").write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
             summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").exists() else {}
             model = load_model(run / "best")

@@ -224,6 +224,16 @@ def test_cli_tag_folder_with_a_bad_file(shapes_run, tmp_path, capsys):
     assert len(lines) == 2 and all(len(x["tags"]) <= 3 for x in lines)
     assert "broken.png" in cap.err
 
+    from img2text2img.models.tagger import tag
+
+    files = sorted(folder.glob("shape_*.png"))
+    by_lib = tag(files, model=out, top=3)
+    assert [[t for t, _ in r] for r in by_lib] == [[t for t, _ in x["tags"]] for x in lines]
+    assert main(["eval", "tagger", "--model", str(out), "--data", "shapes:1000", "--limit", "20",
+                 "--out", str(tmp_path / "scores.json")]) == 0
+    scores = json.loads((tmp_path / "scores.json").read_text())
+    assert scores["images"] == 20 and 0.0 <= scores["micro_f1"] <= 1.0
+
 
 # -- checkpoints of a pretrained frozen encoder ----------------------------------------------------------------------
 
@@ -243,3 +253,24 @@ def test_frozen_pretrained_encoder_is_not_stored(tmp_path):
     assert loaded.config.encoder_sha256 == m.config.encoder_sha256
     assert loaded.predict_features(f, top=5) == m.predict_features(f, top=5)
     assert sum(v.numel() for v in m.checkpoint_state().values()) < 0.1 * sum(p.numel() for p in m.parameters())
+
+
+def test_rotate90_is_reproducible_per_epoch(tmp_path):
+    from PIL import Image
+
+    from img2text2img.train.tagger import TagImageDataset
+
+    img = Image.new("RGB", (8, 8), (0, 0, 0))
+    img.putpixel((0, 0), (255, 255, 255))  # a marker that shows which way the image was turned
+    img.save(tmp_path / "a.png")
+
+    def corner(t):  # which corner holds the marker
+        return int(t[0].flatten().argmax())
+
+    ds = TagImageDataset([tmp_path / "a.png"] * 16, [[4]] * 16, lambda im: torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1),
+                         rotate90=True, seed=3)
+    first = [corner(ds[i]["images"]) for i in range(16)]
+    assert first == [corner(ds[i]["images"]) for i in range(16)]  # same (seed, epoch, index) -> same turn
+    assert len(set(first)) > 1  # several of the four turns are used
+    ds.set_epoch(1)
+    assert [corner(ds[i]["images"]) for i in range(16)] != first

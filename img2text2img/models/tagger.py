@@ -45,7 +45,7 @@ class TaggerConfig:
     head: str = "rnn"  # rnn | bce
     vocab_size: int = 0  # tag vocabulary size including the 4 specials
     embed_dim: int = 128  # rnn: tag embedding size
-    hidden: int = 512  # rnn: LSTM state size
+    hidden: int = 256  # rnn: LSTM state size
     dropout: float = 0.3  # on the image vector and the LSTM output
     max_tags: int = 12  # rnn: longest tag sequence emitted
     beam: int = 3  # rnn: beam width (1 = greedy)
