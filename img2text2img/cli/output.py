@@ -5,8 +5,9 @@ import sys
 
 from rich.console import Console
 
-console = Console()
-err_console = Console(stderr=True)
+# soft_wrap: long lines (file paths, captions, error listings) are never cut into pieces when piped or logged.
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 
 def warn(msg: str) -> None:

@@ -1,0 +1,130 @@
+"""Bad input at the command line: one line on stderr, exit code 2, no traceback, no half-written file."""
+from __future__ import annotations
+
+import io
+import shutil
+
+import pytest
+import torch
+from PIL import Image
+
+from img2text2img.cli import main
+from img2text2img.models.captioner import create_captioner
+from img2text2img.models.encoders import create_encoder
+from img2text2img.models.generator import create_generator
+from img2text2img.vocab import Vocabulary
+
+WORDS = ["a red circle on the left", "a blue square at the top", "a small green star"]
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """Untrained tiny models: error handling does not depend on how good the weights are."""
+    d = tmp_path_factory.mktemp("models")
+    torch.manual_seed(0)
+    vocab = Vocabulary.build(WORDS)
+    enc = create_encoder("small_cnn", pretrained=False)
+    cap = create_captioner("small_cnn+lstm-tiny", vocab, enc.num_features, store_encoder=True)
+    cap.attach_encoder(enc)
+    cap.save(d / "cap")
+    create_generator("pixel-tiny", vocab).save(d / "gen")
+    return d
+
+
+def _err(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err
+    return err
+
+
+def _one_line_error(capsys, *needles):
+    err = _err(capsys)
+    last = err.splitlines()[-1]
+    assert last.startswith("error:"), err
+    for n in needles:
+        assert n in err, err
+    return err
+
+
+def test_caption_folder_with_mixed_files(models, tmp_path, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.new("RGB", (30, 30), (200, 0, 0)).save(folder / "good.png")
+    Image.new("RGBA", (30, 30), (0, 0, 200, 100)).save(folder / "alpha.png")
+    Image.new("L", (30, 30), 90).save(folder / "grey.png")
+    (folder / "text.jpg").write_text("not an image")
+    (folder / "zero.jpg").write_bytes(b"")
+    (folder / "notes.txt").write_text("ignored: not an image type")
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 64), (1, 2, 3)).save(buf, "JPEG")
+    (folder / "trunc.jpg").write_bytes(buf.getvalue()[:100])
+    assert main(["caption", str(folder), "--model", str(models / "cap"), "--beam", "1"]) == 2
+    out = capsys.readouterr()
+    for good in ("good.png", "alpha.png", "grey.png"):
+        assert good in out.out
+    for bad in ("text.jpg", "zero.jpg", "trunc.jpg"):
+        assert f"failed: {folder / bad}" in out.err
+    assert out.err.strip().splitlines()[-1] == "error: 3 input(s) could not be captioned (listed above)"
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["caption", "nope.jpg"], "no images found"),
+    (["caption", "{img}", "--model", "{models}/missing"], "model folder not found"),
+    (["caption", "{img}", "--model", "{models}/gen"], "holds a generator model, not a captioner"),
+    (["generate", "a red circle", "--model", "{models}/cap", "-o", "{tmp}/x.png"], "holds a captioner model, not a generator"),
+])
+def test_model_and_path_errors(models, tmp_path, capsys, args, needle):
+    img = tmp_path / "i.png"
+    Image.new("RGB", (8, 8)).save(img)
+    args = [a.format(img=img, models=models, tmp=tmp_path) for a in args]
+    assert main(args) == 2
+    _one_line_error(capsys, needle)
+
+
+@pytest.mark.parametrize("damage,needle", [
+    (lambda p: (p / "model.safetensors").write_bytes((p / "model.safetensors").read_bytes()[:100]), "corrupt or truncated"),
+    (lambda p: (p / "vocab.json").unlink(), "missing vocab.json"),
+    (lambda p: Vocabulary.build(["x y z"]).save(p / "vocab.json"), "does not match"),
+])
+def test_damaged_model_folder(models, tmp_path, capsys, damage, needle):
+    bad = tmp_path / "gen"
+    shutil.copytree(models / "gen", bad)
+    damage(bad)
+    assert main(["generate", "a red circle", "--model", str(bad), "-o", str(tmp_path / "o.png")]) == 2
+    _one_line_error(capsys, needle)
+    assert not (tmp_path / "o.png").exists()
+
+
+@pytest.mark.parametrize("prompt,ok,needle", [
+    ("", False, "empty prompt"),
+    ("   ", False, "empty prompt"),
+    ("zebra xylophone", True, "never seen"),
+    ("a red circle " * 1000, True, "characters"),
+    ("🐶 東京 ✨", True, "never seen"),
+])
+def test_prompts(models, tmp_path, capsys, prompt, ok, needle):
+    out = tmp_path / "p.png"
+    code = main(["generate", prompt, "--model", str(models / "gen"), "-o", str(out)])
+    err = _err(capsys)
+    assert needle in err
+    assert (code == 0) == ok and out.exists() == ok
+
+
+def test_outputs(models, tmp_path, capsys):
+    gen = ["generate", "a red circle", "--model", str(models / "gen")]
+    # a missing folder is created (documented in docs/ERRORS.md)
+    assert main([*gen, "-o", str(tmp_path / "new" / "dir" / "a.png")]) == 0
+    assert (tmp_path / "new" / "dir" / "a.png").exists()
+    # an existing file is kept unless --force
+    before = (tmp_path / "new" / "dir" / "a.png").read_bytes()
+    assert main([*gen, "--seed", "3", "-o", str(tmp_path / "new" / "dir" / "a.png")]) == 2
+    _one_line_error(capsys, "--force")
+    assert (tmp_path / "new" / "dir" / "a.png").read_bytes() == before
+    assert main([*gen, "--force", "-o", str(tmp_path / "new" / "dir" / "a.png")]) == 0
+    capsys.readouterr()
+    # an unwritable location (sysfs refuses new files even to root) and a file standing where a folder should be
+    assert main([*gen, "-o", "/sys/i2t-test.png"]) == 2
+    _one_line_error(capsys, "Permission denied")
+    (tmp_path / "file").write_text("x")
+    assert main([*gen, "-o", str(tmp_path / "file" / "a.png")]) == 2
+    _one_line_error(capsys)
