@@ -96,3 +96,30 @@ def test_resume_reaches_same_weights(tmp_path):
 def test_resume_without_checkpoint_is_clear_error(tmp_path):
     with pytest.raises(I2TError, match="no checkpoint"):
         fit(ToyTask(), TrainConfig(out=str(tmp_path / "none"), max_steps=2, resume=True, progress=False))
+
+
+def test_diverging_loss_is_a_clear_error(tmp_path):
+    class Diverging(ToyTask):
+        def loss(self, model, batch):
+            x, y = batch
+            return (model(x) * float("nan")).mean(), {}
+
+    with pytest.raises(I2TError, match="diverged at step 1"):
+        fit(Diverging(), TrainConfig(out=str(tmp_path / "d"), max_steps=3, batch_size=32, progress=False))
+
+
+def test_config_from_dict_refuses_unknown_keys():
+    from img2text2img.config import config_from_dict
+
+    assert config_from_dict(ToyConfig, {"dim": 4}).dim == 4
+    with pytest.raises(I2TError, match="does not know the keys extra"):
+        config_from_dict(ToyConfig, {"dim": 4, "extra": 1})
+
+
+def test_new_generator_run_refuses_existing_run_folder(tmp_path):
+    from img2text2img.train.generator import train_generator
+
+    cfg = TrainConfig(out=str(tmp_path / "g"), max_steps=2, batch_size=8, progress=False)
+    train_generator("pixel-tiny", "shapes:40", cfg)
+    with pytest.raises(I2TError, match="already holds a run"):
+        train_generator("pixel-tiny", "shapes:40", cfg)
