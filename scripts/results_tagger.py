@@ -54,16 +54,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--patience", type=int, default=4)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-train", action="store_true", help="score existing runs only")
+    ap.add_argument("--extra", nargs="*", default=[], help="more run folders to score as extra rows (variants)")
     ap.add_argument("--build-caches", action="store_true", help="allow encoding Flickr8k for encoders without a cache")
     args = ap.parse_args(argv)
 
     import torch
 
     from img2text2img.data import load_dataset
-    from img2text2img.models import load_model
     from img2text2img.tags import dataset_tags
     from img2text2img.train.engine import TrainConfig
-    from img2text2img.train.tagger import evaluate_tagger, train_tagger
+    from img2text2img.train.tagger import train_tagger
 
     torch.set_num_threads(args.threads)
     ds = load_dataset("flickr8k")
@@ -87,19 +87,14 @@ def main(argv: list[str] | None = None) -> int:
                                   warmup_steps=50, progress=True, log_every=100)
                 summary = train_tagger("flickr8k", f"{enc}+{head}", cfg, val_limit=args.val_images, progress=False)
                 (run / "summary.json").write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
-            summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").exists() else {}
-            model = load_model(run / "best")
-            t0 = time.time()
-            res = evaluate_tagger(model, ds, "test", tags)
-            head_params = sum(v.numel() for k, v in model.state_dict().items() if k.startswith("head."))
-            row = {"encoder": enc, "head": head, "model": f"{enc}+{head}", "run": str(run),
-                   "head_params": head_params, "train_seconds": summary.get("train_seconds"),
-                   "steps": summary.get("steps"), "val_micro_f1": summary.get("best"),
-                   "threshold": model.config.threshold if head == "bce" else None,
-                   "beam": model.config.beam if head == "rnn" else None, "eval_seconds": round(time.time() - t0, 1),
-                   **{k: res.get(k) for k in METRICS}}
-            rows.append(row)
-            print(json.dumps(row), flush=True)
+            rows.append(score_run(run, ds, tags, head))
+            print(json.dumps(rows[-1]), flush=True)
+    for run in map(Path, args.extra):
+        if (run / "best" / "config.json").exists():
+            rows.append(score_run(run, ds, tags, None))
+            print(json.dumps(rows[-1]), flush=True)
+        else:
+            skipped.append({"encoder": str(run), "reason": "extra run not found"})
 
     comparisons = []
     for enc in args.encoders:
@@ -125,6 +120,26 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def score_run(run: Path, ds, tags: dict, head: str | None) -> dict:
+    """Test-split scores of `run/best`, with what the run's summary says about training."""
+    from img2text2img.models import load_model
+    from img2text2img.train.tagger import evaluate_tagger
+
+    summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").exists() else {}
+    model = load_model(run / "best")
+    cfg = model.config
+    t0 = time.time()
+    res = evaluate_tagger(model, ds, "test", tags)
+    head_params = sum(v.numel() for k, v in model.state_dict().items() if k.startswith("head."))
+    variant = cfg.head if head is not None else f"{cfg.head} ({run.name})"
+    return {"encoder": cfg.encoder, "head": variant, "model": f"{cfg.encoder}+{cfg.head}", "run": str(run),
+            "head_params": head_params, "train_seconds": summary.get("train_seconds"), "steps": summary.get("steps"),
+            "val_micro_f1": summary.get("best"), "threshold": cfg.threshold if cfg.head == "bce" else None,
+            "beam": cfg.beam if cfg.head == "rnn" else None, "hidden": cfg.hidden if cfg.head == "rnn" else None,
+            "aux_bce": cfg.aux_bce if cfg.head == "rnn" else None, "eval_seconds": round(time.time() - t0, 1),
+            **{k: res.get(k) for k in METRICS}}
+
+
 def _f(x, digits: int = 3) -> str:
     return "–" if x is None else f"{x:.{digits}f}"
 
@@ -137,8 +152,8 @@ def markdown(meta: dict, rows: list[dict], comparisons: list[dict], skipped: lis
         f"Tags: {meta['tags']}. Frozen ImageNet encoders, heads trained on cached pooled features; best epoch and BCE "
         "threshold chosen on the validation split; test scored once. `{}`.".format(meta["command"]),
         "",
-        "| encoder | head | micro P | micro R | micro F1 | macro P | macro R | macro F1 | per-image F1 | exact match "
-        "| mAP | tags/image | head params | train s |",
+        ("| encoder | head | micro P | micro R | micro F1 | macro P | macro R | macro F1 | per-image F1 | exact match "
+         "| mAP | tags/image | head params | train s |"),
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:

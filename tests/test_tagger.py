@@ -274,3 +274,29 @@ def test_rotate90_is_reproducible_per_epoch(tmp_path):
     assert len(set(first)) > 1  # several of the four turns are used
     ds.set_epoch(1)
     assert [corner(ds[i]["images"]) for i in range(16)] != first
+
+
+DEFAULT_TAGGER = Path(__file__).resolve().parent.parent / "img2text2img" / "pretrained" / "tagger"
+
+
+@pytest.mark.flickr8k
+@pytest.mark.skipif(not (DEFAULT_TAGGER / "config.json").exists(), reason="default tagger not shipped")
+def test_default_tagger_tags_a_dog_photo():
+    """The embedded default (Flickr8k, frozen ImageNet encoder resolved from the weights folder) names the dog."""
+    from img2text2img.data import load_dataset
+    from img2text2img.errors import I2TError
+    from img2text2img.models.tagger import tag
+
+    torch.set_num_threads(1)
+    try:
+        ds = load_dataset("flickr8k")
+    except I2TError as e:
+        pytest.skip(str(e))
+    dogs = [i for i in ds.split("test") if sum("dog" in c.lower() for c in ds.captions[i]) == 5][:3]
+    try:
+        rows = tag([ds.image_path(i) for i in dogs], top=10)
+    except I2TError as e:  # the encoder weights are not on this machine
+        pytest.skip(str(e))
+    for r in rows:
+        assert 0 < len(r) <= 10 and len({t for t, _ in r}) == len(r)
+    assert sum("dog" in [t for t, _ in r] for r in rows) >= 2, rows

@@ -68,6 +68,7 @@ def train_tagger_cmd(
     weight_decay: Annotated[float, typer.Option()] = 1e-4,
     hidden: Annotated[int | None, typer.Option(help="RNN state size (overrides the preset).")] = None,
     dropout: Annotated[float | None, typer.Option(help="Override the preset's dropout.")] = None,
+    aux_bce: Annotated[float | None, typer.Option(help="RNN: weight of an auxiliary per-tag BCE loss on the image term.")] = None,
     patience: Annotated[int | None, typer.Option(help="Early stopping: evaluations without micro-F1 gain.")] = 5,
     val_images: Annotated[int | None, typer.Option(help="Validate on the first N val images.")] = None,
     eval_every: Annotated[int | None, typer.Option(help="Steps between validations (default: each epoch).")] = None,
@@ -95,6 +96,8 @@ def train_tagger_cmd(
         overrides["hidden"] = hidden
     if dropout is not None:
         overrides["dropout"] = dropout
+    if aux_bce is not None:
+        overrides["aux_bce"] = aux_bce
     cfg = TrainConfig(out=str(out), epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr,
                       weight_decay=weight_decay, patience=patience, eval_every=eval_every, seed=seed, device=device,
                       resume=resume)

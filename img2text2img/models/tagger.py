@@ -10,6 +10,11 @@ Two heads on the same pooled encoder vector, so users can compare:
 - `bce`: a linear multi-label layer with one sigmoid per tag and binary cross-entropy; tags whose probability reaches
   `threshold` (tuned on the validation split during training) are predicted. Its per-tag probabilities also give mAP.
 
+The image vector is the encoder's pooled vector (`pool="mean"`, what the feature cache stores) or, for small objects
+on a plain background (the shapes set), the mean and the max over the feature grid (`pool="meanmax"`). The RNN head
+can add an auxiliary per-tag BCE loss on its image term (`aux_bce`): a gradient for every tag of an image at once,
+which makes a randomly initialised CNN learn faster than the one-tag-per-step sequence loss alone.
+
 Checkpoints hold the head weights, the tag vocabulary and the encoder's name and weights sha256. A frozen pretrained
 encoder is rebuilt at load time through `create_encoder` (its sha256 must match); an encoder that was trained
 (`trainable_blocks > 0`) or randomly initialised (`small_cnn`) has its weights stored in the checkpoint.
