@@ -120,27 +120,27 @@ SHIPPED_SHAPES = Path(__file__).resolve().parent.parent / "img2text2img" / "pret
 
 @pytest.fixture(scope="module")
 def shapes_run(tmp_path_factory):
-    """One short training run (150 steps) of the tiny CNN-RNN tagger on the shapes set, shared by the tests below."""
+    """One short training run (120 steps) of the tiny CNN-RNN tagger on the shapes set, shared by the tests below."""
     from img2text2img.train.engine import TrainConfig
     from img2text2img.train.tagger import prepare_tag_data, train_tagger
 
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("tagger") / "run"
-    cfg = TrainConfig(out=str(out), max_steps=150, batch_size=32, lr=3e-3, warmup_steps=20, eval_every=150,
+    cfg = TrainConfig(out=str(out), max_steps=120, batch_size=32, lr=3e-3, warmup_steps=20, eval_every=120,
                       checkpoint_every=10_000, progress=False, seed=0)
     summary = train_tagger("shapes:1000", "small_cnn+rnn-tiny", cfg, val_limit=100)
     return out, summary, prepare_tag_data("shapes:1000")
 
 
 def test_short_training_learns_tags(shapes_run):
-    """150 steps from a random CNN: colours and sizes are learnt first (shapes take thousands of steps, see below)."""
+    """120 steps from a random CNN: colours and sizes are learnt first (shapes take thousands of steps, see below)."""
     from img2text2img.models import load_model
     from img2text2img.train.tagger import evaluate_tagger
 
     out, summary, td = shapes_run
     res = evaluate_tagger(load_model(out), td.dataset, "test", td.tags)
     assert res["micro_f1"] >= 0.55, res
-    assert summary["steps"] == 150 and (out / "last" / "trainer.json").exists()
+    assert summary["steps"] == 120 and (out / "last" / "trainer.json").exists()
 
 
 @pytest.mark.skipif(not (SHIPPED_SHAPES / "config.json").exists(), reason="shapes tagger not shipped")
