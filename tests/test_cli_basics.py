@@ -37,3 +37,10 @@ def test_readme_has_two_setup_commands_and_ci_runs_the_test_one():
     assert len(block) == 2
     test_cmd = block[1].split("&&")[-1].strip()
     assert test_cmd in (ROOT / ".ci" / "run").read_text()
+
+
+def test_usage_errors_exit_2_without_traceback(capsys):
+    assert main(["data", "shapes", "--out", "x", "--n", "abc"]) == 2
+    assert main(["no-such-command"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "Invalid value for '--n'" in err and "No such command" in err

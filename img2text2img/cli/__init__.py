@@ -34,11 +34,22 @@ def _register_commands() -> None:
         importlib.import_module(f"img2text2img.cli.{mod}")
 
 
+def _click_exception_types() -> tuple[type, ...]:
+    # Newer typer vendors click as `typer._click`; older ones use click itself. Usage errors may come from either.
+    types: list[type] = []
+    for mod in ("typer._click.exceptions", "click.exceptions"):
+        try:
+            types.append(__import__(mod, fromlist=["ClickException"]).ClickException)
+        except ImportError:
+            pass
+    return tuple(types)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the exit code (0 ok, 2 bad input, 130 interrupted)."""
+    """Entry point; returns the exit code (0 ok, 2 bad input or usage, 130 interrupted)."""
     _register_commands()
     try:
-        app(args=argv, standalone_mode=False)
+        rc = app(args=argv, standalone_mode=False)
     except I2TError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -52,16 +63,12 @@ def main(argv: list[str] | None = None) -> int:
     except typer.Exit as e:
         return e.exit_code
     except typer.Abort:
-        print("aborted", file=sys.stderr)
-        return 1
-    except Exception as e:  # click usage errors
-        import click
-
-        if isinstance(e, click.exceptions.ClickException):
-            e.show()
-            return e.exit_code
-        raise
-    return 0
+        print("interrupted", file=sys.stderr)
+        return 130
+    except _click_exception_types() as e:  # bad option values, unknown commands: click's own one-line usage error
+        e.show()
+        return e.exit_code
+    return rc if isinstance(rc, int) else 0
 
 
 def run() -> None:
