@@ -81,6 +81,19 @@ def partial_sources(encoder: str, grid: bool, val_images: int | None) -> tuple[d
     return {"train": src.subset(train), "val": src.subset(val)}, info
 
 
+def stopped_run_summary(run: Path) -> dict:
+    """Summary of a run stopped before its planned steps (time ran out): read from its best/ and last/ checkpoints."""
+    from img2text2img.checkpoint import load_checkpoint
+
+    best = load_checkpoint(run / "best")
+    last = load_checkpoint(run / "last") if (run / "last" / "config.json").exists() else best
+    planned = last.info.get("train_config", {}).get("max_steps")
+    return {"steps": last.info.get("step"), "epochs": last.info.get("epoch"), "best": last.info.get("best"),
+            "val": best.metrics.get("val", {}), "train_seconds": last.metrics.get("train_seconds", 0.0),
+            "stopped_early": f"killed at step {last.info.get('step')} of {planned} (time budget)",
+            "config": best.config}
+
+
 def run_one(name: str, args, results_dir: Path) -> dict:
     """Train (unless a finished run exists) and score one model; returns the JSON record."""
     from img2text2img.checkpoint import write_text_atomic
@@ -90,6 +103,9 @@ def run_one(name: str, args, results_dir: Path) -> dict:
 
     run = Path(args.runs) / (name + args.tag)
     summary_file = run / "summary.json"
+    if not summary_file.exists() and args.eval_only:
+        summary = stopped_run_summary(run)
+        write_text_atomic(summary_file, json.dumps(summary, indent=2, default=str))
     if not summary_file.exists():
         overrides = json.loads(args.overrides) if args.overrides else {}
         sources, partial = None, None
@@ -120,7 +136,7 @@ def run_one(name: str, args, results_dir: Path) -> dict:
         "minutes_to_best": round(best_ckpt.get("train_seconds", summary["train_seconds"]) / 60, 1),
         "steps": summary["steps"], "epochs": summary["epochs"], "samples_per_s": summary.get("samples_per_s"),
         "val_bleu4_greedy_best": summary.get("best"), "train_images": summary.get("train_images"),
-        "partial_cache": summary.get("partial_cache"), "val": {k: v for k, v in val.items() if k != "examples"},
+        "partial_cache": summary.get("partial_cache"), "stopped_early": summary.get("stopped_early"), "val": {k: v for k, v in val.items() if k != "examples"},
         "test": test, "beam": args.beam, "glove": summary.get("glove"), "config": summary.get("config"),
         "machine": machine(), "date": dt.date.today().isoformat(),
         "command": "python " + " ".join(sys.argv),
@@ -192,6 +208,8 @@ def write_table(results_dir: Path, doc: Path) -> str:
         label = r["model"]
         if r.get("partial_cache"):
             label += f" (trained on {r['train_images']} of 6000 train images)"
+        if r.get("stopped_early"):
+            label += f" ({r['stopped_early']})"
         rows.append(f"| {label} | {_f(t.get('coco_bleu1'))} | {_f(t.get('coco_bleu2'))} | {_f(t.get('coco_bleu3'))} "
                     f"| {_f(t.get('coco_bleu4'))} | {_f(t.get('coco_meteor'))} | {_f(t.get('coco_rouge_l'))} "
                     f"| {_f(t.get('coco_cider_d'))} | {_f(t['bleu1'])} | {_f(t['bleu4'])} "
@@ -213,6 +231,16 @@ def write_table(results_dir: Path, doc: Path) -> str:
             "Encoders frozen, decoder trained on cached features. 'train min' is wall-clock on a shared 2-core CPU "
             "(other jobs running), so it over-states the time on an idle machine.", "",
             f"Machine: {'; '.join(sorted(machines))}. Date: {', '.join(sorted(when))}.", "", head + "\n".join(rows), ""]
+    shapes = results_dir / "captioner_shapes.json"
+    if shapes.exists():
+        sh = json.loads(shapes.read_text())
+        text += [f"Shapes captioner (`img2text2img/pretrained/captioner_shapes`, small_cnn+attention-small trained end to "
+                 f"end): {sh['split']} split of {sh['images']} images, beam {sh['beam']}, nltk BLEU-1 {_f(sh['bleu1'])}, "
+                 f"BLEU-4 {_f(sh['bleu4'])}.", ""]
+    steps = [f"{r['model']}: {r['steps']}" for r in recs]
+    if steps:
+        text += ["Optimizer steps per model (batch 64; Flickr8k has 30,000 training captions, so 470 steps = one "
+                 "epoch): " + "; ".join(steps) + ". Short step budgets mean under-trained, not converged, models.", ""]
     if benches:
         text += ["Inference speed (encoder + decoder, image already read, beam 3):", ""]
         for b in benches:
@@ -254,6 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tag", default="", help="suffix for run and result names (e.g. -glove)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--report-only", action="store_true")
+    p.add_argument("--eval-only", action="store_true", help="score existing runs (a stopped run: its best/)")
     p.add_argument("--ship", action="store_true", help="ship the best model (by validation BLEU-4) as the default")
     p.add_argument("--partial-cache", action="store_true",
                    help="train on the images an unfinished feature cache already holds (busy machine)")
