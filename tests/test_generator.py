@@ -193,3 +193,14 @@ def test_frechet_feature_distance_hand_values():
     t = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
     assert paired_cosine_similarity(t, t).tolist() == pytest.approx([1.0, 1.0])
     assert paired_cosine_similarity(t, t.flip(0)).tolist() == pytest.approx([0.0, 0.0])
+
+
+def test_default_generator_is_shipped_and_small():
+    from img2text2img.models.generator import DEFAULT_MODEL_DIR
+
+    size = sum(p.stat().st_size for p in DEFAULT_MODEL_DIR.iterdir())
+    assert size < 5_000_000
+    ims = generate_images(["a large red circle in the top left"], n=2, seed=0)
+    assert len(ims) == 2 and ims[0].size == (64, 64)
+    again = generate_images(["a large red circle in the top left"], n=2, seed=0)
+    assert np.array_equal(np.asarray(ims[1]), np.asarray(again[1]))
