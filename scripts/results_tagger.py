@@ -170,6 +170,10 @@ def markdown(meta: dict, rows: list[dict], comparisons: list[dict], skipped: lis
     for s in skipped:
         lines.append(f"- {s['encoder']}{' + ' + s['head'] if 'head' in s else ''}: not run, {s['reason']}.")
     lines.append("")
+    lines.append("Rows with a run folder in parentheses are variants trained with `i2t train tagger` (no warm-up; "
+                 "`-aux` = `--aux-bce 1.0`, `-drop05` = `--dropout 0.5`). Training seconds were measured on a shared "
+                 "2-core CPU under a load average of 8-14 and compare only roughly.")
+    lines.append("")
     lines.append("mAP needs a score for every tag, which only the BCE head gives (the RNN emits a set); "
                  "exact match is rare because images carry about 5 reference tags out of 500.")
     return "\n".join(lines) + "\n"
