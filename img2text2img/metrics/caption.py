@@ -97,5 +97,5 @@ def _close_meteor(m) -> None:
             proc.stdin.close()
             proc.kill()
             proc.wait()
-    except Exception:
+    except (OSError, ValueError):
         pass

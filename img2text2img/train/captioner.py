@@ -65,7 +65,7 @@ class FeatureSource:
 
     def subset(self, images: list[str]) -> FeatureSource:
         rows = torch.tensor([self.row[im] for im in images], dtype=torch.long)
-        pick = (lambda t: None if t is None else t[rows])  # noqa: E731
+        pick = (lambda t: None if t is None else t[rows])
         return FeatureSource(list(images), pick(self.pooled), pick(self.grid), pick(self.pixels))
 
     def batch(self, rows: torch.Tensor) -> dict[str, torch.Tensor]:
