@@ -28,7 +28,7 @@ def generate(
     model: Annotated[Path | None, typer.Option(help="Generator checkpoint or run folder (default: the built-in one).")] = None,
     out: Annotated[Path, typer.Option("-o", "--out", help="PNG file to write.")] = Path("generated.png"),
     force: Annotated[bool, typer.Option(help="Overwrite OUT if it exists.")] = False,
-    temperature: Annotated[float, typer.Option(min=0.0, help="Latent noise scale for vae/gan models (lower = safer).")] = 1.0,
+    temperature: Annotated[float | None, typer.Option(min=0.0, help="Latent noise scale for vae/gan models (default: the model's).")] = None,
     scale: Annotated[int, typer.Option(min=1, max=16, help="Enlarge the PNG by this factor (nearest neighbour).")] = 1,
 ) -> None:
     """Draw 64x64 pictures from sentences and write them as one PNG (one row per sentence)."""
@@ -90,7 +90,7 @@ def eval_generator_cmd(
     encoder: Annotated[str, typer.Option(help="Encoder whose features the distance is measured in.")] = "mobilenet_v2",
     size: Annotated[int, typer.Option(help="Encoder input size (images are resized to it).")] = 128,
     seed: Annotated[int, typer.Option()] = 0,
-    temperature: Annotated[float, typer.Option(min=0.0)] = 1.0,
+    temperature: Annotated[float | None, typer.Option(min=0.0, help="Latent noise scale (default: the model's).")] = None,
     out: Annotated[Path | None, typer.Option("-o", "--out", help="Also write the result as JSON here.")] = None,
     data_dir: Annotated[Path | None, typer.Option()] = None,
 ) -> None:

@@ -60,6 +60,7 @@ class GeneratorConfig:
     recon_weight: float = 0.0  # gan: optional pixel-loss term for the generator (0 = pure GAN)
     dropout: float = 0.0  # between LSTM layers
     film: bool = False  # condition every decoder stage on the sentence (FiLM); see ImageDecoder
+    sample_temperature: float = 1.0  # vae/gan: default scale of z ~ N(0, I) when drawing (lower = cleaner, less varied)
     fg_weight: float = 0.0  # extra pixel-loss weight where a pixel differs from the image's border colour (see _recon)
 
     def __post_init__(self) -> None:
@@ -360,18 +361,20 @@ class Generator(nn.Module):
         prompts: Sequence[str] | str | torch.Tensor,
         n: int = 1,
         seed: int = 0,
-        temperature: float = 1.0,
+        temperature: float | None = None,
         batch_size: int = 64,
     ) -> torch.Tensor:
         """Draw `n` images per prompt -> FloatTensor [len(prompts) * n, 3, S, S] in [0, 1], prompt-major order.
 
         `prompts` are strings or token ids [B, T]. The latent noise comes from a `torch.Generator` seeded with
-        `seed` (drawn on the CPU, so a seed gives the same noise on any device); a `pixel` model is deterministic
+        `seed` (drawn on the CPU, so a seed gives the same noise on any device), scaled by `temperature` (None =
+        `config.sample_temperature`); a `pixel` model is deterministic
         and draws the same picture n times. Runs in eval mode and restores the previous mode."""
         if n < 1:
             raise I2TError(f"n must be at least 1, got {n}")
         ids = prompts if isinstance(prompts, torch.Tensor) else self.prompt_ids(prompts)
         ids = ids.repeat_interleave(n, dim=0)
+        temperature = self.config.sample_temperature if temperature is None else temperature
         device = next(self.parameters()).device
         rng = torch.Generator().manual_seed(int(seed))
         z = torch.randn(ids.shape[0], self.config.z_dim, generator=rng) * temperature if self.config.z_dim else None
@@ -441,7 +444,7 @@ def to_pil(images: torch.Tensor) -> list:
 
 
 def generate_images(prompts: Sequence[str] | str, model: Generator | str | Path | None = None, n: int = 1, seed: int = 0,
-                    temperature: float = 1.0) -> list:
+                    temperature: float | None = None) -> list:
     """Draw `n` pictures per prompt as PIL images (prompt-major). `model` None = the default shipped generator."""
     if isinstance(prompts, str):
         prompts = [prompts]

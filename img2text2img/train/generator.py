@@ -217,7 +217,7 @@ def train_generator(kind_or_preset: str, data: str, cfg: TrainConfig, *, data_di
 
 def evaluate_generator(model: Generator | str | Path | None, data: str = "shapes:5000", split: str = "test",
                        n: int = 500, encoder: str = "mobilenet_v2", size: int | None = 128, seed: int = 0,
-                       data_dir: str | Path | None = None, temperature: float = 1.0, batch_size: int = 64) -> dict:
+                       data_dir: str | Path | None = None, temperature: float | None = None, batch_size: int = 64) -> dict:
     """Draw one image per test image (from its first caption) and compare the two sets in `encoder` features.
 
     Returns the Fréchet feature distance (lower = closer to the real images; NOT the standard FID), the mean cosine
@@ -249,6 +249,6 @@ def evaluate_generator(model: Generator | str | Path | None, data: str = "shapes
         "cosine_to_other_image": round(float(paired_cosine_similarity(ff, fr[perm]).mean()), 4),
         "pixel_mse": round(float(((fake - real_f) ** 2).mean()), 5),
         "images": len(fr), "encoder": encoder, "encoder_input": size or enc.preprocess.image_size,
-        "data": data, "split": split, "seed": seed, "temperature": temperature,
+        "data": data, "split": split, "seed": seed, "temperature": gen.config.sample_temperature if temperature is None else temperature,
         "kind": gen.config.kind, "draw_images_per_s": round(len(fr) / max(draw_s, 1e-9), 1),
     }
