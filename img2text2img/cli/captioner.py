@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from img2text2img.cli import app, eval_app, train_app
-from img2text2img.cli.output import console, err_console, warn
+from img2text2img.cli.output import ImageInputs, console, warn
 
 
 @app.command("caption")
@@ -22,34 +22,21 @@ def caption(
     """Write one caption per image. Bad files in a folder are skipped and listed at the end (exit code 2)."""
     import torch
 
-    from img2text2img.data import list_images, load_image
-    from img2text2img.errors import I2TError
     from img2text2img.models.captioner import load_captioner, timed_caption
     from img2text2img.train.engine import pick_device
 
-    files, skipped = list_images([str(p) for p in paths])
-    failed: list[tuple[str, str]] = [(str(p), why) for p, why in skipped if why == "not found"]
-    if not files:
-        raise I2TError("no images found in " + " ".join(map(str, paths)))
+    inputs = ImageInputs(paths)
     cap = load_captioner(model, device=str(pick_device(device)))
     cap.ensure_encoder()
     with torch.inference_mode():
-        for f in files:
-            try:
-                img = load_image(f)
-            except I2TError as e:
-                failed.append((str(f), str(e)))
-                continue
+        for f, img in inputs:
             r, ms = timed_caption(cap, img, beam_size=beam)
             if as_json:
                 print(json.dumps({"file": str(f), "caption": r.text, "logprob": round(r.logprob, 4), "ms": round(ms, 1)}),
                       flush=True)
             else:
                 console.print(f"{f}\t{r.text}", highlight=False, soft_wrap=True)
-    if failed:
-        for f, why in failed:
-            err_console.print(f"failed: {f}: {why}", highlight=False)
-        raise I2TError(f"{len(failed)} input(s) could not be captioned (listed above)")
+    inputs.finish("captioned")
 
 
 @train_app.command("captioner")

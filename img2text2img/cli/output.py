@@ -16,3 +16,40 @@ def warn(msg: str) -> None:
 
 def is_tty() -> bool:
     return sys.stdout.isatty()
+
+
+class ImageInputs:
+    """The files named on a command line (files and folders), loaded one by one.
+
+    Commands over many images must go on past bad files and list them at the end; iterating this yields
+    (path, RGB image) for the good ones and records the rest, and `finish(verb)` prints the failures and raises the
+    exit-2 error. Shared by `i2t caption` and `i2t tag` so both behave the same."""
+
+    def __init__(self, paths: list) -> None:
+        from img2text2img.data import list_images
+        from img2text2img.errors import I2TError
+
+        self.files, skipped = list_images([str(p) for p in paths])
+        self.failed: list[tuple[str, str]] = [(str(p), why) for p, why in skipped if why == "not found"]
+        if not self.files:
+            raise I2TError("no images found in " + " ".join(map(str, paths)))
+
+    def __iter__(self):
+        from img2text2img.data import load_image
+        from img2text2img.errors import I2TError
+
+        for f in self.files:
+            try:
+                img = load_image(f)
+            except I2TError as e:
+                self.failed.append((str(f), str(e)))
+                continue
+            yield f, img
+
+    def finish(self, verb: str) -> None:
+        from img2text2img.errors import I2TError
+
+        if self.failed:
+            for f, why in self.failed:
+                err_console.print(f"failed: {why if why.startswith(f) else f'{f}: {why}'}", highlight=False)
+            raise I2TError(f"{len(self.failed)} input(s) could not be {verb} (listed above)")

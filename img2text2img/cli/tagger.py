@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from img2text2img.cli import app, eval_app, train_app
-from img2text2img.cli.output import console, err_console
+from img2text2img.cli.output import ImageInputs, console
 
 
 @app.command("tag")
@@ -20,31 +20,18 @@ def tag_cmd(
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
 ) -> None:
     """Print the tags of each image with their scores. Bad files are skipped and listed at the end (exit code 2)."""
-    from img2text2img.data import list_images, load_image
-    from img2text2img.errors import I2TError
     from img2text2img.models.tagger import load_tagger
     from img2text2img.train.engine import pick_device
 
-    files, skipped = list_images([str(p) for p in paths])
-    failed: list[tuple[str, str]] = [(str(p), why) for p, why in skipped if why == "not found"]
-    if not files and not failed:
-        raise I2TError("no images found in " + " ".join(map(str, paths)))
-    tagger = load_tagger(model, device=str(pick_device(device))) if files else None
-    for f in files:
-        try:
-            img = load_image(f)
-        except I2TError as e:
-            failed.append((str(f), str(e)))
-            continue
+    inputs = ImageInputs(paths)
+    tagger = load_tagger(model, device=str(pick_device(device)))
+    for f, img in inputs:
         tags = tagger.tag_images([img], top=top)[0]
         if as_json:
             print(json.dumps({"file": str(f), "tags": [[t, round(s, 4)] for t, s in tags]}), flush=True)
         else:
             console.print(f"{f}\t" + ", ".join(f"{t} ({s:.2f})" for t, s in tags), highlight=False, soft_wrap=True)
-    if failed:
-        for f, why in failed:
-            err_console.print(f"failed: {why if why.startswith(f) else f'{f}: {why}'}", highlight=False, soft_wrap=True)
-        raise I2TError(f"{len(failed)} input(s) could not be tagged (listed above)")
+    inputs.finish("tagged")
 
 
 @train_app.command("tagger")
