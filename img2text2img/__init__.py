@@ -6,7 +6,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "caption", "tag", "generate", "load_model"]
+__all__ = ["__version__", "caption", "generate", "load_model", "tag"]
 
 
 def __getattr__(name: str):

@@ -11,6 +11,7 @@ Each takes `model=None` for the model shipped inside the package, a folder, or a
 from __future__ import annotations
 
 from collections.abc import Sequence
+
 from img2text2img.models import load_model
 
 
@@ -35,4 +36,4 @@ def generate(prompts: str | Sequence[str], model=None, n: int = 1, seed: int = 0
     return generate_images(prompts, model=model, n=n, seed=seed)
 
 
-__all__ = ["caption", "tag", "generate", "load_model"]
+__all__ = ["caption", "generate", "load_model", "tag"]

@@ -11,6 +11,8 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,6 +56,21 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
         raise
 
 
+@contextmanager
+def atomic_folder(path: str | Path) -> Iterator[Path]:
+    """Yield a temp folder beside `path` to fill; when the block ends it replaces `path` in one swap, and when the
+    block fails (or is interrupted) it is removed, so `path` is never a half-written folder."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp"))
+    try:
+        yield tmp
+        _swap_into_place(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 @dataclass
 class Checkpoint:
     """What a checkpoint folder holds, read and verified."""
@@ -83,9 +100,7 @@ def save_checkpoint(
     from img2text2img import __version__
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp"))
-    try:
+    with atomic_folder(path) as tmp:
         tensors = {}
         for k, v in state_dict.items():
             v = v.detach().cpu()
@@ -110,10 +125,6 @@ def save_checkpoint(
             flat, skeleton = flatten_state(trainer_state)
             save_file(flat, str(tmp / TRAINER_TENSORS))
             (tmp / TRAINER_JSON).write_text(json.dumps(skeleton), encoding="utf-8")
-        _swap_into_place(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return path
 
 

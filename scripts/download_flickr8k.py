@@ -38,9 +38,9 @@ def convert(images_zip: Path, text_zip: Path, out: Path, size: int | None = None
     """Turn the two release archives into the project layout at `out` (written to a temp folder, then renamed)."""
     from PIL import Image
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp"))
-    try:
+    from img2text2img.checkpoint import atomic_folder
+
+    with atomic_folder(out) as tmp:
         (tmp / "images").mkdir()
         (tmp / "splits").mkdir()
         with zipfile.ZipFile(text_zip) as tz:
@@ -71,12 +71,6 @@ def convert(images_zip: Path, text_zip: Path, out: Path, size: int | None = None
         (tmp / "captions.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
         for s, imgs in splits.items():
             (tmp / "splits" / f"{s}.txt").write_text("".join(f"{i}\n" for i in imgs if i in names), encoding="utf-8")
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

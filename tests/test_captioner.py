@@ -25,13 +25,6 @@ DECODERS = ("lstm", "blstm", "attention")
 SHIPPED_SHAPES = Path(__file__).resolve().parent.parent / "img2text2img" / "pretrained" / "captioner_shapes"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny models: one thread is fastest, and on a shared 2-core machine extra threads only spin.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from img2text2img.checkpoint import (flatten_state, load_checkpoint, save_checkpoint, unflatten_state)
+from img2text2img.checkpoint import flatten_state, load_checkpoint, save_checkpoint, unflatten_state
 from img2text2img.errors import I2TError
 from img2text2img.vocab import Vocabulary
 

@@ -33,7 +33,7 @@ def test_unknown_dataset_exit_2(capsys):
 
 def test_readme_has_two_setup_commands_and_ci_runs_the_test_one():
     readme = (ROOT / "README.md").read_text()
-    block = re.search(r"```bash\n(.*?)```", readme, re.S).group(1).strip().splitlines()
+    block = re.search(r"```bash\n(.*?)```", readme, re.DOTALL).group(1).strip().splitlines()
     assert len(block) == 2
     test_cmd = block[1].split("&&")[-1].strip()
     assert test_cmd in (ROOT / ".ci" / "run").read_text()

@@ -11,8 +11,6 @@ from PIL import Image
 from img2text2img.errors import I2TError
 from img2text2img.models.encoders import create_encoder, encoder_spec, list_encoders
 
-torch.set_num_threads(2)
-
 SHARED_WEIGHTS = Path(__file__).resolve().parents[2] / "shared" / "weights"
 DOG = "1026685415_0431cbf574.jpg"  # a black retriever on grass; all five captions mention a dog
 

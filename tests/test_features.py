@@ -14,8 +14,6 @@ from img2text2img.errors import I2TError
 from img2text2img.features import FeatureCache, encode_dataset, list_caches
 from img2text2img.models.encoders import create_encoder
 
-torch.set_num_threads(2)
-
 
 @pytest.fixture(scope="module")
 def shapes(tmp_path_factory):

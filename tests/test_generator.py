@@ -26,13 +26,6 @@ from img2text2img.vocab import Vocabulary
 PROMPTS = ["a large red circle in the top left", "a small blue square to the right of a small green star"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # The CI box has 2 shared cores: oversubscribed threads make these tiny models many times slower.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

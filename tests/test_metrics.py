@@ -7,8 +7,8 @@ import pytest
 from img2text2img.errors import I2TError
 from img2text2img.metrics.caption import coco_scores, corpus_bleu_scores
 
-HYP = "the cat sat on the mat".split()
-REF = "the cat is on the mat".split()
+HYP = ["the", "cat", "sat", "on", "the", "mat"]
+REF = ["the", "cat", "is", "on", "the", "mat"]
 
 
 def test_bleu_hand_computed_single_pair():

@@ -8,8 +8,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from img2text2img.errors import I2TError
-from img2text2img.vocab import (END_ID, PAD_ID, SPECIALS, START_ID, UNK_ID, SharedEmbedding, Vocabulary, WordVectors,
-                                load_word_vectors, pad_batch, tokenize)
+from img2text2img.vocab import (
+    END_ID,
+    PAD_ID,
+    SPECIALS,
+    START_ID,
+    UNK_ID,
+    SharedEmbedding,
+    Vocabulary,
+    WordVectors,
+    load_word_vectors,
+    pad_batch,
+    tokenize,
+)
 
 CAPS = ["A dog runs on the grass .", "The dog's ball is red!", "a red ball", "Two dogs play."]
 

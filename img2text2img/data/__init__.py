@@ -2,4 +2,4 @@
 from img2text2img.data.captions import CaptionDataset, load_dataset, read_caption_folder
 from img2text2img.data.images import list_images, load_image
 
-__all__ = ["CaptionDataset", "load_dataset", "read_caption_folder", "load_image", "list_images"]
+__all__ = ["CaptionDataset", "list_images", "load_dataset", "load_image", "read_caption_folder"]

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import math
 import random
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -160,10 +158,10 @@ def scene(index: int, seed: int) -> tuple[str, list[ShapeSpec], list[str]]:
 
 def generate_shapes(out: str | Path, n: int = 5000, size: int = 64, seed: int = 0, progress: bool = False) -> Path:
     """Write the dataset (images/, captions.tsv, tags.tsv, splits/ 80/10/10) into `out`, atomically."""
+    from img2text2img.checkpoint import atomic_folder
+
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp"))
-    try:
+    with atomic_folder(out) as tmp:
         (tmp / "images").mkdir()
         (tmp / "splits").mkdir()
         rows, tag_rows, names = ["image\tcaption_index\tcaption"], ["image\ttags"], []
@@ -190,12 +188,6 @@ def generate_shapes(out: str | Path, n: int = 5000, size: int = 64, seed: int = 
         for split, part in (("train", names[:n_train]), ("val", names[n_train:n_train + n_val]), ("test", names[n_train + n_val:])):
             (tmp / "splits" / f"{split}.txt").write_text("".join(f"{x}\n" for x in part), encoding="utf-8")
         (tmp / "README.md").write_text(f"Synthetic shapes: n={n} size={size} seed={seed}, made by `i2t data shapes`.\n")
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

@@ -1,4 +1,4 @@
 """Training: one engine (`engine.fit`) and a `TrainTask` per model family."""
 from img2text2img.train.engine import StepContext, TrainConfig, TrainTask, fit, pick_device, seed_everything
 
-__all__ = ["TrainConfig", "TrainTask", "StepContext", "fit", "pick_device", "seed_everything"]
+__all__ = ["StepContext", "TrainConfig", "TrainTask", "fit", "pick_device", "seed_everything"]

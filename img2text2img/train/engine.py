@@ -383,7 +383,7 @@ def fit(task: TrainTask, cfg: TrainConfig) -> dict:
         return _broadcast_flag(stop, dist_info)
 
     t0, samples, tokens = time.time(), 0, 0
-    elapsed = lambda: time.time() - t0  # noqa: E731
+    elapsed = lambda: time.time() - t0
     display = _Display(cfg.progress and dist_info.main, total, step, cfg.log_every)
     model.train()
     stop = False
@@ -415,9 +415,7 @@ def fit(task: TrainTask, cfg: TrainConfig) -> dict:
                 display.update(step, info)
                 if batch_in_epoch >= steps_per_epoch:
                     epoch, batch_in_epoch = epoch + 1, 0
-                if cfg.eval_every and step % cfg.eval_every == 0:
-                    stop = evaluate()
-                elif cfg.eval_every is None and batch_in_epoch == 0:
+                if cfg.eval_every and step % cfg.eval_every == 0 or cfg.eval_every is None and batch_in_epoch == 0:
                     stop = evaluate()
                 if step % cfg.checkpoint_every == 0 or batch_in_epoch == 0 or stop or step >= total:
                     save(last_dir, with_trainer=True)

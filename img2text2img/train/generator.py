@@ -183,9 +183,7 @@ def train_generator(kind_or_preset: str, data: str, cfg: TrainConfig, *, data_di
     from img2text2img.config import config_from_dict
     from img2text2img.data import load_dataset
     from img2text2img.models.generator import GeneratorConfig, generator_config
-    from img2text2img.train.engine import fit
-
-    from img2text2img.train.engine import seed_everything
+    from img2text2img.train.engine import fit, seed_everything
 
     seed_everything(cfg.seed)  # the model's random init must depend on the seed alone (reproducible runs)
     ds = load_dataset(data, data_dir)
