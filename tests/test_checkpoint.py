@@ -74,3 +74,13 @@ def test_trainer_state_flatten_roundtrip():
     assert back["t"] == (1, 2.5, None, "x")
     assert torch.equal(back["opt"]["state"][0]["exp_avg"], state["opt"]["state"][0]["exp_avg"])
     assert back["opt"]["param_groups"][0]["lr"] == state["opt"]["param_groups"][0]["lr"]
+
+
+def test_written_folders_have_normal_permissions(tmp_path):
+    import os
+
+    _save(tmp_path / "m")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "m").stat().st_mode & 0o777 == 0o777 & ~mask
+    assert (tmp_path / "m" / "config.json").stat().st_mode & 0o777 == 0o666 & ~mask
