@@ -270,12 +270,23 @@ def write_report(result: RoundTripResult, out: str | Path, title: str = "img2tex
 # Models -> the callables above
 
 
+# The shipped models that belong together, per dataset: a round trip only means something when the captioner and the
+# generator were trained on the same kind of data (the shapes generator cannot draw Flickr8k sentences).
+SHIPPED = {
+    "shapes": {"captioner": "captioner_shapes", "generator": "generator"},
+    "flickr8k": {"captioner": "captioner", "generator": "generator_flickr8k"},
+}
+
+
 def default_model_dir(kind: str, data: str) -> Path:
-    """The shipped model for a dataset: `pretrained/<kind>_<data>` when the package has one, else `pretrained/<kind>`
-    (so the shapes round trip uses shapes-trained models, Flickr8k the photo-trained ones)."""
-    base = Path(__file__).resolve().parent / "pretrained"
-    specific = base / f"{kind}_{data}"
-    return specific if (specific / "config.json").exists() else base / kind
+    """The shipped `kind` ("captioner" / "generator") for dataset `data`, or a one-line error naming what to pass."""
+    from img2text2img.errors import I2TError
+
+    folder = SHIPPED.get(data, {}).get(kind)
+    path = Path(__file__).resolve().parent / "pretrained" / (folder or "")
+    if folder is None or not (path / "config.json").exists():
+        raise I2TError(f"no {kind} for {data} ships with this version; pass --{kind} DIR (a trained {kind} folder)")
+    return path
 
 
 def model_functions(captioner, generator, encoder=None, beam_size: int = 3) -> tuple[CaptionFn, GenerateFn, EmbedFn | None]:

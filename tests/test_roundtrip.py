@@ -88,3 +88,13 @@ def test_report_is_valid_html_with_every_row(shapes, tmp_path):
     assert c.stack == [] and c.rows == len(r.rows) == 12 and c.imgs == 24
     assert (tmp_path / "out" / "roundtrip.json").exists()
     assert render_html(r).startswith("<!DOCTYPE html>")
+
+
+def test_shipped_model_pairs():
+    from img2text2img.errors import I2TError
+    from img2text2img.roundtrip import default_model_dir
+
+    assert default_model_dir("captioner", "shapes").name == "captioner_shapes"
+    assert (default_model_dir("generator", "shapes") / "config.json").exists()
+    with pytest.raises(I2TError, match="no generator for my-photos ships"):
+        default_model_dir("generator", "my-photos")
