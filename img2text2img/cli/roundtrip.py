@@ -12,7 +12,7 @@ from img2text2img.cli.output import console, warn
 
 @app.command("roundtrip-eval")
 def roundtrip_eval(
-    data: Annotated[str, typer.Option(help="flickr8k, shapes, or a dataset folder.")] = "flickr8k",
+    data: Annotated[str, typer.Option(help="shapes (default: its models ship in full), flickr8k, or a dataset folder.")] = "shapes",
     split: Annotated[str, typer.Option(help="Dataset split to use.")] = "test",
     limit: Annotated[int, typer.Option(min=1, help="Number of images (each sends --per-image captions around).")] = 100,
     per_image: Annotated[int, typer.Option(min=1, max=5, help="Reference captions per image sent through the generator.")] = 1,
