@@ -26,12 +26,17 @@ def shared_roots() -> list[Path]:
     for base in (Path.cwd(), here):
         roots.append(base.parent / "shared")
         roots.append(base / "shared")
+    return unique_paths(roots)
+
+
+def unique_paths(paths: list[Path]) -> list[Path]:
+    """`paths` in order, without repeats of the same folder (compared after resolving links and `..`)."""
     seen, unique = set(), []
-    for r in roots:
-        key = str(r.resolve()) if r.exists() else str(r)
+    for p in paths:
+        key = str(p.resolve()) if p.exists() else str(p)
         if key not in seen:
             seen.add(key)
-            unique.append(r)
+            unique.append(p)
     return unique
 
 

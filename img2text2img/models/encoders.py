@@ -285,13 +285,7 @@ def _weight_dirs() -> list[Path]:
     if wd is not None:
         dirs.append(wd)
     dirs += [r / "weights" for r in locations.shared_roots()]
-    seen, out = set(), []
-    for d in dirs:
-        k = str(d.resolve()) if d.exists() else str(d)
-        if k not in seen:
-            seen.add(k)
-            out.append(d)
-    return out
+    return locations.unique_paths(dirs)
 
 
 def _package_file(src: WeightSource) -> Path | None:
