@@ -219,9 +219,10 @@ def _progress_bar(enabled: bool, total: int, done: int, label: str) -> Iterator[
 
 
 def _resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    # The engine's rule (auto -> this rank's CUDA device, else CPU; a clear error when CUDA is asked for but absent).
+    from img2text2img.train.engine import pick_device
+
+    return pick_device(device)
 
 
 @torch.inference_mode()

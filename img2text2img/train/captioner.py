@@ -10,7 +10,6 @@ and scripts use; `evaluate_captioner` scores a model on a split with both BLEU s
 """
 from __future__ import annotations
 
-import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +22,7 @@ from img2text2img.data import CaptionDataset, load_dataset, load_image
 from img2text2img.errors import I2TError
 from img2text2img.metrics.caption import coco_scores, corpus_bleu_scores
 from img2text2img.models.captioner import Captioner, CaptionResult, captioner_config
-from img2text2img.train.engine import TrainConfig, TrainTask, fit
+from img2text2img.train.engine import TrainConfig, TrainTask, fit, seed_everything
 from img2text2img.vocab import PAD_ID, Vocabulary, pad_batch, tokenize
 
 
@@ -211,8 +210,7 @@ def decode_source(model: Captioner, src: FeatureSource, beam_size: int = 3, batc
 
 def train_captioner(opts: CaptionTrainOptions, cfg: TrainConfig, sources: dict[str, FeatureSource] | None = None) -> dict:
     """Train a captioner; returns the engine's summary plus the model's size and GloVe coverage."""
-    torch.manual_seed(cfg.seed)
-    random.seed(cfg.seed)
+    seed_everything(cfg.seed)
     t0 = time.time()
     task = CaptionerTask(opts, sources=sources)
     prep = time.time() - t0

@@ -27,7 +27,7 @@ from img2text2img.errors import I2TError
 from img2text2img.metrics.tags import mean_average_precision, tag_scores
 from img2text2img.models.tagger import Tagger, TaggerConfig, tagger_config
 from img2text2img.tags import DEFAULT_MAX_TAGS, build_tag_vocab, dataset_tags, order_tags
-from img2text2img.train.engine import TrainConfig, TrainTask, fit
+from img2text2img.train.engine import TrainConfig, TrainTask, fit, seed_everything
 from img2text2img.vocab import END_ID, PAD_ID, START_ID, Vocabulary, pad_batch
 
 MEMORY_CACHE_BYTES = 32 << 20  # image files smaller than this in total are kept decoded in memory
@@ -259,7 +259,7 @@ def train_tagger(data: str | Path = "flickr8k", name: str = "mobilenet_v2+rnn", 
         saved = Vocabulary.load(Path(cfg.out) / "last" / "vocab.json")
         if saved != td.vocab:
             raise I2TError(f"--resume: {cfg.out} was trained with another tag vocabulary (different data or --max-tags)")
-    torch.manual_seed(cfg.seed)  # random-init parts (head, small_cnn) depend only on the seed
+    seed_everything(cfg.seed)  # random-init parts (head, small_cnn) depend only on the seed
     config: TaggerConfig = tagger_config(name, **(overrides or {}))
     model = Tagger(config, td.vocab)
     names = list(td.dataset.split("train"))[:train_limit] if train_limit else list(td.dataset.split("train"))
