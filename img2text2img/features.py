@@ -228,8 +228,12 @@ def _resolve_device(device: str) -> torch.device:
 @torch.inference_mode()
 def _encode_into(encoder: Any, paths: Sequence[Path], pooled: np.ndarray, grid: np.ndarray | None, start: int,
                  batch_size: int, num_workers: int, device: torch.device, on_batch: Any, advance: Any) -> None:
+    run = None
     for rows, x in _batches(paths, start, encoder.transform(), batch_size, num_workers):
-        p, g = encoder(x.to(device))
+        x = x.to(device)
+        if run is None:
+            run = encoder.for_bulk_inference(x)
+        p, g = run(x)
         lo, hi = int(rows[0]), int(rows[-1]) + 1  # rows are consecutive: the loader does not shuffle
         pooled[lo:hi] = p.float().cpu().numpy().astype(np.float16)
         if grid is not None:

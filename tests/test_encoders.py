@@ -187,3 +187,18 @@ def test_mobilenet_v2_sees_a_dog_in_a_flickr8k_photo():
     top5 = enc.classify(x).softmax(-1)[0].topk(5).indices.tolist()
     assert any(151 <= i <= 268 for i in top5), [labels[i] for i in top5]  # 151..268 are the dog breeds
     assert labels[top5[0]] == "flat-coated retriever"
+
+
+def test_bulk_inference_copy_matches_the_module():
+    torch.manual_seed(0)
+    enc = create_encoder("mobilenet_v2", pretrained=False).eval()
+    x = torch.randn(3, 3, 224, 224)
+    with torch.inference_mode():
+        fast = enc.for_bulk_inference(x)
+        assert fast is not enc  # the graph-frozen copy was built
+        for a, b in zip(enc(x), fast(x[:3])):
+            assert torch.allclose(a, b, atol=1e-4, rtol=1e-4)
+        p, g = fast(x[:1])  # any batch size
+        assert p.shape == (1, 1280) and g.shape == (1, 49, 1280)
+    enc.set_trainable_blocks(1)
+    assert enc.for_bulk_inference(x) is enc  # fine-tuning keeps the plain module

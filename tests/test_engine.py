@@ -123,3 +123,25 @@ def test_new_generator_run_refuses_existing_run_folder(tmp_path):
     train_generator("pixel-tiny", "shapes:40", cfg)
     with pytest.raises(I2TError, match="already holds a run"):
         train_generator("pixel-tiny", "shapes:40", cfg)
+
+
+def test_length_grouped_batches_are_a_shuffled_permutation_of_similar_lengths():
+    from torch.utils.data import DistributedSampler
+
+    from img2text2img.train.engine import _LengthGroupedSampler
+
+    g = torch.Generator().manual_seed(0)
+    lengths = torch.randint(3, 23, (1000,), generator=g).tolist()
+    inner = DistributedSampler(range(1000), num_replicas=1, rank=0, shuffle=True, seed=0, drop_last=True)
+    s = _LengthGroupedSampler(inner, lengths, batch=10, seed=0, group=20)
+    s.set_epoch(1)
+    order = list(s)
+    assert sorted(order) == list(range(1000))  # nothing lost or repeated
+    assert order == list(s)  # the order is a function of (seed, epoch): resuming replays it
+    spread = [max(lengths[i] for i in order[k:k + 10]) - min(lengths[i] for i in order[k:k + 10])
+              for k in range(0, 1000, 10)]
+    assert sum(spread) / len(spread) <= 2  # random batches of 10 would span ~14
+    first = [lengths[order[k]] for k in range(0, 1000, 10)][:20]
+    assert first != sorted(first)  # batches are shuffled, not served shortest first
+    s.set_epoch(2)
+    assert list(s) != order

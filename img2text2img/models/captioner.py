@@ -252,7 +252,7 @@ class SoftAttentionDecoder(nn.Module):
         tokens, lengths = tokens[order], lengths[order]
         s = self.init_state(pooled[order], grid[order])
         x = self.drop(self.embed(tokens[:, :-1]))  # [B, T-1, E]
-        logits = x.new_zeros(B, T - 1, self.out.out_features)
+        hs = x.new_zeros(B, T - 1, self.cell.hidden_size)
         alphas = x.new_zeros(B, T - 1, s["feats"].shape[1])
         h, c = s["h"], s["c"]
         for t in range(T - 1):
@@ -262,10 +262,11 @@ class SoftAttentionDecoder(nn.Module):
             st = {"feats": s["feats"][:bt], "att": s["att"][:bt], "h": h[:bt]}
             ctx, alpha = self._attend(st)
             h, c = self.cell(torch.cat([x[:bt, t], ctx], -1), (h[:bt], c[:bt]))
-            logits[:bt, t] = self.out(self.drop(h))
+            hs[:bt, t] = h
             alphas[:bt, t] = alpha
         reg = ((1.0 - alphas.sum(1)) ** 2).mean()  # doubly stochastic: each cell attended ~once over the caption
-        return logits[inv], reg
+        # one vocabulary projection for all steps (a single large matmul is far cheaper than T small ones)
+        return self.out(self.drop(hs))[inv], reg
 
     def step(self, state, prefix):
         ctx, _ = self._attend(state)

@@ -176,6 +176,27 @@ class Encoder(nn.Module):
         grid = fmap.flatten(2).transpose(1, 2)  # B x (h*w) x D
         return pooled, grid
 
+    def for_bulk_inference(self, example: torch.Tensor) -> Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+        """A graph-frozen copy of this encoder for encoding many images on the CPU.
+
+        Freezing folds BatchNorm into the convolutions and lets oneDNN fuse conv + activation; on this 2-core CPU
+        that makes MobileNetV2 2.5x faster (22 -> 56 images/s at batch 32) with outputs equal to 1e-5, which is what
+        brings a full Flickr8k encode under 5 minutes. Only a frozen encoder in eval mode on the CPU is frozen this
+        way (the trace must not capture training behaviour); anything else, or a trace that fails, returns `self`.
+        `example` is one batch of input; the traced graph accepts any batch size.
+        """
+        if self.training or self.trainable_blocks or example.device.type != "cpu":
+            return self
+        import warnings
+
+        try:
+            with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+                warnings.simplefilter("ignore")  # tracer warnings about python-side shape arithmetic
+                traced = torch.jit.trace(self, example[:2].clone(), check_trace=False)
+                return torch.jit.optimize_for_inference(torch.jit.freeze(traced.eval()))
+        except Exception:  # an exotic user-built trunk that does not trace: the plain module is still correct
+            return self
+
     @torch.no_grad()
     def classify(self, images: torch.Tensor) -> torch.Tensor:
         """ImageNet logits [B, 1000]; only for an encoder built with `keep_head=True` (checks weights/preprocessing)."""

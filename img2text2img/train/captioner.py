@@ -160,6 +160,9 @@ class CaptionerTask(TrainTask):
         loss = self.model.loss_from_logits(logits, aux, batch["tokens"])
         return loss, {}
 
+    def sample_lengths(self) -> list[int]:
+        return [len(ids) for _, ids in self.pairs]
+
     def tokens_in(self, batch) -> int:
         return int((batch["tokens"][:, 1:] != PAD_ID).sum())
 
