@@ -62,6 +62,7 @@ class GeneratorConfig:
     film: bool = False  # condition every decoder stage on the sentence (FiLM); see ImageDecoder
     sample_temperature: float = 1.0  # vae/gan: default scale of z ~ N(0, I) when drawing (lower = cleaner, less varied)
     fg_weight: float = 0.0  # extra pixel-loss weight where a pixel differs from the image's border colour (see _recon)
+    word_attention: int = 0  # the first N decoder stages (8 px, 16 px, ..) attend over the prompt's words (WordAttention)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -71,6 +72,8 @@ class GeneratorConfig:
         n_up = int(math.log2(self.image_size // 4))
         if 4 * 2**n_up != self.image_size or len(self.channels) != n_up:
             raise I2TError(f"image_size {self.image_size} needs {n_up} decoder channel widths (4 px doubling up to S/2)")
+        if not 0 <= self.word_attention <= len(self.channels) - 1:
+            raise I2TError(f"word_attention must be between 0 and {len(self.channels) - 1}")
         if self.recon_loss not in ("mse", "l1"):
             raise I2TError(f"recon_loss must be mse or l1, not {self.recon_loss!r}")
 
@@ -89,10 +92,13 @@ def _preset(name: str, **kw):
 _preset("pixel", kind="pixel", film=True)
 _preset("vae", kind="vae", z_dim=32, film=True)
 _preset("gan", kind="gan", z_dim=64, film=True)
+_preset("vae-attn", kind="vae", z_dim=32, film=True, word_attention=2, fg_weight=4.0)
+_preset("pixel-attn", kind="pixel", film=True, word_attention=2, fg_weight=4.0)
 _TINY = dict(film=True, embed_dim=16, text_hidden=32, channels=(32, 32, 16, 8), enc_channels=(8, 16, 16, 32))
 _preset("pixel-tiny", kind="pixel", **_TINY)
 _preset("vae-tiny", kind="vae", z_dim=8, kl_warmup=10, **_TINY)
 _preset("gan-tiny", kind="gan", z_dim=8, **_TINY)
+_preset("vae-attn-tiny", kind="vae", z_dim=8, kl_warmup=10, word_attention=2, **_TINY)
 
 
 def list_generators() -> list[str]:
@@ -125,7 +131,8 @@ class TextEncoder(nn.Module):
         self.lstm = nn.LSTM(embed_dim, hidden, num_layers=layers, batch_first=True, dropout=dropout if layers > 1 else 0.0)
         self.out_dim = 2 * hidden
 
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+    def forward(self, ids: torch.Tensor, words: bool = False):
+        """-> sentence [B, 2H]; with `words`, also the per-word outputs [B, T, H] and the real-word mask [B, T]."""
         B, T = ids.shape
         lengths = (ids != PAD_ID).sum(1).clamp(min=1)
         x = self.embed(ids)  # B x T x E
@@ -133,7 +140,36 @@ class TextEncoder(nn.Module):
         out, (h, _) = self.lstm(packed)
         out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=T)  # B x T x H
         mean = out.sum(1) / lengths.unsqueeze(1).to(out.dtype)  # padded steps are zeros
-        return torch.cat([h[-1], mean], dim=1)  # B x 2H
+        sentence = torch.cat([h[-1], mean], dim=1)  # B x 2H
+        return (sentence, out, ids != PAD_ID) if words else sentence
+
+
+class WordAttention(nn.Module):
+    """Each position of a decoder feature map looks up the words of the prompt and adds what it finds.
+
+    A sentence vector squeezes "a small blue star above a large orange star" into one code, and a 4x4 start map
+    must then untangle which colour goes where. Letting every position query the words directly (queries from the
+    features plus a learned position code, keys and values from the text LSTM's per-word outputs) binds words to
+    places, the idea behind AttnGAN. The output projection starts at zero, so a fresh model draws as without it."""
+
+    def __init__(self, channels: int, word_dim: int, side: int, dim: int = 64):
+        super().__init__()
+        self.q = nn.Conv2d(channels, dim, 1)
+        self.pos = nn.Parameter(torch.randn(1, dim, side, side) * 0.1)
+        self.k = nn.Linear(word_dim, dim)
+        self.v = nn.Linear(word_dim, dim)
+        self.out = nn.Conv2d(dim, channels, 1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+        self.scale = dim ** -0.5
+
+    def forward(self, x: torch.Tensor, words: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        B, _, h, w = x.shape
+        q = (self.q(x) + self.pos).flatten(2).transpose(1, 2)  # B x hw x d
+        att = torch.bmm(q, self.k(words).transpose(1, 2)) * self.scale  # B x hw x T
+        att = att.masked_fill(~mask[:, None, :], float("-inf")).softmax(-1)
+        ctx = torch.bmm(att, self.v(words)).transpose(1, 2).reshape(B, -1, h, w)  # B x d x h x w
+        return x + self.out(ctx)
 
 
 class ImageDecoder(nn.Module):
@@ -147,7 +183,8 @@ class ImageDecoder(nn.Module):
     (x * (1 + gamma(v)) + beta(v)), so words like "red" reach every layer directly instead of only through the
     4x4 map; on shapes this is what makes the colours appear within a few hundred steps."""
 
-    def __init__(self, in_dim: int, channels: Sequence[int], film: bool = False):
+    def __init__(self, in_dim: int, channels: Sequence[int], film: bool = False, word_dim: int = 0,
+                 word_attention: int = 0):
         super().__init__()
         c0 = channels[0]
         self.fc = nn.Sequential(nn.Linear(in_dim, c0 * 16), nn.ReLU(inplace=True))
@@ -161,10 +198,12 @@ class ImageDecoder(nn.Module):
             for f in self.films:
                 nn.init.zeros_(f.weight)
                 nn.init.zeros_(f.bias)
+        self.attend = nn.ModuleList(WordAttention(co, word_dim, 8 * 2**i)
+                                    for i, co in enumerate(channels[1:1 + word_attention]))
         self.to_rgb = nn.Conv2d(channels[-1], 3 * 4, 3, padding=1)
         self.shuffle = nn.PixelShuffle(2)
 
-    def forward(self, v: torch.Tensor) -> torch.Tensor:
+    def forward(self, v: torch.Tensor, words: torch.Tensor | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
         x = self.fc(v).view(v.shape[0], self.c0, 4, 4)  # B x C0 x 4 x 4
         for i, (up, norm) in enumerate(zip(self.ups, self.norms)):
             x = norm(up(x))  # B x C_i x 2s x 2s
@@ -172,6 +211,8 @@ class ImageDecoder(nn.Module):
                 gamma, beta = self.films[i](v)[:, :, None, None].chunk(2, dim=1)
                 x = x * (1 + gamma) + beta
             x = F.relu(x)
+            if i < len(self.attend):
+                x = self.attend[i](x, words, mask)
         return torch.sigmoid(self.shuffle(self.to_rgb(x)))  # B x 3 x S x S
 
 
@@ -255,7 +296,8 @@ class Generator(nn.Module):
         self.config = config
         self.vocab = vocab
         self.text = TextEncoder(config.vocab_size, config.embed_dim, config.text_hidden, config.text_layers, config.dropout)
-        self.decoder = ImageDecoder(self.text.out_dim + config.z_dim, config.channels, config.film)
+        self.decoder = ImageDecoder(self.text.out_dim + config.z_dim, config.channels, config.film,
+                                    word_dim=config.text_hidden, word_attention=config.word_attention)
         if config.kind == "vae":
             self.image_encoder = _down_stack(config.enc_channels, spectral=False)
             side = config.image_size // 2 ** len(config.enc_channels)
@@ -269,14 +311,21 @@ class Generator(nn.Module):
         """ids [B, T] -> sentence vectors [B, 2*text_hidden]."""
         return self.text(ids)
 
+    def _text(self, ids: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """Sentence vector, and the decoder's word inputs when it attends over words."""
+        if not self.config.word_attention:
+            return self.text(ids), {}
+        s, words, mask = self.text(ids, words=True)
+        return s, {"words": words, "mask": mask}
+
     def draw(self, ids: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
         """ids [B, T] (+ z [B, z_dim]) -> images [B, 3, S, S] in [0, 1]."""
-        s = self.encode_text(ids)
+        s, words = self._text(ids)
         if self.config.z_dim:
             if z is None:
                 raise ValueError("this generator needs z")
             s = torch.cat([s, z], dim=1)
-        return self.decoder(s)
+        return self.decoder(s, **words)
 
     def generator_parameters(self) -> list[nn.Parameter]:
         """Everything but the discriminator (the GAN's generator optimizer gets these)."""
@@ -310,12 +359,12 @@ class Generator(nn.Module):
             loss = self._recon(fake, images)
             return fake, loss, {"recon": loss.item()}
         # vae
-        s = self.encode_text(ids)
+        s, words = self._text(ids)
         h = self.image_encoder(images * 2 - 1).flatten(1)
         mu, logvar = self.posterior(torch.cat([h, s], 1)).chunk(2, dim=1)  # B x Z each
         logvar = logvar.clamp(-10, 10)
         z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
-        fake = self.decoder(torch.cat([s, z], 1))
+        fake = self.decoder(torch.cat([s, z], 1), **words)
         recon = self._recon(fake, images)
         kl = (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp())).sum(1).mean() / images[0].numel()
         beta = cfg.beta * min(1.0, step / cfg.kl_warmup) if cfg.kl_warmup > 0 else cfg.beta
