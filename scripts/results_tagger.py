@@ -84,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 cfg = TrainConfig(out=str(run), epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                                   weight_decay=args.weight_decay, patience=args.patience, seed=0, device="cpu",
-                                  warmup_steps=50, progress=True, log_every=100)
+                                  warmup_steps=50, progress=True, log_every=100,
+                                  resume=(run / "last" / "config.json").exists())  # an interrupted run continues
                 summary = train_tagger("flickr8k", f"{enc}+{head}", cfg, val_limit=args.val_images, progress=False)
                 (run / "summary.json").write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
             rows.append(score_run(run, ds, tags, head))

@@ -116,7 +116,7 @@ def test_config_from_dict_refuses_unknown_keys():
         config_from_dict(ToyConfig, {"dim": 4, "extra": 1})
 
 
-def test_new_generator_run_refuses_existing_run_folder(tmp_path):
+def test_new_run_refuses_existing_run_folder(tmp_path):
     from img2text2img.train.generator import train_generator
 
     cfg = TrainConfig(out=str(tmp_path / "g"), max_steps=2, batch_size=8, progress=False)

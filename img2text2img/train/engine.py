@@ -356,6 +356,9 @@ def fit(task: TrainTask, cfg: TrainConfig) -> dict:
 
     step, epoch, batch_in_epoch, best, bad_evals = 0, 0, 0, -math.inf, 0
     metrics: dict[str, float] = {}
+    if not cfg.resume and dist_info.main and (last_dir / "config.json").exists():
+        # a fresh run would overwrite someone's checkpoints step by step: refuse before anything is written
+        raise I2TError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
     if cfg.resume:
         if not (last_dir / "config.json").exists() and not last_dir.with_name("last.old").exists():
             raise I2TError(f"--resume: no checkpoint in {last_dir}")

@@ -192,8 +192,6 @@ def train_generator(kind_or_preset: str, data: str, cfg: TrainConfig, *, data_di
         ck = load_checkpoint(last, kind="generator")
         model = Generator(config_from_dict(GeneratorConfig, ck.config), vocab=ck.vocab)
     else:
-        if not cfg.resume and (last / "config.json").exists():
-            raise I2TError(f"{cfg.out} already holds a run; pass --resume to continue it or choose another --out")
         vocab = Vocabulary.build(ds.all_captions("train"), min_count=1 if ds.name == "shapes" else 5, max_size=8000)
         overrides.setdefault("embed_dim", 50 if glove else None)
         # Shapes pictures are mostly plain background: weigh the shapes' pixels up (see Generator._recon).
