@@ -1,0 +1,187 @@
+#!/usr/bin/env python
+"""Score trained generators and write the generator section of docs/RESULTS.md.
+
+    python scripts/results_generator.py --data shapes --run vae-attn=/path/to/run --run vae=/other/run@0.7
+    python scripts/results_generator.py --data flickr8k --run pixel=RUN1 --run vae=RUN2 --ship vae
+    python scripts/results_generator.py --report-only     # rebuild the section from docs/results/generator-*.json
+
+For every `NAME=RUN[@TEMPERATURE]` (a run folder: its `last/` checkpoint is scored; or a checkpoint folder):
+- the Fréchet distance between one drawing per test image (from its first caption) and the real test images, in
+  MobileNetV2 pooled features at 128 px (NOT the standard FID, whose Inception weights we do not have), with the
+  cosine of each drawing to its own photo vs another photo (`evaluate_generator`);
+- the round trip with the dataset's shipped captioner (caption -> drawing -> caption BLEU, normalised between the
+  captioner on a grey image and on the real photo; `evaluate_roundtrip`);
+- a sample grid for fixed prompts, `docs/img/generator-<data>-<name>.png`.
+Each goes to `docs/results/generator-<data>-<name>.json`; the table is generated from those files only.
+`--ship NAME` copies that generator (drawing weights only) into the package as the dataset's default.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+import warnings
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BEGIN, END = "<!-- generator:begin -->", "<!-- generator:end -->"
+
+
+def parse_run(spec: str) -> tuple[str, Path, float | None]:
+    name, _, rest = spec.partition("=")
+    if not rest:
+        raise SystemExit(f"--run wants NAME=RUN[@TEMPERATURE], got {spec!r}")
+    path, _, temp = rest.partition("@")
+    p = Path(path)
+    if (p / "last" / "config.json").exists():
+        p = p / "last"
+    return name, p, float(temp) if temp else None
+
+
+def score(name: str, path: Path, temperature: float | None, data: str, n_frechet: int, n_roundtrip: int,
+          seed: int, out_dir: Path) -> dict:
+    import torch
+
+    from img2text2img.checkpoint import load_checkpoint
+    from img2text2img.data import load_dataset
+    from img2text2img.models import load_model
+    from img2text2img.models.encoders import create_encoder
+    from img2text2img.models.generator import PromptWarning, save_grid
+    from img2text2img.roundtrip import default_model_dir, evaluate_roundtrip, model_functions
+    from img2text2img.train.generator import evaluate_generator, sample_prompts
+
+    gen = load_model(path, kind="generator")
+    if temperature is not None:
+        gen.config.sample_temperature = temperature
+    ck = load_checkpoint(path, kind="generator")
+    info = {**ck.info, "train_seconds": ck.metrics.get("train_seconds")}
+    t0 = time.time()
+    ds_name = "shapes:5000" if data == "shapes" else data
+    fr = evaluate_generator(gen, data=ds_name, split="test", n=n_frechet, seed=seed)
+    cap = load_model(default_model_dir("captioner", data), kind="captioner")
+    enc = create_encoder("mobilenet_v2", pretrained=True).eval()
+    torch.manual_seed(seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PromptWarning)
+        rt = evaluate_roundtrip(load_dataset(ds_name), *model_functions(cap, gen, enc), limit=n_roundtrip, seed=seed)
+        grid = gen.generate(sample_prompts(data), n=2, seed=seed)
+    img = ROOT / "docs" / "img" / f"generator-{data}-{name}.png"
+    save_grid(grid, img, ncol=4, scale=2)
+    s = rt.scores
+    rec = {
+        "name": name, "data": data, "run": str(path), "kind": gen.config.kind, "preset_config": gen.config.__dict__,
+        "steps": info.get("step"), "train_seconds": info.get("train_seconds"),
+        "temperature": gen.config.sample_temperature, "frechet": fr,
+        "roundtrip": {"images": s["n_images"], "normalised_bleu4": s["normalised_bleu4"],
+                      "normalised_bleu1": s["normalised_bleu1"], "bleu4": s["roundtrip"]["bleu4"],
+                      "upper_bleu4": s["upper_real_photo"]["bleu4"], "lower_grey_bleu4": s["lower_grey"]["bleu4"],
+                      "image_to_image": s.get("image_to_image")},
+        "samples": str(img.relative_to(ROOT)),
+        "command": "python scripts/results_generator.py " + " ".join(sys.argv[1:]),
+        "machine": f"{platform.platform()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
+                   f"{torch.get_num_threads()} threads",
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "seconds": round(time.time() - t0, 1),
+    }
+    from img2text2img.checkpoint import write_text_atomic
+
+    write_text_atomic(out_dir / f"generator-{data}-{name}.json", json.dumps(rec, indent=2, default=str))
+    return rec
+
+
+def ship(rec: dict) -> Path:
+    """The dataset's default generator in the package: drawing weights only, with the scores as metrics."""
+    from img2text2img.models import load_model
+    from img2text2img.roundtrip import SHIPPED
+
+    gen = load_model(rec["run"], kind="generator")
+    gen.config.sample_temperature = rec["temperature"]
+    dest = ROOT / "img2text2img" / "pretrained" / SHIPPED[rec["data"]]["generator"]
+    gen.save(dest, full=False, metrics={"frechet": rec["frechet"], "roundtrip": rec["roundtrip"]},
+             info={"source_run": rec["run"], "steps": rec["steps"], "date": rec["date"]})
+    return dest
+
+
+def _f(x, nd=3) -> str:
+    return "n/a" if x is None else f"{x:.{nd}f}"
+
+
+def section(results_dir: Path) -> str:
+    recs = [json.loads(p.read_text()) for p in sorted(results_dir.glob("generator-*.json"))]
+    recs = [r for r in recs if "frechet" in r and "roundtrip" in r]
+    lines = [BEGIN, "## Generator", "",
+             "Generated by `python scripts/results_generator.py` from `docs/results/generator-*.json`. Fréchet distance "
+             "between one drawing per test image (from its first caption, seed 0) and the real test images, in "
+             "**MobileNetV2 pooled features at 128 px** (*not* the standard FID, whose Inception weights we do not "
+             "have); lower is better. Cosine: each drawing to its own photo vs to another photo (a gap means "
+             "drawings follow their sentences). Round trip: caption -> drawing -> the dataset's shipped captioner, "
+             "nltk BLEU-4 normalised between the captioner on a grey image (0) and on the real photo (1).", ""]
+    for data in sorted({r["data"] for r in recs}):
+        rows = [r for r in recs if r["data"] == data]
+        lines += [f"### {data}", "",
+                  "| model | kind | steps | train min | temperature | Fréchet | cosine own / other | pixel MSE "
+                  "| round-trip BLEU-4 (normalised) | raw / upper / grey BLEU-4 | date |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for r in sorted(rows, key=lambda r: r["frechet"]["frechet_feature_distance"]):
+            f, t = r["frechet"], r["roundtrip"]
+            mins = "" if not r.get("train_seconds") else f"{r['train_seconds'] / 60:.0f}"
+            lines.append(f"| {r['name']} | {r['kind']} | {r['steps']} | {mins} | {r['temperature']} "
+                         f"| {f['frechet_feature_distance']:.1f} | {_f(f['cosine_to_own_image'])} / "
+                         f"{_f(f['cosine_to_other_image'])} | {_f(f['pixel_mse'], 4)} | **{_f(t['normalised_bleu4'])}** "
+                         f"({t['images']} images) | {_f(t['bleu4'])} / {_f(t['upper_bleu4'])} / "
+                         f"{_f(t['lower_grey_bleu4'])} | {r['date']} |")
+        lines += ["", " ".join(f"![{r['name']}]({Path(r['samples']).relative_to('docs')})" for r in rows), ""]
+        machines = sorted({r["machine"] for r in rows})
+        lines += [f"Machine: {'; '.join(machines)}. Commands: " + "; ".join(sorted({f'`{r["command"]}`' for r in rows})), ""]
+    lines.append(END)
+    return "\n".join(lines)
+
+
+def write_section(doc: Path, text: str) -> None:
+    from img2text2img.checkpoint import write_text_atomic
+
+    cur = doc.read_text() if doc.exists() else "# Results\n"
+    if BEGIN in cur:
+        cur = cur[: cur.index(BEGIN)] + text + cur[cur.index(END) + len(END):]
+    else:
+        cur = cur.rstrip() + "\n\n" + text + "\n"
+    write_text_atomic(doc, cur)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default="shapes", choices=["shapes", "flickr8k"])
+    ap.add_argument("--run", action="append", default=[], help="NAME=RUN[@TEMPERATURE], repeatable")
+    ap.add_argument("--frechet-images", type=int, default=300)
+    ap.add_argument("--roundtrip-images", type=int, default=200)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--ship", default=None, metavar="NAME", help="ship this scored generator as the data's default")
+    ap.add_argument("--results", type=Path, default=ROOT / "docs" / "results")
+    ap.add_argument("--doc", type=Path, default=ROOT / "docs" / "RESULTS.md")
+    ap.add_argument("--report-only", action="store_true")
+    args = ap.parse_args(argv)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    args.results.mkdir(parents=True, exist_ok=True)
+    if not args.report_only:
+        for spec in args.run:
+            name, path, temp = parse_run(spec)
+            rec = score(name, path, temp, args.data, args.frechet_images, args.roundtrip_images, args.seed, args.results)
+            print(f"{name}: Fréchet {rec['frechet']['frechet_feature_distance']:.1f}, normalised round-trip BLEU-4 "
+                  f"{_f(rec['roundtrip']['normalised_bleu4'])} ({rec['seconds']} s)", flush=True)
+    if args.ship:
+        rec = json.loads((args.results / f"generator-{args.data}-{args.ship}.json").read_text())
+        print(f"shipped {args.ship} to {ship(rec)}")
+    write_section(args.doc, section(args.results))
+    print(f"updated {args.doc}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
