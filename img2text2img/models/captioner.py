@@ -410,7 +410,14 @@ class Captioner(nn.Module):
         tf = enc.transform()
         device = next(self.decoder.parameters()).device
         x = torch.stack([tf(im) for im in images]).to(device)
-        return enc(x)
+        # A frozen pretrained encoder runs as a graph-frozen copy (2.5x faster on the CPU; see
+        # Encoder.for_bulk_inference), built on first use and kept while the encoder and device stay the same. A
+        # plain tuple attribute, so the copy never becomes a submodule or enters a checkpoint.
+        cached = getattr(self, "_fast_encoder", None)
+        if cached is None or cached[0] is not enc or cached[1] != (device, enc.training):
+            fast = enc.for_bulk_inference(x) if hasattr(enc, "for_bulk_inference") else enc
+            self._fast_encoder = (enc, (device, enc.training), fast)
+        return self._fast_encoder[2](x)
 
     @torch.inference_mode()
     def caption_images(self, images: Sequence, beam_size: int = 3, max_len: int | None = None,
