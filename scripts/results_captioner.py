@@ -199,7 +199,7 @@ def _f(x, nd=3) -> str:
 def write_table(results_dir: Path, doc: Path) -> str:
     recs = [json.loads(p.read_text()) for p in sorted(results_dir.glob("captioner-*.json"))]
     head = ("| model | test BLEU-1 | BLEU-2 | BLEU-3 | BLEU-4 | METEOR | ROUGE-L | CIDEr-D | nltk BLEU-1 | nltk BLEU-4 "
-            "| decoder params | train min | min to best |\n|" + "---|" * 13 + "\n")
+            "| decoder params | train min | min to best | captions/s |\n|" + "---|" * 14 + "\n")
     rows = []
     seen = set()
     for r in recs:
@@ -213,13 +213,14 @@ def write_table(results_dir: Path, doc: Path) -> str:
         rows.append(f"| {label} | {_f(t.get('coco_bleu1'))} | {_f(t.get('coco_bleu2'))} | {_f(t.get('coco_bleu3'))} "
                     f"| {_f(t.get('coco_bleu4'))} | {_f(t.get('coco_meteor'))} | {_f(t.get('coco_rouge_l'))} "
                     f"| {_f(t.get('coco_cider_d'))} | {_f(t['bleu1'])} | {_f(t['bleu4'])} "
-                    f"| {r['decoder_parameters'] / 1e6:.2f}M | {r['train_minutes']} | {r['minutes_to_best']} |")
+                    f"| {r['decoder_parameters'] / 1e6:.2f}M | {r['train_minutes']} | {r['minutes_to_best']} "
+                    f"| {r.get('samples_per_s') or ''} |")
     for enc in ALL_ENCODERS:
         for dec in ALL_DECODERS:
             if (enc, dec) in seen:
                 continue
             status = "not run (time)" if encoder_available(enc) else "needs weights"
-            rows.append(f"| {enc}+{dec} | {status} |" + " |" * 11)
+            rows.append(f"| {enc}+{dec} | {status} |" + " |" * 12)
     benches = [json.loads(p.read_text()) for p in sorted(results_dir.glob("captioner_bench*.json"))]
     when = {r["date"] for r in recs} or {dt.date.today().isoformat()}
     machines = {r["machine"] for r in recs} or {machine()}
@@ -229,7 +230,8 @@ def write_table(results_dir: Path, doc: Path) -> str:
             "at beam 3 with length normalisation. BLEU-1..4, METEOR, ROUGE-L and CIDEr-D from pycocoevalcap (PTB "
             "tokenisation); the nltk columns are `corpus_bleu` without smoothing on the project's own tokenisation. "
             "Encoders frozen, decoder trained on cached features. 'train min' is wall-clock on a shared 2-core CPU "
-            "(other jobs running), so it over-states the time on an idle machine.", "",
+            "(other jobs running), so it over-states the time on an idle machine; 'captions/s' is training throughput "
+            "(one caption = one training example; the PyTorch Show-Attend-Tell tutorial does about 31 on this CPU).", "",
             f"Machine: {'; '.join(sorted(machines))}. Date: {', '.join(sorted(when))}.", "", head + "\n".join(rows), ""]
     shapes = results_dir / "captioner_shapes.json"
     if shapes.exists():
