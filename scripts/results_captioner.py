@@ -239,6 +239,9 @@ def write_table(results_dir: Path, doc: Path) -> str:
         text += [f"Shapes captioner (`img2text2img/pretrained/captioner_shapes`, small_cnn+attention-small trained end to "
                  f"end): {sh['split']} split of {sh['images']} images, beam {sh['beam']}, nltk BLEU-1 {_f(sh['bleu1'])}, "
                  f"BLEU-4 {_f(sh['bleu4'])}.", ""]
+    commands = sorted({r["command"].replace(str(ROOT) + "/", "") for r in recs if r.get("command")})
+    if commands:
+        text += ["Commands that produced these rows:", ""] + [f"- `{c}`" for c in commands] + [""]
     steps = [f"{r['model']}: {r['steps']}" for r in recs]
     if steps:
         text += ["Optimizer steps per model (batch 64; Flickr8k has 30,000 training captions, so 470 steps = one "
