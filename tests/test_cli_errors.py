@@ -72,6 +72,7 @@ def test_caption_folder_with_mixed_files(models, tmp_path, capsys):
     (["caption", "{img}", "--model", "{models}/missing"], "model folder not found"),
     (["caption", "{img}", "--model", "{models}/gen"], "holds a generator model, not a captioner"),
     (["generate", "a red circle", "--model", "{models}/cap", "-o", "{tmp}/x.png"], "holds a captioner model, not a generator"),
+    (["generate", "a red circle", "--data", "coco", "-o", "{tmp}/x.png"], "--data must be one of: shapes, flickr8k"),
 ])
 def test_model_and_path_errors(models, tmp_path, capsys, args, needle):
     img = tmp_path / "i.png"
@@ -128,3 +129,11 @@ def test_outputs(models, tmp_path, capsys):
     (tmp_path / "file").write_text("x")
     assert main([*gen, "-o", str(tmp_path / "file" / "a.png")]) == 2
     _one_line_error(capsys)
+
+
+def test_generate_with_the_built_in_flickr8k_generator(tmp_path):
+    out = tmp_path / "dog.png"
+    assert main(["generate", "a dog biting a stick", "--data", "flickr8k", "-n", "2", "-o", str(out)]) == 0
+    from PIL import Image
+
+    assert Image.open(out).size[1] == 64 + 2 * 2  # one row of two 64 px pictures with a 2 px border

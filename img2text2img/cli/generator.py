@@ -30,6 +30,8 @@ def generate(
     force: Annotated[bool, typer.Option(help="Overwrite OUT if it exists.")] = False,
     temperature: Annotated[float | None, typer.Option(min=0.0, help="Latent noise scale for vae/gan models (default: the model's).")] = None,
     scale: Annotated[int, typer.Option(min=1, max=16, help="Enlarge the PNG by this factor (nearest neighbour).")] = 1,
+    data: Annotated[str, typer.Option(help="Which built-in generator draws when no --model is given: shapes (coloured "
+                                           "shapes) or flickr8k (photos of people and dogs; blurry at this size).")] = "shapes",
 ) -> None:
     """Draw 64x64 pictures from sentences and write them as one PNG (one row per sentence)."""
     import warnings
@@ -41,6 +43,12 @@ def generate(
         raise I2TError(f"{out} already exists; pass --force to overwrite it")
     if out.suffix.lower() != ".png":
         raise I2TError(f"{out}: the output must be a .png file")
+    if model is None:
+        from img2text2img.roundtrip import SHIPPED, default_model_dir
+
+        if data not in SHIPPED:
+            raise I2TError(f"--data must be one of: {', '.join(SHIPPED)} (or pass --model DIR)")
+        model = default_model_dir("generator", data)
     gen = load_generator(model)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", PromptWarning)
