@@ -19,6 +19,8 @@ import sys
 import time
 from pathlib import Path
 
+from results_doc import replace_section  # scripts/ is on sys.path when a script runs
+
 ROOT = Path(__file__).resolve().parent.parent
 BEGIN, END = "<!-- captioner:begin -->", "<!-- captioner:end -->"
 ALL_ENCODERS = ("mobilenet_v2", "efficientnet_lite0", "mobilenet_v3_small", "inception_v3", "googlenet")
@@ -255,15 +257,7 @@ def write_table(results_dir: Path, doc: Path) -> str:
         text.append("")
     text.append(END)
     section = "\n".join(text)
-    old = doc.read_text(encoding="utf-8") if doc.exists() else "# Results\n"
-    if BEGIN in old and END in old:
-        new = old[: old.index(BEGIN)] + section + old[old.index(END) + len(END):]
-    else:
-        new = old.rstrip("\n") + "\n\n" + section + "\n"
-    from img2text2img.checkpoint import write_text_atomic
-
-    doc.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(doc, new)
+    replace_section(doc, section, BEGIN, END)
     return section
 
 

@@ -27,6 +27,8 @@ import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 
+from results_doc import replace_section  # scripts/ is on sys.path when a script runs
+
 ROOT = Path(__file__).resolve().parent.parent
 BEGIN, END = "<!-- generator:begin -->", "<!-- generator:end -->"
 
@@ -136,7 +138,8 @@ def section(results_dir: Path) -> str:
             shipped[json.loads(cfg.read_text()).get("info", {}).get("source_run")] = folder.name
     lines += ["'train min' is the wall-clock of the run's last training segment (a resumed run counts only the part "
               "after its resume) with 1 torch thread on the shared 2-core machine. **shipped** marks the package's "
-              "default for that dataset.", ""]
+              "default for that dataset. Each round trip used the captioner shipped when its row was measured (the row's "
+              "date); the round-trip section below uses the current one.", ""]
     for data in sorted({r["data"] for r in recs}):
         rows = [r for r in recs if r["data"] == data]
         lines += [f"### {data}", "",
@@ -157,17 +160,6 @@ def section(results_dir: Path) -> str:
         lines += [f"Machine: {'; '.join(machines)}. Commands: " + "; ".join(sorted({f'`{r["command"]}`' for r in rows})), ""]
     lines.append(END)
     return "\n".join(lines)
-
-
-def write_section(doc: Path, text: str) -> None:
-    from img2text2img.checkpoint import write_text_atomic
-
-    cur = doc.read_text() if doc.exists() else "# Results\n"
-    if BEGIN in cur:
-        cur = cur[: cur.index(BEGIN)] + text + cur[cur.index(END) + len(END):]
-    else:
-        cur = cur.rstrip() + "\n\n" + text + "\n"
-    write_text_atomic(doc, cur)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -197,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.ship:
         rec = json.loads((args.results / f"generator-{args.data}-{args.ship}.json").read_text())
         print(f"shipped {args.ship} to {ship(rec)}")
-    write_section(args.doc, section(args.results))
+    replace_section(args.doc, section(args.results), BEGIN, END)
     print(f"updated {args.doc}")
     return 0
 

@@ -19,6 +19,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from results_doc import replace_section  # scripts/ is on sys.path when a script runs
+
 ROOT = Path(__file__).resolve().parent.parent
 BEGIN, END = "<!-- roundtrip:begin -->", "<!-- roundtrip:end -->"
 
@@ -90,15 +92,6 @@ def section(results_dir: Path) -> str:
     return "\n".join(head + rows + ["", END])
 
 
-def write_section(doc: Path, text: str) -> None:
-    cur = doc.read_text() if doc.exists() else "# Results\n"
-    if BEGIN in cur:
-        cur = cur[: cur.index(BEGIN)] + text + cur[cur.index(END) + len(END):]
-    else:
-        cur = cur.rstrip() + "\n\n" + text + "\n"
-    doc.write_text(cur)
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", default="shapes")
@@ -119,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.report_only:
         r = run(args.data, args.limit, args.per_image, args.seed, args.results, args.encoder)
         print(json.dumps(r["scores"], indent=2))
-    write_section(args.doc, section(args.results))
+    replace_section(args.doc, section(args.results), BEGIN, END)
     print(f"updated {args.doc}")
     return 0
 

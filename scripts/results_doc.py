@@ -1,0 +1,21 @@
+"""The one way the results scripts write their part of docs/RESULTS.md.
+
+Each script owns a section between `<!-- NAME:begin -->` and `<!-- NAME:end -->` and regenerates it from its JSON
+records; everything outside the markers is left as written. A section not yet in the file is appended.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def replace_section(doc: Path, section: str, begin: str, end: str) -> None:
+    """Put `section` (which includes its own markers) in place of the old one, writing the file atomically."""
+    from img2text2img.checkpoint import write_text_atomic
+
+    old = doc.read_text(encoding="utf-8") if doc.exists() else "# Results\n"
+    if begin in old and end in old:
+        new = old[: old.index(begin)] + section + old[old.index(end) + len(end):]
+    else:
+        new = old.rstrip("\n") + "\n\n" + section + "\n"
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(doc, new)
