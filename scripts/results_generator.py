@@ -52,14 +52,14 @@ def score(name: str, path: Path, temperature: float | None, data: str, n_frechet
     from img2text2img.data import load_dataset
     from img2text2img.models import load_model
     from img2text2img.models.encoders import create_encoder
-    from img2text2img.models.generator import PromptWarning, save_grid
+    from img2text2img.models.generator import Generator, PromptWarning, save_grid
     from img2text2img.roundtrip import default_model_dir, evaluate_roundtrip, model_functions
     from img2text2img.train.generator import evaluate_generator, sample_prompts
 
-    gen = load_model(path, kind="generator")
+    ck = load_checkpoint(path, kind="generator")  # read once: the model, and its step and training time
+    gen = Generator.from_checkpoint(ck)
     if temperature is not None:
         gen.config.sample_temperature = temperature
-    ck = load_checkpoint(path, kind="generator")
     info = {**ck.info, "train_seconds": ck.metrics.get("train_seconds")}
     t0 = time.time()
     ds_name = "shapes:5000" if data == "shapes" else data
