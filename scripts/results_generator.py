@@ -44,8 +44,20 @@ def parse_run(spec: str) -> tuple[str, Path, float | None]:
     return name, p, float(temp) if temp else None
 
 
+def _model_id(folder: str | Path | None) -> dict | None:
+    """Where a checkpoint is and which weights it holds (its sha256), so a row says exactly which model it used."""
+    if not folder:
+        return None
+    from img2text2img.models import resolve_checkpoint_dir
+
+    p = resolve_checkpoint_dir(folder)
+    cfg = json.loads((p / "config.json").read_text()) if (p / "config.json").exists() else {}
+    shown = str(p.resolve().relative_to(ROOT)) if p.resolve().is_relative_to(ROOT) else str(p)
+    return {"path": shown, "weights_sha256": cfg.get("weights_sha256"), "source_run": cfg.get("info", {}).get("source_run")}
+
+
 def score(name: str, path: Path, temperature: float | None, data: str, n_frechet: int, n_roundtrip: int,
-          seed: int, out_dir: Path) -> dict:
+          seed: int, out_dir: Path, judge: Path | None = None) -> dict:
     import torch
 
     from img2text2img.checkpoint import load_checkpoint
@@ -64,7 +76,13 @@ def score(name: str, path: Path, temperature: float | None, data: str, n_frechet
     t0 = time.time()
     ds_name = "shapes:5000" if data == "shapes" else data
     fr = evaluate_generator(gen, data=ds_name, split="test", n=n_frechet, seed=seed)
-    cap = load_model(default_model_dir("captioner", data), kind="captioner")
+    judge = judge or default_model_dir("captioner", data)
+    cap = load_model(judge, kind="captioner")
+    summary = path.parent / "summary.json"  # a run's last/ sits beside its summary, which names any critic
+    run_summary = json.loads(summary.read_text()) if path.name == "last" and summary.exists() else {}
+    critic = _model_id(run_summary.get("critic"))
+    if critic:
+        critic["weight"] = run_summary.get("critic_weight")
     enc = create_encoder("mobilenet_v2", pretrained=True).eval()
     torch.manual_seed(seed)
     with warnings.catch_warnings():
@@ -82,6 +100,7 @@ def score(name: str, path: Path, temperature: float | None, data: str, n_frechet
                       "normalised_bleu1": s["normalised_bleu1"], "bleu4": s["roundtrip"]["bleu4"],
                       "upper_bleu4": s["upper_real_photo"]["bleu4"], "lower_grey_bleu4": s["lower_grey"]["bleu4"],
                       "image_to_image": s.get("image_to_image")},
+        "judge": _model_id(judge), "critic": critic, "init_from": run_summary.get("init_from"),
         "samples": str(img.relative_to(ROOT)),
         "command": "python scripts/results_generator.py " + " ".join(sys.argv[1:]),
         "machine": f"{platform.platform()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
@@ -121,6 +140,17 @@ def _f(x, nd=3) -> str:
     return "n/a" if x is None else f"{x:.{nd}f}"
 
 
+def _readers(r: dict) -> str:
+    """'critic -> judge' by weights hash; a row judged by the very captioner it was trained against says so."""
+    def short(m: dict | None) -> str:
+        return "shipped at the row's date" if not m else f"`{(m.get('weights_sha256') or '?')[:8]}`"
+
+    critic, judge = r.get("critic"), r.get("judge")
+    head = f"{short(critic)} (weight {critic.get('weight')})" if critic else "none"
+    same = critic and judge and critic.get("weights_sha256") == judge.get("weights_sha256")
+    return f"{head} -> {short(judge)}" + (" **self-judged**" if same else "")
+
+
 def section(results_dir: Path) -> str:
     recs = [json.loads(p.read_text()) for p in sorted(results_dir.glob("generator-*.json"))]
     recs = [r for r in recs if "frechet" in r and "roundtrip" in r]
@@ -139,13 +169,17 @@ def section(results_dir: Path) -> str:
     lines += ["'train min' is the wall-clock of the run's last training segment (a resumed run counts only the part "
               "after its resume) with 1 torch thread on the shared 2-core machine. **shipped** marks the package's "
               "default for that dataset. Each round trip used the captioner shipped when its row was measured (the row's "
-              "date); the round-trip section below uses the current one.", ""]
+              "date); the round-trip section below uses the current one. 'critic -> judge': the captioner whose "
+              "cross-entropy of the prompt was part of the training loss (`i2t train generator --critic`) and the "
+              "captioner that scored the round trip, by the first 8 hex digits of their weights' sha256. A "
+              "**self-judged** row says how well a generator learned to please one reader, not how well it draws.", ""]
     for data in sorted({r["data"] for r in recs}):
         rows = [r for r in recs if r["data"] == data]
         lines += [f"### {data}", "",
                   "| model | kind | steps | train min | temperature | Fréchet | cosine own / other | pixel MSE "
-                  "| round-trip BLEU-4 (normalised) | raw / upper / grey BLEU-4 | date |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "| round-trip BLEU-4 (normalised) | raw / upper / grey BLEU-4 | critic in training -> round-trip judge "
+                  "| date |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in sorted(rows, key=lambda r: r["frechet"]["frechet_feature_distance"]):
             f, t = r["frechet"], r["roundtrip"]
             mins = "" if not r.get("train_seconds") else f"{r['train_seconds'] / 60:.0f}"
@@ -154,7 +188,7 @@ def section(results_dir: Path) -> str:
                          f"| {f['frechet_feature_distance']:.1f} | {_f(f['cosine_to_own_image'])} / "
                          f"{_f(f['cosine_to_other_image'])} | {_f(f['pixel_mse'], 4)} | **{_f(t['normalised_bleu4'])}** "
                          f"({t['images']} images) | {_f(t['bleu4'])} / {_f(t['upper_bleu4'])} / "
-                         f"{_f(t['lower_grey_bleu4'])} | {r['date']} |")
+                         f"{_f(t['lower_grey_bleu4'])} | {_readers(r)} | {r['date']} |")
         lines += ["", " ".join(f"![{r['name']}]({Path(r['samples']).relative_to('docs')})" for r in rows), ""]
         machines = sorted({r["machine"] for r in rows})
         lines += [f"Machine: {'; '.join(machines)}. Commands: " + "; ".join(sorted({f'`{r["command"]}`' for r in rows})), ""]
@@ -170,6 +204,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--roundtrip-images", type=int, default=200)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--judge", type=Path, default=None,
+                    help="captioner for the round trip (default: the dataset's shipped one); must differ from the "
+                         "critic a run was trained with, or the score measures that reader's quirks")
     ap.add_argument("--ship", default=None, metavar="NAME", help="ship this scored generator as the data's default")
     ap.add_argument("--results", type=Path, default=ROOT / "docs" / "results")
     ap.add_argument("--doc", type=Path, default=ROOT / "docs" / "RESULTS.md")
@@ -183,7 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.report_only:
         for spec in args.run:
             name, path, temp = parse_run(spec)
-            rec = score(name, path, temp, args.data, args.frechet_images, args.roundtrip_images, args.seed, args.results)
+            rec = score(name, path, temp, args.data, args.frechet_images, args.roundtrip_images, args.seed, args.results,
+                        args.judge)
             print(f"{name}: Fréchet {rec['frechet']['frechet_feature_distance']:.1f}, normalised round-trip BLEU-4 "
                   f"{_f(rec['roundtrip']['normalised_bleu4'])} ({rec['seconds']} s)", flush=True)
     if args.ship:

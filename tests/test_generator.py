@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,6 +24,7 @@ from img2text2img.models.generator import (
 from img2text2img.train.generator import ImageCaptionDataset, collate, load_image_captions
 from img2text2img.vocab import Vocabulary
 
+SHIPPED_SHAPES_CAPTIONER = Path(__file__).resolve().parent.parent / "img2text2img" / "pretrained" / "captioner_shapes"
 PROMPTS = ["a large red circle in the top left", "a small blue square to the right of a small green star"]
 
 
@@ -197,3 +199,74 @@ def test_default_generator_is_shipped_and_small():
     assert len(ims) == 2 and ims[0].size == (64, 64)
     again = generate_images(["a large red circle in the top left"], n=2, seed=0)
     assert np.array_equal(np.asarray(ims[1]), np.asarray(again[1]))
+
+
+def _reader(vocab, path):
+    """A small captioner checkpoint (random weights are enough: the critic only needs a fixed, differentiable reader)."""
+    from img2text2img.models.captioner import create_captioner
+    from img2text2img.models.encoders import create_encoder
+
+    torch.manual_seed(1)
+    reader = create_captioner("small_cnn+lstm-tiny", vocab, 64, store_encoder=True)
+    reader.attach_encoder(create_encoder("small_cnn", pretrained=False))
+    return reader.save(path)
+
+
+@pytest.mark.skipif(not (SHIPPED_SHAPES_CAPTIONER / "config.json").exists(), reason="shapes captioner not shipped")
+def test_caption_critic_steers_prior_samples_and_stays_frozen(shapes, tmp_path):
+    from img2text2img.models.captioner import load_captioner
+    from img2text2img.train.generator import CaptionCritic
+
+    _, vocab, data = shapes
+    # The shipped shapes captioner as the reader (a random one barely looks at the image). Its vocabulary was built
+    # from 4,000 training images, this test's from 128, so word ids differ and must be mapped through the words.
+    reader = load_captioner(SHIPPED_SHAPES_CAPTIONER)
+    critic = CaptionCritic(reader, vocab, weight=1.0)
+    assert [int(critic.lookup[vocab.id(w)]) for w in vocab.itos] == [reader.vocab.id(w) for w in vocab.itos]
+    assert reader.vocab.itos != vocab.itos
+    frozen = {k: v.clone() for k, v in critic.state_dict().items()}
+
+    torch.manual_seed(0)
+    model = create_generator("vae-attn-tiny", vocab).train()
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    dset = ImageCaptionDataset(data)
+    ids, _ = collate([dset[i] for i in range(32)])
+    z = torch.randn(32, model.config.z_dim, generator=torch.Generator().manual_seed(0))
+
+    def prior_critic() -> float:  # how well the reader reads prompts back from fixed prior draws
+        with torch.no_grad():
+            return float(critic(model.draw(ids, z), ids))
+
+    start = prior_critic()
+    for step, (b_ids, images) in _batches(data, 40):
+        _, loss, logs = model(b_ids, images, step, critic=critic)
+        assert "critic" in logs
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert prior_critic() < 0.9 * start
+    assert all(torch.equal(v, critic.state_dict()[k]) for k, v in frozen.items())  # the reader never moves
+    assert not any("captioner" in k for k in model.state_dict())  # and never enters the generator's checkpoint
+    critic.train()
+    assert not critic.captioner.training  # its BatchNorm and dropout stay in eval mode inside a training loop
+
+
+def test_train_generator_init_from_and_critic(shapes, tmp_path):
+    from img2text2img.train.engine import TrainConfig
+    from img2text2img.train.generator import train_generator
+
+    ds, vocab, _ = shapes
+    first = train_generator("vae-tiny", str(ds.root), TrainConfig(out=str(tmp_path / "a"), max_steps=2, batch_size=8,
+                                                                  checkpoint_every=2, progress=False))
+    assert first["steps"] == 2
+    start = load_model(tmp_path / "a" / "last")
+    cfg = TrainConfig(out=str(tmp_path / "b"), max_steps=2, batch_size=8, checkpoint_every=2, progress=False, lr=0.0)
+    summary = train_generator("vae-tiny", str(ds.root), cfg, init_from=tmp_path / "a" / "last",
+                              critic=_reader(vocab, tmp_path / "reader"), critic_weight=0.5)
+    assert summary["critic_weight"] == 0.5 and summary["init_from"].endswith("last")
+    after = load_model(tmp_path / "b" / "last")
+    # lr 0: the decoder weights are exactly those it started from (BatchNorm running statistics may move)
+    assert torch.equal(start.decoder.to_rgb.weight, after.decoder.to_rgb.weight)
+    with pytest.raises(I2TError, match="not pixel"):
+        train_generator("pixel-tiny", str(ds.root), TrainConfig(out=str(tmp_path / "c"), max_steps=1, progress=False),
+                        init_from=tmp_path / "a" / "last")

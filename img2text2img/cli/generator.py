@@ -74,6 +74,12 @@ def train_generator_cmd(
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
     threads: Annotated[int | None, typer.Option(help="torch CPU threads (default: torch's choice).")] = None,
     data_dir: Annotated[Path | None, typer.Option(help="Where the dataset is.")] = None,
+    init_from: Annotated[Path | None, typer.Option(help="Start from another run's weights (its last/ checkpoint; "
+                                                   "same kind), e.g. to fine-tune with --critic.")] = None,
+    critic: Annotated[Path | None, typer.Option(help="Captioner checkpoint that reads the drawings back: adds its "
+                                                "cross-entropy of the prompt to the loss (pixel, vae). Judge the "
+                                                "result with a different captioner.")] = None,
+    critic_weight: Annotated[float, typer.Option(min=0.0, help="Weight of the --critic loss.")] = 0.1,
 ) -> None:
     """Train a text-to-image generator; a sample grid for fixed prompts is written at every checkpoint."""
     import torch
@@ -85,7 +91,8 @@ def train_generator_cmd(
         torch.set_num_threads(threads)
     cfg = TrainConfig(out=str(out), max_steps=steps, batch_size=batch_size, lr=lr, checkpoint_every=checkpoint_every,
                       seed=seed, resume=resume, device=device, warmup_steps=min(50, steps // 10), log_every=25)
-    summary = train_generator(kind, data, cfg, data_dir=data_dir, limit=limit, glove=glove)
+    summary = train_generator(kind, data, cfg, data_dir=data_dir, limit=limit, glove=glove, init_from=init_from,
+                              critic=critic, critic_weight=critic_weight)
     console.print(json.dumps(summary, indent=2))
 
 

@@ -346,18 +346,23 @@ class Generator(nn.Module):
 
     # -- losses ----------------------------------------------------------------------------------------------
 
-    def forward(self, ids: torch.Tensor, images: torch.Tensor | None = None, step: int = 0):
+    def forward(self, ids: torch.Tensor, images: torch.Tensor | None = None, step: int = 0, critic=None):
         """Training forward for pixel / vae: ids [B, T], images [B, 3, S, S] in [0, 1] -> (fake, loss, logs).
 
-        Without images (or for a gan) it just draws with z = 0 and returns (fake, None, {})."""
+        `critic` (optional): a callable (drawn images, ids) -> scalar loss with a `weight` attribute, such as
+        `train.generator.CaptionCritic`. For a vae it scores a second drawing from the prior (z ~ N(0, I) at the
+        sampling temperature), because prior samples are what users get, and it is computed here rather than by the
+        caller so a DDP-wrapped model sees one forward. Without images (or for a gan) this just draws with z = 0 and
+        returns (fake, None, {})."""
         cfg = self.config
         if images is None or cfg.kind == "gan":
             z = torch.zeros(ids.shape[0], cfg.z_dim, device=ids.device) if cfg.z_dim else None
             return self.draw(ids, z), None, {}
         if cfg.kind == "pixel":
             fake = self.draw(ids)
-            loss = self._recon(fake, images)
-            return fake, loss, {"recon": loss.item()}
+            recon = self._recon(fake, images)
+            logs = {"recon": recon.item()}
+            return fake, recon + self._critic_term(critic, fake, ids, logs), logs
         # vae
         s, words = self._text(ids)
         h = self.image_encoder(images * 2 - 1).flatten(1)
@@ -369,7 +374,19 @@ class Generator(nn.Module):
         kl = (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp())).sum(1).mean() / images[0].numel()
         beta = cfg.beta * min(1.0, step / cfg.kl_warmup) if cfg.kl_warmup > 0 else cfg.beta
         loss = recon + beta * kl
-        return fake, loss, {"recon": recon.item(), "kl": kl.item() * images[0].numel(), "beta": beta}
+        logs = {"recon": recon.item(), "kl": kl.item() * images[0].numel(), "beta": beta}
+        if critic is not None:
+            prior = self.decoder(torch.cat([s, torch.randn_like(z) * cfg.sample_temperature], 1), **words)
+            loss = loss + self._critic_term(critic, prior, ids, logs)
+        return fake, loss, logs
+
+    @staticmethod
+    def _critic_term(critic, drawn: torch.Tensor, ids: torch.Tensor, logs: dict) -> torch.Tensor | float:
+        if critic is None or critic.weight <= 0:
+            return 0.0
+        c = critic(drawn, ids)
+        logs["critic"] = c.item()
+        return critic.weight * c
 
     def gan_losses(self, ids: torch.Tensor, images: torch.Tensor, z: torch.Tensor):
         """Hinge losses for one GAN step: returns (d_loss, g_fn) where g_fn() -> (g_loss, logs) is called after the

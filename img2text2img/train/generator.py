@@ -19,7 +19,7 @@ from torch.utils.data import Dataset
 from img2text2img.errors import I2TError
 from img2text2img.models.generator import Generator, PromptWarning, save_grid
 from img2text2img.train.engine import StepContext, TrainConfig, TrainTask
-from img2text2img.vocab import Vocabulary, pad_batch
+from img2text2img.vocab import PAD_ID, Vocabulary, pad_batch
 
 # Fixed prompts drawn at every checkpoint so a person can watch a run improve.
 SAMPLE_PROMPTS = {
@@ -109,6 +109,40 @@ def collate(items: list) -> tuple[torch.Tensor, torch.Tensor]:
     return pad_batch([ids for _, ids in items]), images
 
 
+class CaptionCritic(torch.nn.Module):
+    """Redescription loss (the idea of MirrorGAN): a frozen captioner reads the drawn picture, and the loss is its
+    teacher-forced cross-entropy of the prompt.
+
+    Pixel and KL losses only say "be close to the training photo"; a blob and a star cost about the same pixels, so
+    the decoder never has to commit to a shape. A captioner that has learned star vs diamond gives exactly that
+    signal. Its weights are frozen and it is never saved with the generator. Judge the result with a *different*
+    captioner: scored by its own critic, a generator can learn that reader's quirks instead of drawing better."""
+
+    def __init__(self, captioner, vocab: Vocabulary, weight: float = 0.1):
+        super().__init__()
+        enc = captioner.ensure_encoder()
+        pre = enc.preprocess
+        self.captioner = captioner.eval().requires_grad_(False)
+        self.weight, self.size = float(weight), pre.image_size
+        self.register_buffer("mean", torch.tensor(pre.mean).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(pre.std).view(1, 3, 1, 1))
+        # generator word id -> captioner word id (the specials share ids 0..3; unknown words become <unk>)
+        self.register_buffer("lookup", torch.tensor([captioner.vocab.id(w) for w in vocab.itos]))
+
+    def train(self, mode: bool = True):
+        return super().train(False)  # always in eval mode: BatchNorm statistics and dropout of the reader stay fixed
+
+    def forward(self, images: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        import torch.nn.functional as F
+
+        if images.shape[-1] != self.size:
+            images = F.interpolate(images, size=(self.size, self.size), mode="bilinear", align_corners=False)
+        tokens = self.lookup[ids]
+        logits, _ = self.captioner(tokens, images=(images - self.mean) / self.std)
+        target = tokens[:, 1:]
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=PAD_ID)
+
+
 class GeneratorTask(TrainTask):
     """pixel / vae: one optimizer on the pixel (+ KL) loss; gan: alternating discriminator and generator steps."""
 
@@ -116,8 +150,10 @@ class GeneratorTask(TrainTask):
     main_metric = None  # a generator's quality is judged from samples and the round trip, not one val number
 
     def __init__(self, model: Generator, train: ImageCaptions, val: ImageCaptions | None = None, seed: int = 0,
-                 hflip: bool = False, prompts: list[str] | None = None, d_lr_mult: float = 1.0):
+                 hflip: bool = False, prompts: list[str] | None = None, d_lr_mult: float = 1.0,
+                 critic: CaptionCritic | None = None):
         self.model, self.vocab = model, model.vocab
+        self.critic = critic
         self.train, self.val, self.seed, self.hflip = train, val, seed, hflip
         self.prompts = prompts or SAMPLE_PROMPTS["shapes"]
         self.d_lr_mult = d_lr_mult
@@ -144,7 +180,9 @@ class GeneratorTask(TrainTask):
     def training_step(self, batch, step: int, ctx: StepContext) -> dict[str, float]:
         ids, images = batch
         if self.model.config.kind != "gan":
-            _, loss, logs = ctx.model(ids, images, step)
+            if self.critic is not None:
+                self.critic.to(ids.device)
+            _, loss, logs = ctx.model(ids, images, step, critic=self.critic)
             ctx.backward_step(loss, "main")
             return {"loss": float(loss.detach()), **logs}
         m = getattr(ctx.model, "module", ctx.model)
@@ -175,10 +213,14 @@ class GeneratorTask(TrainTask):
 
 
 def train_generator(kind_or_preset: str, data: str, cfg: TrainConfig, *, data_dir: str | Path | None = None,
-                    limit: int | None = None, glove: bool = False, hflip: bool | None = None, **overrides) -> dict:
+                    limit: int | None = None, glove: bool = False, hflip: bool | None = None,
+                    init_from: str | Path | None = None, critic: str | Path | None = None, critic_weight: float = 0.1,
+                    **overrides) -> dict:
     """Build vocabulary, model and data for `data` (shapes[:N], flickr8k, or a folder) and run `fit`.
 
-    On `cfg.resume` the vocabulary and config come from `out/last` so the run continues with the same model."""
+    On `cfg.resume` the vocabulary and config come from `out/last` so the run continues with the same model.
+    `init_from` starts a fresh run from another run's weights (its config and vocabulary; `kind_or_preset` must name
+    the same kind); `critic` adds the redescription loss of that captioner checkpoint (`CaptionCritic`)."""
     from img2text2img.checkpoint import load_checkpoint
     from img2text2img.config import config_from_dict
     from img2text2img.data import load_dataset
@@ -191,6 +233,16 @@ def train_generator(kind_or_preset: str, data: str, cfg: TrainConfig, *, data_di
     if cfg.resume and (last / "config.json").exists():
         ck = load_checkpoint(last, kind="generator")
         model = Generator(config_from_dict(GeneratorConfig, ck.config), vocab=ck.vocab)
+    elif init_from is not None:
+        from img2text2img.models import resolve_checkpoint_dir
+
+        ck = load_checkpoint(resolve_checkpoint_dir(init_from), kind="generator")
+        model = Generator.from_checkpoint(ck).train()
+        if model.config.kind != generator_config(kind_or_preset).kind:
+            raise I2TError(f"{init_from} is a {model.config.kind} generator, not {kind_or_preset}")
+        if model.config.kind != "pixel" and len(ck.state_dict) < len(model.state_dict()):
+            raise I2TError(f"{init_from} holds drawing weights only; start from a training run's last/ checkpoint")
+        model.config.kl_warmup = 0  # the KL weight was already warmed up in the run this starts from
     else:
         vocab = Vocabulary.build(ds.all_captions("train"), min_count=1 if ds.name == "shapes" else 5, max_size=8000)
         overrides.setdefault("embed_dim", 50 if glove else None)
@@ -207,8 +259,18 @@ def train_generator(kind_or_preset: str, data: str, cfg: TrainConfig, *, data_di
     val = load_image_captions(ds, "val", model.vocab, size, 256, model.config.max_tokens) if "val" in ds.splits else None
     if hflip is None:
         hflip = ds.name != "shapes"
-    task = GeneratorTask(model, train, val, seed=cfg.seed, hflip=hflip, prompts=sample_prompts(data))
-    return fit(task, cfg)
+    reader = None
+    if critic is not None:
+        from img2text2img.models.captioner import load_captioner
+
+        if model.config.kind == "gan":
+            raise I2TError("--critic works with pixel and vae generators, not gan")
+        reader = CaptionCritic(load_captioner(critic), model.vocab, critic_weight)
+    task = GeneratorTask(model, train, val, seed=cfg.seed, hflip=hflip, prompts=sample_prompts(data), critic=reader)
+    summary = fit(task, cfg)
+    summary.update({"init_from": str(init_from) if init_from else None, "critic": str(critic) if critic else None,
+                    "critic_weight": critic_weight if critic else None})
+    return summary
 
 
 def evaluate_generator(model: Generator | str | Path | None, data: str = "shapes:5000", split: str = "test",
