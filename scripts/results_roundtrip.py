@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BEGIN, END = "<!-- roundtrip:begin -->", "<!-- roundtrip:end -->"
 
 
-def run(data: str, limit: int, per_image: int, seed: int, out_dir: Path, encoder: str) -> dict:
+def run(data: str, limit: int, per_image: int, seed: int, out_dir: Path, encoder: str, oracle: bool = False) -> dict:
     import torch
 
     from img2text2img.data import load_dataset
@@ -39,19 +39,32 @@ def run(data: str, limit: int, per_image: int, seed: int, out_dir: Path, encoder
     cap_dir, gen_dir = default_model_dir("captioner", key), default_model_dir("generator", key)
     cap, gen = load_model(cap_dir, kind="captioner"), load_model(gen_dir, kind="generator")
     enc = create_encoder(encoder, pretrained=True).eval()
+    caption_fn, generate_fn, embed_fn = model_functions(cap, gen, enc)
+    name, drawer = key, str(gen_dir.relative_to(ROOT))
+    if oracle:  # the rule-based perfect drawing of each caption: the ceiling for any learned shapes generator
+        if key != "shapes":
+            raise SystemExit("--oracle needs --data shapes (only there are the drawing rules known)")
+        from img2text2img.data.shapes import draw_caption
+
+        name, drawer = f"{key}-oracle", "rule-based drawing of the caption (oracle)"
+
+        def generate_fn(prompts: list[str], seed: int) -> list:
+            return [draw_caption(p, seed + i) for i, p in enumerate(prompts)]
+
     t = time.time()
-    result = evaluate_roundtrip(ds, *model_functions(cap, gen, enc), limit=limit, captions_per_image=per_image, seed=seed)
+    result = evaluate_roundtrip(ds, caption_fn, generate_fn, embed_fn, limit=limit, captions_per_image=per_image,
+                                seed=seed)
     seconds = time.time() - t
-    paths = write_report(result, out_dir / f"roundtrip-{key}", title=f"Round trip on {key} (shipped models)")
+    paths = write_report(result, out_dir / f"roundtrip-{name}", title=f"Round trip on {key} ({drawer})")
     payload = {
         "data": key, "limit": limit, "per_image": per_image, "seed": seed, "encoder": encoder,
-        "captioner": str(cap_dir.relative_to(ROOT)), "generator": str(gen_dir.relative_to(ROOT)),
+        "captioner": str(cap_dir.relative_to(ROOT)), "generator": drawer,
         "command": "python scripts/results_roundtrip.py " + " ".join(sys.argv[1:]),
         "machine": f"{platform.platform()}, {os.cpu_count()} CPUs, torch {torch.__version__}",
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "seconds": round(seconds, 1),
         "scores": result.scores, "report": str(paths["html"].relative_to(ROOT)),
     }
-    (out_dir / f"roundtrip-{key}.json").write_text(json.dumps(payload, indent=2))
+    (out_dir / f"roundtrip-{name}.json").write_text(json.dumps(payload, indent=2))
     return payload
 
 
@@ -103,6 +116,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--results", type=Path, default=ROOT / "docs" / "results")
     ap.add_argument("--doc", type=Path, default=ROOT / "docs" / "RESULTS.md")
     ap.add_argument("--report-only", action="store_true")
+    ap.add_argument("--oracle", action="store_true",
+                    help="shapes only: draw each caption with the rule-based renderer instead of the generator "
+                         "(the ceiling a learned generator can reach)")
     args = ap.parse_args(argv)
     if args.threads:
         import torch
@@ -110,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     args.results.mkdir(parents=True, exist_ok=True)
     if not args.report_only:
-        r = run(args.data, args.limit, args.per_image, args.seed, args.results, args.encoder)
+        r = run(args.data, args.limit, args.per_image, args.seed, args.results, args.encoder, args.oracle)
         print(json.dumps(r["scores"], indent=2))
     replace_section(args.doc, section(args.results), BEGIN, END)
     print(f"updated {args.doc}")

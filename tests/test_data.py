@@ -9,7 +9,9 @@ import pytest
 
 from img2text2img.data import load_dataset, read_caption_folder
 from img2text2img.data.augment import AugmentConfig, augment, rewrite_directions
-from img2text2img.data.shapes import COLOURS, SIZES, generate_shapes, relation, render, scene
+from img2text2img.data.shapes import (
+    CELL_NAMES, COLOURS, SIZES, draw_caption, generate_shapes, relation, render, scene, scene_from_caption,
+)
 from img2text2img.errors import I2TError
 
 
@@ -68,6 +70,30 @@ def test_shapes_speed_1000_under_30s(tmp_path):
     t = time.time()
     generate_shapes(tmp_path / "s", n=1000)
     assert time.time() - t < 30
+
+
+def test_scene_from_caption_makes_every_caption_true():
+    """The rule-based drawing of a caption (the round-trip ceiling) must satisfy everything the caption says."""
+    for index in range(150):
+        background, specs, captions = scene(index, seed=3)
+        for k, cap in enumerate(captions):
+            bg2, got = scene_from_caption(cap, random.Random(k))
+            assert len(got) == len(specs), cap
+            if background in cap.split():
+                assert bg2 == background, cap
+            said = [s for s in specs if f"{s.colour} {s.shape}" in cap]
+            for s in said:  # each mentioned shape is drawn with its colour (and its size when the caption says it)
+                match = [g for g in got if (g.colour, g.shape) == (s.colour, s.shape)]
+                assert match, cap
+                if f"{s.size} {s.colour} {s.shape}" in cap or f"that is {s.size}" in cap:
+                    assert any(g.size == s.size for g in match), cap
+            if len(specs) == 1 and CELL_NAMES[(specs[0].col, specs[0].row)] in cap:
+                assert (got[0].col, got[0].row) == (specs[0].col, specs[0].row), cap
+            for rel in ("to the left of", "to the right of", "above", "below"):
+                if f" {rel} " in cap:  # always said of the first two shapes named, in caption order
+                    assert relation(got[0], got[1]) == rel, cap
+    assert np.array_equal(np.asarray(draw_caption("a large red circle in the top left", seed=1)),
+                          np.asarray(draw_caption("a large red circle in the top left", seed=1)))
 
 
 def test_rewrite_directions():

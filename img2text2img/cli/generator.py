@@ -80,6 +80,9 @@ def train_generator_cmd(
                                                 "cross-entropy of the prompt to the loss (pixel, vae). Judge the "
                                                 "result with a different captioner.")] = None,
     critic_weight: Annotated[float, typer.Option(min=0.0, help="Weight of the --critic loss.")] = 0.1,
+    critic_shift: Annotated[float, typer.Option(min=0.0, help="The critic reads each drawing shifted by up to this "
+                                                "many pixels (keeps the generator from fooling it with a pixel "
+                                                "pattern).")] = 4.0,
 ) -> None:
     """Train a text-to-image generator; a sample grid for fixed prompts is written at every checkpoint."""
     import torch
@@ -92,7 +95,8 @@ def train_generator_cmd(
     cfg = TrainConfig(out=str(out), max_steps=steps, batch_size=batch_size, lr=lr, checkpoint_every=checkpoint_every,
                       seed=seed, resume=resume, device=device, warmup_steps=min(50, steps // 10), log_every=25)
     summary = train_generator(kind, data, cfg, data_dir=data_dir, limit=limit, glove=glove, init_from=init_from,
-                              critic=critic, critic_weight=critic_weight)
+                              critic=critic, critic_weight=critic_weight,
+                              critic_shift=critic_shift)
     console.print(json.dumps(summary, indent=2))
 
 

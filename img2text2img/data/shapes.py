@@ -199,3 +199,58 @@ def ensure_shapes(n: int = 5000, size: int = 64, seed: int = 0, out: str | Path 
     if not (target / "captions.tsv").exists():
         generate_shapes(target, n=n, size=size, seed=seed)
     return target
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Captions back to pictures: the rule-based "perfect generator" that bounds what any learned one can reach
+
+
+_WHERE = {v: k for k, v in CELL_NAMES.items()}
+_RELATIONS = ("to the left of", "to the right of", "above", "below")
+
+
+def scene_from_caption(text: str, rng: random.Random) -> tuple[str, list[ShapeSpec]]:
+    """A scene that makes `text` true, with whatever the caption leaves open (place, size, background, the shapes of
+    "three small shapes on ...") drawn at random as `sample_scene` would draw it.
+
+    It knows the drawing rules exactly, so the round trip through it is the ceiling for a learned generator: a
+    caption such as "a red circle that is large" does not say where the circle is, and the references of the real
+    photo do, so even a perfect drawing of the sentence cannot always be read back as the photo's captions."""
+    words = text.lower().split()
+    joined = " ".join(words)
+    background = next((w for w in words if w in BACKGROUNDS), None) or rng.choice(list(BACKGROUNDS))
+    mentions: list[dict] = []
+    for i, w in enumerate(words):
+        if w in SHAPES and i > 0 and words[i - 1] in COLOURS:
+            size = words[i - 2] if i > 1 and words[i - 2] in SIZES else None
+            if size is None and words[i + 1:i + 3] == ["that", "is"] and i + 3 < len(words) and words[i + 3] in SIZES:
+                size = words[i + 3]
+            mentions.append({"shape": w, "colour": words[i - 1], "size": size})
+    count = {"two": 2, "three": 3}.get(words[0], 0) if words else 0
+    n = max(len(mentions), count, 1)
+    while len(mentions) < n:
+        mentions.append({"shape": rng.choice(SHAPES), "colour": rng.choice(list(COLOURS)), "size": None})
+    mentions = mentions[:3]
+    n = len(mentions)
+    where = next((_WHERE[p] for p in sorted(_WHERE, key=len, reverse=True) if p in joined), None) if n == 1 else None
+    rel = next((r for r in _RELATIONS if f" {r} " in f" {joined} "), None) if n >= 2 else None
+    all_cells = [(c, r) for c in range(3) for r in range(3)]
+    for _ in range(1000):
+        cells = [where] if where else rng.sample(all_cells, n)
+        if n == 2 and abs(cells[0][0] - cells[1][0]) == abs(cells[0][1] - cells[1][1]):
+            continue
+        probe = [ShapeSpec("circle", "red", "small", c, r) for c, r in cells]
+        if rel and relation(probe[0], probe[1]) != rel:
+            continue
+        break
+    specs = []
+    for m, (c, r) in zip(mentions, cells):
+        size = "small" if n == 3 else (m["size"] or rng.choice(list(SIZES)))
+        specs.append(ShapeSpec(m["shape"], m["colour"], size, c, r, rng.uniform(-0.08, 0.08), rng.uniform(-0.08, 0.08)))
+    return background, specs
+
+
+def draw_caption(text: str, seed: int = 0, size: int = 64) -> Image.Image:
+    """`scene_from_caption` rendered: what a perfect shapes generator would draw for `text`."""
+    background, specs = scene_from_caption(text, random.Random(seed))
+    return render(background, specs, size)
