@@ -195,6 +195,32 @@ def ship_best(results_dir: Path, runs: str) -> dict:
     return best
 
 
+def ship_shapes(run: str, results_dir: Path) -> dict:
+    """Score a shapes captioner run (its best/ by validation BLEU-4) on the shapes test split and ship it as the
+    package's shapes captioner: the reader of the shapes round trip."""
+    from img2text2img.checkpoint import write_text_atomic
+    from img2text2img.models import resolve_checkpoint_dir
+    from img2text2img.models.captioner import load_captioner
+    from img2text2img.roundtrip import default_model_dir
+    from img2text2img.train.captioner import evaluate_captioner, save_shipped
+
+    src = resolve_checkpoint_dir(run)
+    model = load_captioner(src)
+    scores = evaluate_captioner(model, "shapes", "test", beam_size=3, coco=False)
+    summary = Path(run) / "summary.json"
+    command = json.loads(summary.read_text()).get("command") if summary.exists() else None
+    scores.update({"source_run": str(src), "train_command": command, "machine": machine(),
+                   "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+                   "command": "python scripts/results_captioner.py " + " ".join(sys.argv[1:])})
+    dest = default_model_dir("captioner", "shapes")
+    info = json.loads((dest / "config.json").read_text()).get("info", {}) if (dest / "config.json").exists() else {}
+    save_shipped(model, dest, metrics={"test": scores},
+                 info={"source_run": str(src), "command": command or info.get("command"), "date": scores["date"]})
+    write_text_atomic(results_dir / "captioner_shapes.json", json.dumps(scores, indent=2) + "\n")
+    print(f"shipped {src} to {dest}: shapes test BLEU-4 {scores['bleu4']:.3f}")
+    return scores
+
+
 def _f(x, nd=3) -> str:
     return "" if x is None else f"{x:.{nd}f}"
 
@@ -288,6 +314,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--partial-cache", action="store_true",
                    help="train on the images an unfinished feature cache already holds (busy machine)")
     p.add_argument("--max-steps", type=int, default=None)
+    p.add_argument("--ship-shapes", default=None, metavar="RUN",
+                   help="score this shapes captioner run on the shapes test split and ship it")
     p.add_argument("--bench", default=None, help="benchmark this captioner folder and record it")
     args = p.parse_args(argv)
 

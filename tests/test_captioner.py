@@ -121,6 +121,7 @@ def test_train_and_caption_through_cli(tmp_path, capsys):
     assert (out / "best" / "config.json").exists() and (out / "last" / "trainer.json").exists()
     summary = json.loads((out / "summary.json").read_text())
     assert summary["steps"] == 12
+    assert summary["command"].startswith("i2t train captioner --model small_cnn+lstm-tiny")  # cited by results tables
     ds = load_dataset("shapes:400")
     img = ds.image_path(ds.split("test")[0])
     capsys.readouterr()

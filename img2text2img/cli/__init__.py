@@ -7,6 +7,7 @@ import sys
 import typer
 
 from img2text2img.errors import I2TError
+from img2text2img.cli.output import COMMAND_LINE
 
 app = typer.Typer(
     name="i2t",
@@ -49,7 +50,12 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code (0 ok, 2 bad input or usage, 130 interrupted)."""
     _register_commands()
     try:
-        rc = app(args=argv, standalone_mode=False)
+        args = list(sys.argv[1:] if argv is None else argv)
+        token = COMMAND_LINE.set(args)  # training runs record the command that made them (write_run_summary)
+        try:
+            rc = app(args=args, standalone_mode=False)
+        finally:
+            COMMAND_LINE.reset(token)
     except I2TError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

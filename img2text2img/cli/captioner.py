@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from img2text2img.cli import app, eval_app, train_app
-from img2text2img.cli.output import ImageInputs, console, warn
+from img2text2img.cli.output import ImageInputs, console, warn, write_run_summary
 
 
 @app.command("caption")
@@ -69,7 +69,6 @@ def train_captioner_cmd(
     validation BLEU-4, a checkpoint per epoch)."""
     import torch
 
-    from img2text2img.checkpoint import write_text_atomic
     from img2text2img.train.captioner import CaptionTrainOptions, train_captioner
     from img2text2img.train.engine import TrainConfig
 
@@ -87,8 +86,7 @@ def train_captioner_cmd(
                       weight_decay=weight_decay, grad_clip=grad_clip, patience=patience, eval_every=eval_every,
                       seed=seed, device=device, resume=resume)
     summary = train_captioner(opts, cfg)
-    out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out / "summary.json", json.dumps(summary, indent=2, default=str))
+    write_run_summary(out, summary)
     console.print(f"best val BLEU-4 {summary['best']} after {summary['steps']} steps "
                   f"({summary['train_seconds']:.0f} s); model in {out / 'best'}")
 

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from img2text2img.cli import app, eval_app, train_app
-from img2text2img.cli.output import console, warn
+from img2text2img.cli.output import console, warn, write_run_summary
 
 
 def _show_prompt_warnings(caught: list) -> None:
@@ -97,7 +97,8 @@ def train_generator_cmd(
     summary = train_generator(kind, data, cfg, data_dir=data_dir, limit=limit, glove=glove, init_from=init_from,
                               critic=critic, critic_weight=critic_weight,
                               critic_shift=critic_shift)
-    console.print(json.dumps(summary, indent=2))
+    write_run_summary(out, summary)
+    console.print(json.dumps(summary, indent=2, default=str))
 
 
 @eval_app.command("generator")

@@ -2,8 +2,13 @@
 from __future__ import annotations
 
 import sys
+from contextvars import ContextVar
 
 from rich.console import Console
+
+# The arguments of the `main()` call being run (a context variable, not a global: nested or concurrent calls each
+# see their own), so a training run can record the command line that made it.
+COMMAND_LINE: ContextVar[list[str] | None] = ContextVar("COMMAND_LINE", default=None)
 
 # soft_wrap: long lines (file paths, captions, error listings) are never cut into pieces when piped or logged.
 console = Console(soft_wrap=True)
@@ -16,6 +21,20 @@ def warn(msg: str) -> None:
 
 def is_tty() -> bool:
     return sys.stdout.isatty()
+
+
+def write_run_summary(out, summary: dict) -> None:
+    """out/summary.json for a training run, with the command line that made it, so a results table can cite it."""
+    import json
+    import shlex
+    from pathlib import Path
+
+    from img2text2img.checkpoint import write_text_atomic
+
+    args = COMMAND_LINE.get()
+    summary["command"] = shlex.join(["i2t", *(sys.argv[1:] if args is None else args)])
+    Path(out).mkdir(parents=True, exist_ok=True)
+    write_text_atomic(Path(out) / "summary.json", json.dumps(summary, indent=2, default=str))
 
 
 class ImageInputs:

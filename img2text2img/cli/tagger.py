@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from img2text2img.cli import app, eval_app, train_app
-from img2text2img.cli.output import ImageInputs, console
+from img2text2img.cli.output import ImageInputs, console, write_run_summary
 
 
 @app.command("tag")
@@ -67,7 +67,6 @@ def train_tagger_cmd(
     """Train a tagger: a CNN-RNN tag-sequence decoder or the linear BCE baseline, on cached features by default."""
     import torch
 
-    from img2text2img.checkpoint import write_text_atomic
     from img2text2img.train.engine import TrainConfig
     from img2text2img.train.tagger import train_tagger
 
@@ -90,8 +89,7 @@ def train_tagger_cmd(
                       resume=resume)
     summary = train_tagger(data, model, cfg, data_dir=data_dir, overrides=overrides, rotate90=rotate90,
                            use_cache=not no_cache, tag_source=tags, max_tags=max_tags, val_limit=val_images)
-    out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out / "summary.json", json.dumps(summary, indent=2, default=str))
+    write_run_summary(out, summary)
     console.print(f"best val micro-F1 {summary['best']} after {summary['steps']} steps "
                   f"({summary['train_seconds']:.0f} s); model in {out / 'best'}")
 
