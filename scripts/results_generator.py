@@ -81,7 +81,8 @@ def score(name: str, path: Path, temperature: float | None, data: str, n_frechet
     summary = path.parent / "summary.json"  # a run's last/ sits beside its summary, which names any critic
     run_summary = json.loads(summary.read_text()) if path.name == "last" and summary.exists() else {}
     critic = _model_id(run_summary.get("critic"))
-    if critic:
+    if critic:  # the hash recorded at training time wins: the path may hold another captioner by now
+        critic["weights_sha256"] = run_summary.get("critic_weights_sha256") or critic["weights_sha256"]
         critic["weight"] = run_summary.get("critic_weight")
     enc = create_encoder("mobilenet_v2", pretrained=True).eval()
     torch.manual_seed(seed)

@@ -1,6 +1,7 @@
 """Generator: each variant learns on shapes, seeds reproduce, checkpoints round-trip, prompts are handled, CLI works."""
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 
@@ -264,6 +265,7 @@ def test_train_generator_init_from_and_critic(shapes, tmp_path):
     summary = train_generator("vae-tiny", str(ds.root), cfg, init_from=tmp_path / "a" / "last",
                               critic=_reader(vocab, tmp_path / "reader"), critic_weight=0.5)
     assert summary["critic_weight"] == 0.5 and summary["init_from"].endswith("last")
+    assert summary["critic_weights_sha256"] == json.loads((tmp_path / "reader" / "config.json").read_text())["weights_sha256"]
     after = load_model(tmp_path / "b" / "last")
     # lr 0: the decoder weights are exactly those it started from (BatchNorm running statistics may move)
     assert torch.equal(start.decoder.to_rgb.weight, after.decoder.to_rgb.weight)

@@ -7,6 +7,7 @@ more CPU than the model.
 """
 from __future__ import annotations
 
+import json
 import random
 import warnings
 from dataclasses import dataclass
@@ -281,6 +282,11 @@ def train_generator(kind_or_preset: str, data: str, cfg: TrainConfig, *, data_di
         reader = CaptionCritic(load_captioner(critic), model.vocab, critic_weight, critic_shift)
     task = GeneratorTask(model, train, val, seed=cfg.seed, hflip=hflip, prompts=sample_prompts(data), critic=reader)
     summary = fit(task, cfg)
+    if critic is not None:  # the reader by its weights: a path can be overwritten later (a re-shipped captioner)
+        from img2text2img.models import resolve_checkpoint_dir
+
+        meta = json.loads((resolve_checkpoint_dir(critic) / "config.json").read_text(encoding="utf-8"))
+        summary["critic_weights_sha256"] = meta.get("weights_sha256")
     summary.update({"init_from": str(init_from) if init_from else None, "critic": str(critic) if critic else None,
                     "critic_weight": critic_weight if critic else None,
                     "critic_shift": critic_shift if critic else None})
