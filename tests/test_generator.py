@@ -222,7 +222,7 @@ def test_caption_critic_steers_prior_samples_and_stays_frozen(shapes, tmp_path):
     # The shipped shapes captioner as the reader (a random one barely looks at the image). Its vocabulary was built
     # from 4,000 training images, this test's from 128, so word ids differ and must be mapped through the words.
     reader = load_captioner(SHIPPED_SHAPES_CAPTIONER)
-    critic = CaptionCritic(reader, vocab, weight=1.0)
+    critic = CaptionCritic(reader, vocab, weight=1.0, target="prior")
     assert [int(critic.lookup[vocab.id(w)]) for w in vocab.itos] == [reader.vocab.id(w) for w in vocab.itos]
     assert reader.vocab.itos != vocab.itos
     frozen = {k: v.clone() for k, v in critic.state_dict().items()}

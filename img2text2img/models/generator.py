@@ -349,10 +349,11 @@ class Generator(nn.Module):
     def forward(self, ids: torch.Tensor, images: torch.Tensor | None = None, step: int = 0, critic=None):
         """Training forward for pixel / vae: ids [B, T], images [B, 3, S, S] in [0, 1] -> (fake, loss, logs).
 
-        `critic` (optional): a callable (drawn images, ids) -> scalar loss with a `weight` attribute, such as
-        `train.generator.CaptionCritic`. For a vae it scores a second drawing from the prior (z ~ N(0, I) at the
-        sampling temperature), because prior samples are what users get, and it is computed here rather than by the
-        caller so a DDP-wrapped model sees one forward. Without images (or for a gan) this just draws with z = 0 and
+        `critic` (optional): a callable (drawn images, ids) -> scalar loss with `weight` and `target` attributes,
+        such as `train.generator.CaptionCritic`. For a vae, target "posterior" scores the reconstruction (anchored
+        by the pixel loss, so the critic cannot be fooled with textures) and "prior" a second drawing from z ~ N(0, I)
+        at the sampling temperature (what users get, but free to drift into patterns that please the reader). It is
+        computed here rather than by the caller so a DDP-wrapped model sees one forward. Without images (or for a gan) this just draws with z = 0 and
         returns (fake, None, {})."""
         cfg = self.config
         if images is None or cfg.kind == "gan":
@@ -376,8 +377,10 @@ class Generator(nn.Module):
         loss = recon + beta * kl
         logs = {"recon": recon.item(), "kl": kl.item() * images[0].numel(), "beta": beta}
         if critic is not None:
-            prior = self.decoder(torch.cat([s, torch.randn_like(z) * cfg.sample_temperature], 1), **words)
-            loss = loss + self._critic_term(critic, prior, ids, logs)
+            drawn = fake
+            if getattr(critic, "target", "prior") == "prior":
+                drawn = self.decoder(torch.cat([s, torch.randn_like(z) * cfg.sample_temperature], 1), **words)
+            loss = loss + self._critic_term(critic, drawn, ids, logs)
         return fake, loss, logs
 
     @staticmethod
