@@ -344,6 +344,8 @@ def main(argv: list[str] | None = None) -> int:
                       f"({(time.time() - t0) / 60:.1f} min)", flush=True)
     if args.ship:
         ship_best(results_dir, args.runs)
+    if args.ship_shapes:
+        ship_shapes(args.ship_shapes, results_dir)
     print(write_table(results_dir, Path(args.doc)))
     return 0
 

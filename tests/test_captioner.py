@@ -134,8 +134,6 @@ def test_train_and_caption_through_cli(tmp_path, capsys):
 
 
 @pytest.mark.skipif(not (SHIPPED_SHAPES / "config.json").exists(), reason="shapes captioner not shipped yet")
-@pytest.mark.xfail(strict=True, reason="known gap: the shipped shapes captioner (3,000 steps) names the colour of "
-                   "30/30 single-shape test images but the shape of only 17/30; train it longer (issue 5)")
 def test_shipped_shapes_captioner_names_colour_and_shape():
     from img2text2img.data.shapes import COLOURS, SHAPES
     from img2text2img.models.captioner import caption
