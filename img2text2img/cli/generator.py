@@ -86,6 +86,8 @@ def train_generator_cmd(
     critic_target: Annotated[str, typer.Option(help="vae: what the critic reads: 'posterior' (reconstructions, "
                                                "anchored by the pixel loss) or 'prior' (samples from z ~ N(0, I); "
                                                "can drift into textures that fool the reader).")] = "posterior",
+    critic_tv: Annotated[float, typer.Option(min=0.0, help="Total-variation penalty on the drawings the critic "
+                                           "reads (discourages textures that fool it).")] = 0.0,
 ) -> None:
     """Train a text-to-image generator; a sample grid for fixed prompts is written at every checkpoint."""
     import torch
@@ -99,7 +101,8 @@ def train_generator_cmd(
                       seed=seed, resume=resume, device=device, warmup_steps=min(50, steps // 10), log_every=25)
     summary = train_generator(kind, data, cfg, data_dir=data_dir, limit=limit, glove=glove, init_from=init_from,
                               critic=critic, critic_weight=critic_weight,
-                              critic_shift=critic_shift, critic_target=critic_target)
+                              critic_shift=critic_shift, critic_target=critic_target,
+                              critic_tv=critic_tv)
     write_run_summary(out, summary)
     console.print(json.dumps(summary, indent=2, default=str))
 

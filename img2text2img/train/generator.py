@@ -119,8 +119,10 @@ class CaptionCritic(torch.nn.Module):
     signal. Its weights are frozen and it is never saved with the generator. Judge the result with a *different*
     captioner: scored by its own critic, a generator can learn that reader's quirks instead of drawing better."""
 
-    def __init__(self, captioner, vocab: Vocabulary, weight: float = 0.1, shift: float = 4.0, target: str = "posterior"):
+    def __init__(self, captioner, vocab: Vocabulary, weight: float = 0.1, shift: float = 4.0, target: str = "posterior",
+                 tv_weight: float = 0.0):
         super().__init__()
+        self.tv_weight = float(tv_weight)  # total-variation penalty on the images the critic reads (see Generator)
         if target not in ("prior", "posterior"):
             raise I2TError(f"critic target must be prior or posterior, not {target!r}")
         self.shift, self.target = float(shift), target
@@ -230,7 +232,7 @@ class GeneratorTask(TrainTask):
 def train_generator(kind_or_preset: str, data: str, cfg: TrainConfig, *, data_dir: str | Path | None = None,
                     limit: int | None = None, glove: bool = False, hflip: bool | None = None,
                     init_from: str | Path | None = None, critic: str | Path | None = None, critic_weight: float = 0.1,
-                    critic_shift: float = 4.0, critic_target: str = "posterior",
+                    critic_shift: float = 4.0, critic_target: str = "posterior", critic_tv: float = 0.0,
                     **overrides) -> dict:
     """Build vocabulary, model and data for `data` (shapes[:N], flickr8k, or a folder) and run `fit`.
 
@@ -281,7 +283,8 @@ def train_generator(kind_or_preset: str, data: str, cfg: TrainConfig, *, data_di
 
         if model.config.kind == "gan":
             raise I2TError("--critic works with pixel and vae generators, not gan")
-        reader = CaptionCritic(load_captioner(critic), model.vocab, critic_weight, critic_shift, critic_target)
+        reader = CaptionCritic(load_captioner(critic), model.vocab, critic_weight, critic_shift, critic_target,
+                               critic_tv)
     task = GeneratorTask(model, train, val, seed=cfg.seed, hflip=hflip, prompts=sample_prompts(data), critic=reader)
     summary = fit(task, cfg)
     if critic is not None:  # the reader by its weights: a path can be overwritten later (a re-shipped captioner)
@@ -291,7 +294,8 @@ def train_generator(kind_or_preset: str, data: str, cfg: TrainConfig, *, data_di
         summary["critic_weights_sha256"] = meta.get("weights_sha256")
     summary.update({"init_from": str(init_from) if init_from else None, "critic": str(critic) if critic else None,
                     "critic_weight": critic_weight if critic else None,
-                    "critic_shift": critic_shift if critic else None, "critic_target": critic_target if critic else None})
+                    "critic_shift": critic_shift if critic else None, "critic_target": critic_target if critic else None,
+                    "critic_tv": critic_tv if critic else None})
     return summary
 
 
