@@ -127,14 +127,14 @@ def ship(rec: dict) -> Path:
     return dest
 
 
-def _shipped_temperature(run: str) -> float | None:
-    for folder in (ROOT / "img2text2img" / "pretrained").glob("generator*"):
-        cfg = folder / "config.json"
-        if cfg.exists():
-            c = json.loads(cfg.read_text())
-            if c.get("info", {}).get("source_run") == run:
-                return c["config"].get("sample_temperature")
-    return None
+def _shipped_runs() -> dict[str, float]:
+    """source run -> sampling temperature of each generator shipped in the package (a row is the shipped one only
+    at that temperature)."""
+    shipped = {}
+    for cfg in (ROOT / "img2text2img" / "pretrained").glob("generator*/config.json"):
+        c = json.loads(cfg.read_text())
+        shipped[c.get("info", {}).get("source_run")] = c["config"].get("sample_temperature")
+    return shipped
 
 
 def _f(x, nd=3) -> str:
@@ -162,11 +162,7 @@ def section(results_dir: Path) -> str:
              "have); lower is better. Cosine: each drawing to its own photo vs to another photo (a gap means "
              "drawings follow their sentences). Round trip: caption -> drawing -> the dataset's shipped captioner, "
              "nltk BLEU-4 normalised between the captioner on a grey image (0) and on the real photo (1).", ""]
-    shipped = {}
-    for folder in (ROOT / "img2text2img" / "pretrained").glob("generator*"):
-        cfg = folder / "config.json"
-        if cfg.exists():
-            shipped[json.loads(cfg.read_text()).get("info", {}).get("source_run")] = folder.name
+    shipped = _shipped_runs()
     lines += ["'train min' is the wall-clock of the run's last training segment (a resumed run counts only the part "
               "after its resume) with 1 torch thread on the shared 2-core machine. **shipped** marks the package's "
               "default for that dataset. Each round trip used the captioner shipped when its row was measured (the row's "
@@ -184,7 +180,7 @@ def section(results_dir: Path) -> str:
         for r in sorted(rows, key=lambda r: r["frechet"]["frechet_feature_distance"]):
             f, t = r["frechet"], r["roundtrip"]
             mins = "" if not r.get("train_seconds") else f"{r['train_seconds'] / 60:.0f}"
-            mark = " **shipped**" if shipped.get(r["run"]) and r["temperature"] == _shipped_temperature(r["run"]) else ""
+            mark = " **shipped**" if r["run"] in shipped and r["temperature"] == shipped[r["run"]] else ""
             lines.append(f"| {r['name']}{mark} | {r['kind']} | {r['steps']} | {mins} | {r['temperature']} "
                          f"| {f['frechet_feature_distance']:.1f} | {_f(f['cosine_to_own_image'])} / "
                          f"{_f(f['cosine_to_other_image'])} | {_f(f['pixel_mse'], 4)} | **{_f(t['normalised_bleu4'])}** "

@@ -349,12 +349,13 @@ class Generator(nn.Module):
     def forward(self, ids: torch.Tensor, images: torch.Tensor | None = None, step: int = 0, critic=None):
         """Training forward for pixel / vae: ids [B, T], images [B, 3, S, S] in [0, 1] -> (fake, loss, logs).
 
-        `critic` (optional): a callable (drawn images, ids) -> scalar loss with `weight` and `target` attributes,
-        such as `train.generator.CaptionCritic`. For a vae, target "posterior" scores the reconstruction (anchored
-        by the pixel loss, so the critic cannot be fooled with textures) and "prior" a second drawing from z ~ N(0, I)
-        at the sampling temperature (what users get, but free to drift into patterns that please the reader). It is
-        computed here rather than by the caller so a DDP-wrapped model sees one forward. Without images (or for a gan) this just draws with z = 0 and
-        returns (fake, None, {})."""
+        `critic` (optional): a callable (drawn images, ids) -> scalar loss with `weight`, `tv_weight` and `target`
+        attributes, such as `train.generator.CaptionCritic`. For a vae, target "posterior" scores the reconstruction
+        (anchored by the pixel loss, so the critic cannot be fooled with textures) and "prior" a second drawing from
+        z ~ N(0, I) at the sampling temperature (what users get, but free to drift into patterns that please the
+        reader). It is computed here rather than by the caller so a DDP-wrapped model sees one forward.
+
+        Without images (or for a gan) this just draws with z = 0 and returns (fake, None, {})."""
         cfg = self.config
         if images is None or cfg.kind == "gan":
             z = torch.zeros(ids.shape[0], cfg.z_dim, device=ids.device) if cfg.z_dim else None
@@ -378,18 +379,18 @@ class Generator(nn.Module):
         logs = {"recon": recon.item(), "kl": kl.item() * images[0].numel(), "beta": beta}
         if critic is not None:
             drawn = fake
-            if getattr(critic, "target", "prior") == "prior":
+            if critic.target == "prior":
                 drawn = self.decoder(torch.cat([s, torch.randn_like(z) * cfg.sample_temperature], 1), **words)
             loss = loss + self._critic_term(critic, drawn, ids, logs)
         return fake, loss, logs
 
     @staticmethod
     def _critic_term(critic, drawn: torch.Tensor, ids: torch.Tensor, logs: dict) -> torch.Tensor | float:
-        if critic is None or (critic.weight <= 0 and getattr(critic, "tv_weight", 0.0) <= 0):
+        tv = critic.tv_weight if critic is not None else 0.0
+        if critic is None or (critic.weight <= 0 and tv <= 0):
             return 0.0
         c = critic(drawn, ids)
         logs["critic"] = c.item()
-        tv = getattr(critic, "tv_weight", 0.0)
         if tv <= 0:
             return critic.weight * c
         # total variation of what the critic read: plain shapes on plain ground have little of it, the textures that

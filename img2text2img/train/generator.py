@@ -122,14 +122,13 @@ class CaptionCritic(torch.nn.Module):
     def __init__(self, captioner, vocab: Vocabulary, weight: float = 0.1, shift: float = 4.0, target: str = "posterior",
                  tv_weight: float = 0.0):
         super().__init__()
-        self.tv_weight = float(tv_weight)  # total-variation penalty on the images the critic reads (see Generator)
         if target not in ("prior", "posterior"):
             raise I2TError(f"critic target must be prior or posterior, not {target!r}")
-        self.shift, self.target = float(shift), target
-        enc = captioner.ensure_encoder()
-        pre = enc.preprocess
+        self.weight, self.shift, self.target = float(weight), float(shift), target
+        self.tv_weight = float(tv_weight)  # total-variation penalty on the images the critic reads (see Generator)
+        pre = captioner.ensure_encoder().preprocess
         self.captioner = captioner.eval().requires_grad_(False)
-        self.weight, self.size = float(weight), pre.image_size
+        self.size = pre.image_size
         self.register_buffer("mean", torch.tensor(pre.mean).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(pre.std).view(1, 3, 1, 1))
         # generator word id -> captioner word id (the specials share ids 0..3; unknown words become <unk>)
@@ -145,7 +144,7 @@ class CaptionCritic(torch.nn.Module):
             # Read a randomly shifted copy (up to `shift` pixels, sub-pixel, per image; differentiable): a drawing
             # must stay readable wherever it is nudged, which a pixel-grid pattern that fools the reader does not
             # (without this, a dotted lattice that the reader likes appears within a few hundred steps).
-            B, _, H, W = images.shape
+            B, W = images.shape[0], images.shape[-1]
             t = (torch.rand(B, 2, device=images.device) * 2 - 1) * (2 * self.shift / W)
             theta = torch.zeros(B, 2, 3, device=images.device, dtype=images.dtype)
             theta[:, 0, 0] = theta[:, 1, 1] = 1
@@ -277,25 +276,23 @@ def train_generator(kind_or_preset: str, data: str, cfg: TrainConfig, *, data_di
     val = load_image_captions(ds, "val", model.vocab, size, 256, model.config.max_tokens) if "val" in ds.splits else None
     if hflip is None:
         hflip = ds.name != "shapes"
-    reader = None
+    reader, critic_info = None, {}
     if critic is not None:
+        from img2text2img.models import resolve_checkpoint_dir
         from img2text2img.models.captioner import load_captioner
 
         if model.config.kind == "gan":
             raise I2TError("--critic works with pixel and vae generators, not gan")
         reader = CaptionCritic(load_captioner(critic), model.vocab, critic_weight, critic_shift, critic_target,
                                critic_tv)
+        # The reader by the weights read now: its folder may hold another captioner by the time anyone looks.
+        meta = json.loads((resolve_checkpoint_dir(critic) / "config.json").read_text(encoding="utf-8"))
+        critic_info = {"critic": str(critic), "critic_weights_sha256": meta.get("weights_sha256"),
+                       "critic_weight": critic_weight, "critic_shift": critic_shift, "critic_target": critic_target,
+                       "critic_tv": critic_tv}
     task = GeneratorTask(model, train, val, seed=cfg.seed, hflip=hflip, prompts=sample_prompts(data), critic=reader)
     summary = fit(task, cfg)
-    if critic is not None:  # the reader by its weights: a path can be overwritten later (a re-shipped captioner)
-        from img2text2img.models import resolve_checkpoint_dir
-
-        meta = json.loads((resolve_checkpoint_dir(critic) / "config.json").read_text(encoding="utf-8"))
-        summary["critic_weights_sha256"] = meta.get("weights_sha256")
-    summary.update({"init_from": str(init_from) if init_from else None, "critic": str(critic) if critic else None,
-                    "critic_weight": critic_weight if critic else None,
-                    "critic_shift": critic_shift if critic else None, "critic_target": critic_target if critic else None,
-                    "critic_tv": critic_tv if critic else None})
+    summary.update({"init_from": str(init_from) if init_from else None, **critic_info})
     return summary
 
 
