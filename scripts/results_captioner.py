@@ -213,9 +213,8 @@ def ship_shapes(run: str, results_dir: Path) -> dict:
                    "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                    "command": "python scripts/results_captioner.py " + " ".join(sys.argv[1:])})
     dest = default_model_dir("captioner", "shapes")
-    info = json.loads((dest / "config.json").read_text()).get("info", {}) if (dest / "config.json").exists() else {}
     save_shipped(model, dest, metrics={"test": scores},
-                 info={"source_run": str(src), "command": command or info.get("command"), "date": scores["date"]})
+                 info={"source_run": str(src), "command": command, "date": scores["date"]})
     write_text_atomic(results_dir / "captioner_shapes.json", json.dumps(scores, indent=2) + "\n")
     print(f"shipped {src} to {dest}: shapes test BLEU-4 {scores['bleu4']:.3f}")
     return scores
