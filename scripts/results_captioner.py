@@ -119,7 +119,8 @@ def run_one(name: str, args, results_dir: Path) -> dict:
             print(f"{name}: training on a partial cache: {partial}", flush=True)
         opts = CaptionTrainOptions(model=name, data="flickr8k", min_count=args.min_count, glove=args.glove,
                                    glove_source=args.glove_source,
-                                   overrides=overrides, val_images=args.val_images)
+                                   overrides=overrides, val_images=args.val_images, init_from=args.init_from,
+                                   scst=args.scst, scst_samples=args.scst_samples)
         cfg = TrainConfig(out=str(run), epochs=args.epochs, max_steps=args.max_steps, batch_size=args.batch_size, lr=args.lr,
                           patience=args.patience, eval_every=args.eval_every, seed=0, progress=True, log_every=25,
                           warmup_steps=args.warmup, resume=(run / "last" / "config.json").exists())
@@ -141,6 +142,7 @@ def run_one(name: str, args, results_dir: Path) -> dict:
         "val_bleu4_greedy_best": summary.get("best"), "train_images": summary.get("train_images"),
         "partial_cache": summary.get("partial_cache"), "stopped_early": summary.get("stopped_early"), "val": {k: v for k, v in val.items() if k != "examples"},
         "test": test, "beam": args.beam, "glove": summary.get("glove"), "config": summary.get("config"),
+        "init_from": summary.get("init_from"), "objective": summary.get("objective", "cross-entropy"),
         "machine": machine(), "date": dt.date.today().isoformat(),
         "command": "python " + " ".join(sys.argv),
     }
@@ -316,6 +318,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ship-shapes", default=None, metavar="RUN",
                    help="score this shapes captioner run on the shapes test split and ship it")
     p.add_argument("--bench", default=None, help="benchmark this captioner folder and record it")
+    p.add_argument("--init-from", default=None, metavar="RUN",
+                   help="start from this captioner (its config and vocabulary); 'train min' then counts this stage only")
+    p.add_argument("--scst", action="store_true", help="self-critical CIDEr-D training (with --init-from)")
+    p.add_argument("--scst-samples", type=int, default=5)
     args = p.parse_args(argv)
 
     import torch

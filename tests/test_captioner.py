@@ -17,9 +17,10 @@ from img2text2img.models.captioner import (
     create_captioner,
     greedy_search,
     list_captioners,
+    sample_search,
 )
 from img2text2img.models.encoders import create_encoder
-from img2text2img.vocab import Vocabulary, pad_batch
+from img2text2img.vocab import END_ID, Vocabulary, pad_batch
 
 DECODERS = ("lstm", "blstm", "attention")
 SHIPPED_SHAPES = Path(__file__).resolve().parent.parent / "img2text2img" / "pretrained" / "captioner_shapes"
@@ -38,7 +39,7 @@ def shapes():
     with torch.no_grad():
         pooled, grid = enc(torch.stack([tf(load_image(ds.image_path(i))) for i in imgs]))
     caps = [ds.captions[i][0] for i in imgs]
-    return {"ds": ds, "vocab": vocab, "enc": enc, "pooled": pooled, "grid": grid,
+    return {"ds": ds, "vocab": vocab, "enc": enc, "pooled": pooled, "grid": grid, "images": imgs,
             "tokens": pad_batch([vocab.encode(c) for c in caps])}
 
 
@@ -88,6 +89,51 @@ def test_batched_beam_search_matches_one_at_a_time(shapes, decoder):
     alone = [model.decode_features(pooled[i:i + 1], grid[i:i + 1], beam_size=3)[0] for i in range(6)]
     assert [r.text for r in together] == [r.text for r in alone]
     assert [r.logprob for r in together] == pytest.approx([r.logprob for r in alone], abs=1e-4)
+
+
+def test_sample_search_masks_seeds_and_gradients(shapes):
+    torch.manual_seed(4)
+    model = create_captioner("small_cnn+lstm-tiny", shapes["vocab"], feature_dim=64).eval()
+    pooled = shapes["pooled"][:8]
+    ids, logp, mask = sample_search(model.decoder, pooled, None, 3, 12, generator=torch.Generator().manual_seed(0))
+    assert ids.shape[0] == 24 and ids.shape == logp.shape == mask.shape
+    for row, m in zip(ids.tolist(), mask.tolist()):  # a row's mask covers its words and its <end>, nothing after
+        n = row.index(END_ID) + 1 if END_ID in row else len(row)
+        assert m == [True] * n + [False] * (len(row) - n)
+    assert (logp[~mask] == 0).all() and (logp[mask] < 0).all()
+    logp.sum().backward()
+    assert model.decoder.out.weight.grad.abs().sum() > 0
+    again, _, _ = sample_search(model.decoder, pooled, None, 3, 12, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(ids, again)
+
+
+def test_self_critical_training_raises_the_cider_reward(shapes, tmp_path):
+    from img2text2img.train.captioner import CaptionTrainOptions, FeatureSource, SCSTTask
+
+    torch.manual_seed(5)
+    model = create_captioner("small_cnn+lstm-tiny", shapes["vocab"], feature_dim=64, dropout=0.0)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for step in range(15):  # a weak cross-entropy start, as SCST always has one
+        rows = torch.arange(step * 32, step * 32 + 32) % 192
+        loss = model.loss(shapes["tokens"][rows], shapes["pooled"][rows])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.save(tmp_path / "ce")
+    src = FeatureSource(shapes["images"], pooled=shapes["pooled"], grid=shapes["grid"])
+    task = SCSTTask(CaptionTrainOptions(data="shapes:400", init_from=str(tmp_path / "ce"), scst_samples=4),
+                    vocab=shapes["vocab"], sources={"train": src})
+    assert torch.equal(task.model.decoder.out.weight, model.decoder.out.weight)  # started from the checkpoint
+    opt = torch.optim.Adam(task.model.decoder.parameters(), lr=3e-3)
+    rewards = []
+    for step in range(40):
+        batch = task.collate([task.train_dataset()[i] for i in range(step * 24 % 192, step * 24 % 192 + 24)])
+        loss, logs = task.loss(task.model, batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        rewards.append(logs["cider"])
+    assert sum(rewards[-8:]) / 8 > 1.2 * sum(rewards[:8]) / 8, rewards
 
 
 def test_save_load_gives_identical_captions(shapes, tmp_path):

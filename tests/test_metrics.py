@@ -53,3 +53,39 @@ def test_coco_scores_hand_computed():
     assert s["coco_bleu3"] == pytest.approx((11 / 12 * 8 / 10 * 5 / 8) ** (1 / 3), abs=1e-6)
     assert 0.0 < s["coco_rouge_l"] < 1.0
     assert s["coco_cider_d"] > 0.0
+
+
+def test_cider_d_hand_computed():
+    from img2text2img.metrics.cider import CiderD
+
+    # Two images, so an n-gram found in one image's references has idf log(2) - log(1) = log 2; an n-gram found
+    # nowhere has idf log 2 too (df floored at 1). Identical candidate: cosine 1 for unigrams and bigrams, no
+    # trigrams or 4-grams (zero norms count 0) -> 10 * (1 + 1 + 0 + 0) / 4.
+    cider = CiderD([[["a", "b"]], [["c", "d"]]])
+    assert cider.score(["a", "b"], [["a", "b"]]) == pytest.approx(5.0)
+    assert cider.score(["c", "d"], [["a", "b"]]) == 0.0
+    # "a b b": unigram tf-idf (L, 2L) clipped to (L, L) by the reference -> 2L^2 / (sqrt5 L * sqrt2 L); bigrams
+    # {ab, bb} vs {ab} -> 1 / sqrt2; one word longer -> penalty exp(-1 / (2 * 6^2)).
+    expected = 10 * math.exp(-1 / 72) * (2 / math.sqrt(10) + 1 / math.sqrt(2)) / 4
+    assert cider.score(["a", "b", "b"], [["a", "b"]]) == pytest.approx(expected)
+    # the reference cache keyed by image gives the same value
+    assert cider.score(["a", "b", "b"], [["a", "b"]], key=0) == pytest.approx(expected)
+    assert cider.score(["a", "b", "b"], [], key=0) == pytest.approx(expected)
+
+
+def test_cider_d_matches_the_coco_scorer():
+    pytest.importorskip("pycocoevalcap")
+    from pycocoevalcap.cider.cider import Cider
+
+    from img2text2img.metrics.cider import CiderD
+
+    refs = [["a dog runs on the grass", "a brown dog is running", "the dog runs outside"],
+            ["two children play in the water", "kids splash in a pool", "two kids are swimming"],
+            ["a man rides a bike down a hill", "a cyclist on a dirt road", "a man on a bicycle"]]
+    hyps = ["a dog dog dog runs on grass", "two kids play in a pool", "a man rides a bicycle on a hill"]  # dog x3: clipped
+    gts = {i: r for i, r in enumerate(refs)}
+    res = {i: [h] for i, h in enumerate(hyps)}
+    coco, _ = Cider().compute_score(gts, res)
+    split = [[r.split() for r in rs] for rs in refs]
+    ours = CiderD(split).corpus_score([h.split() for h in hyps], split)
+    assert ours == pytest.approx(coco, rel=1e-6)

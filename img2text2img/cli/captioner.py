@@ -54,7 +54,7 @@ def train_captioner_cmd(
     weight_decay: Annotated[float, typer.Option()] = 0.0,
     grad_clip: Annotated[float, typer.Option()] = 5.0,
     dropout: Annotated[float | None, typer.Option(help="Override the preset's dropout.")] = None,
-    label_smoothing: Annotated[float, typer.Option()] = 0.0,
+    label_smoothing: Annotated[float | None, typer.Option(help="Override the preset's (or --init-from model's) label smoothing.")] = None,
     min_count: Annotated[int, typer.Option(help="Rarer words become <unk>.")] = 5,
     glove: Annotated[bool, typer.Option(help="Initialise word embeddings from GloVe (50-d).")] = False,
     patience: Annotated[int | None, typer.Option(help="Early stopping: evaluations without BLEU-4 gain.")] = 3,
@@ -64,9 +64,14 @@ def train_captioner_cmd(
     device: Annotated[str, typer.Option()] = "auto",
     resume: Annotated[bool, typer.Option(help="Continue from out/last.")] = False,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads.")] = None,
+    init_from: Annotated[Path | None, typer.Option(help="Start from this captioner (its weights, config and vocabulary).")] = None,
+    scst: Annotated[bool, typer.Option(help="Self-critical training on CIDEr-D after cross-entropy (needs --init-from; "
+                                            "use a small --lr such as 2e-5).")] = False,
+    scst_samples: Annotated[int, typer.Option(min=2, help="Captions sampled per image with --scst.")] = 5,
 ) -> None:
     """Train a captioner on cached encoder features (teacher forcing, Adam + cosine schedule, early stopping on
-    validation BLEU-4, a checkpoint per epoch)."""
+    validation BLEU-4, a checkpoint per epoch). With --scst, fine-tune a trained one on its own sampled captions,
+    rewarded by CIDEr-D (self-critical sequence training)."""
     import torch
 
     from img2text2img.train.captioner import CaptionTrainOptions, train_captioner
@@ -77,11 +82,12 @@ def train_captioner_cmd(
     if encoder or decoder:
         enc, _, dec = model.partition("+")
         model = f"{encoder or enc}+{decoder or dec}"
-    overrides: dict = {"label_smoothing": label_smoothing}
+    overrides: dict = {} if label_smoothing is None else {"label_smoothing": label_smoothing}
     if dropout is not None:
         overrides["dropout"] = dropout
     opts = CaptionTrainOptions(model=model, data=data, data_dir=str(data_dir) if data_dir else None, min_count=min_count,
-                               glove=glove, overrides=overrides, val_images=val_images)
+                               glove=glove, overrides=overrides, val_images=val_images,
+                               init_from=str(init_from) if init_from else None, scst=scst, scst_samples=scst_samples)
     cfg = TrainConfig(out=str(out), epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr,
                       weight_decay=weight_decay, grad_clip=grad_clip, patience=patience, eval_every=eval_every,
                       seed=seed, device=device, resume=resume)

@@ -467,6 +467,35 @@ def greedy_search(decoder: nn.Module, pooled, grid, max_len: int) -> tuple[torch
     return prefix[:, 1:], total
 
 
+def sample_search(decoder: nn.Module, pooled, grid, n: int, max_len: int,
+                  generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Draw `n` captions per image from the model's own distribution, keeping gradients (self-critical training).
+
+    -> (ids [B*n, L] image-major, word log-probabilities [B*n, L], mask [B*n, L] of real words and <end>). Rows
+    stop at <end>; later positions are <pad> with mask 0. `generator` seeds the draws (on the decoder's device).
+    """
+    B = pooled.shape[0]
+    dev = pooled.device
+    state = decoder.init_state(pooled, grid)
+    state = _select(state, torch.arange(B, device=dev).repeat_interleave(n))
+    prefix = torch.full((B * n, 1), START_ID, dtype=torch.long, device=dev)
+    done = torch.zeros(B * n, dtype=torch.bool, device=dev)
+    logps, masks = [], []
+    for _ in range(max_len + 1):
+        logits, state = decoder.step(state, prefix)
+        logp = _never_emit(torch.log_softmax(logits.float(), -1))
+        word = torch.multinomial(logp.detach().exp(), 1, generator=generator)[:, 0]
+        alive = ~done
+        logps.append(logp.gather(1, word[:, None])[:, 0] * alive)
+        masks.append(alive)
+        word = torch.where(done, torch.full_like(word, PAD_ID), word)
+        prefix = torch.cat([prefix, word[:, None]], 1)
+        done = done | (word == END_ID)
+        if bool(done.all()):
+            break
+    return prefix[:, 1:], torch.stack(logps, 1), torch.stack(masks, 1)
+
+
 def beam_search(decoder: nn.Module, pooled, grid, beam_size: int, max_len: int,
                 length_alpha: float = 0.7) -> tuple[torch.Tensor, torch.Tensor]:
     """Batched beam search -> (ids [B, L], summed logprob [B]) of the best beam per image.

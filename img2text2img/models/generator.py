@@ -63,6 +63,7 @@ class GeneratorConfig:
     sample_temperature: float = 1.0  # vae/gan: default scale of z ~ N(0, I) when drawing (lower = cleaner, less varied)
     fg_weight: float = 0.0  # extra pixel-loss weight where a pixel differs from the image's border colour (see _recon)
     word_attention: int = 0  # the first N decoder stages (8 px, 16 px, ..) attend over the prompt's words (WordAttention)
+    refine: int = 0  # the last N decoder stages get a residual 3x3 conv after their upsampling (ImageDecoder)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -74,6 +75,8 @@ class GeneratorConfig:
             raise I2TError(f"image_size {self.image_size} needs {n_up} decoder channel widths (4 px doubling up to S/2)")
         if not 0 <= self.word_attention <= len(self.channels) - 1:
             raise I2TError(f"word_attention must be between 0 and {len(self.channels) - 1}")
+        if not 0 <= self.refine <= len(self.channels) - 1:
+            raise I2TError(f"refine must be between 0 and {len(self.channels) - 1}")
         if self.recon_loss not in ("mse", "l1"):
             raise I2TError(f"recon_loss must be mse or l1, not {self.recon_loss!r}")
 
@@ -94,11 +97,14 @@ _preset("vae", kind="vae", z_dim=32, film=True)
 _preset("gan", kind="gan", z_dim=64, film=True)
 _preset("vae-attn", kind="vae", z_dim=32, film=True, word_attention=2, fg_weight=4.0)
 _preset("pixel-attn", kind="pixel", film=True, word_attention=2, fg_weight=4.0)
+_preset("vae-attn-refine", kind="vae", z_dim=32, film=True, word_attention=2, fg_weight=4.0, refine=1,
+        channels=(128, 64, 32, 32))
 _TINY = dict(film=True, embed_dim=16, text_hidden=32, channels=(32, 32, 16, 8), enc_channels=(8, 16, 16, 32))
 _preset("pixel-tiny", kind="pixel", **_TINY)
 _preset("vae-tiny", kind="vae", z_dim=8, kl_warmup=10, **_TINY)
 _preset("gan-tiny", kind="gan", z_dim=8, **_TINY)
 _preset("vae-attn-tiny", kind="vae", z_dim=8, kl_warmup=10, word_attention=2, **_TINY)
+_preset("vae-attn-refine-tiny", kind="vae", z_dim=8, kl_warmup=10, word_attention=2, refine=1, **_TINY)
 
 
 def list_generators() -> list[str]:
@@ -184,7 +190,7 @@ class ImageDecoder(nn.Module):
     4x4 map; on shapes this is what makes the colours appear within a few hundred steps."""
 
     def __init__(self, in_dim: int, channels: Sequence[int], film: bool = False, word_dim: int = 0,
-                 word_attention: int = 0):
+                 word_attention: int = 0, refine: int = 0):
         super().__init__()
         c0 = channels[0]
         self.fc = nn.Sequential(nn.Linear(in_dim, c0 * 16), nn.ReLU(inplace=True))
@@ -200,6 +206,12 @@ class ImageDecoder(nn.Module):
                 nn.init.zeros_(f.bias)
         self.attend = nn.ModuleList(WordAttention(co, word_dim, 8 * 2**i)
                                     for i, co in enumerate(channels[1:1 + word_attention]))
+        # A transposed conv alone gives each output pixel a fixed 2x2 pattern of taps; drawing a star's points or a
+        # triangle's corner needs a few pixels of neighbourhood at full detail, hence a residual 3x3 conv per late
+        # stage (BN and the last layer start at zero, so a fresh block is the identity).
+        n_stages = len(channels) - 1
+        self.refine_from = n_stages - refine
+        self.refiners = nn.ModuleList(_Refine(co) for co in channels[1 + self.refine_from:])
         self.to_rgb = nn.Conv2d(channels[-1], 3 * 4, 3, padding=1)
         self.shuffle = nn.PixelShuffle(2)
 
@@ -213,7 +225,23 @@ class ImageDecoder(nn.Module):
             x = F.relu(x)
             if i < len(self.attend):
                 x = self.attend[i](x, words, mask)
+            if i >= self.refine_from:
+                x = self.refiners[i - self.refine_from](x)
         return torch.sigmoid(self.shuffle(self.to_rgb(x)))  # B x 3 x S x S
+
+
+class _Refine(nn.Module):
+    """x -> relu(x + BN(conv3x3(relu(conv3x3(x))))): a residual block that starts as the identity."""
+
+    def __init__(self, c: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c, c, 3, padding=1, bias=False)
+        self.conv2 = nn.Conv2d(c, c, 3, padding=1, bias=False)
+        self.norm = nn.BatchNorm2d(c)
+        nn.init.zeros_(self.norm.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(x + self.norm(self.conv2(F.relu(self.conv1(x)))))
 
 
 def _down_stack(channels: Sequence[int], spectral: bool) -> nn.Sequential:
@@ -297,7 +325,8 @@ class Generator(nn.Module):
         self.vocab = vocab
         self.text = TextEncoder(config.vocab_size, config.embed_dim, config.text_hidden, config.text_layers, config.dropout)
         self.decoder = ImageDecoder(self.text.out_dim + config.z_dim, config.channels, config.film,
-                                    word_dim=config.text_hidden, word_attention=config.word_attention)
+                                    word_dim=config.text_hidden, word_attention=config.word_attention,
+                                    refine=config.refine)
         if config.kind == "vae":
             self.image_encoder = _down_stack(config.enc_channels, spectral=False)
             side = config.image_size // 2 ** len(config.enc_channels)

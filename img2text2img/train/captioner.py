@@ -40,6 +40,9 @@ class CaptionTrainOptions:
     val_images: int | None = None  # score validation BLEU on the first N val images (None = all)
     eval_beam: int = 1  # beam width used for the validation BLEU during training (1 = greedy, fast)
     cache_dir: str | None = None  # feature cache folder (None = the default cache)
+    init_from: str | None = None  # start from this captioner's weights, configuration and vocabulary
+    scst: bool = False  # self-critical training on CIDEr-D (SCSTTask) instead of cross-entropy; needs init_from
+    scst_samples: int = 5  # captions sampled per image; each one's baseline is the mean reward of the others
 
 
 class _PairDataset(Dataset):
@@ -114,8 +117,17 @@ class CaptionerTask(TrainTask):
         train_imgs = self.dataset.split("train")
         if sources is not None:
             train_imgs = [im for im in train_imgs if im in sources["train"].row]
+        start = None
+        if opts.init_from:
+            from img2text2img.models.captioner import load_captioner
+
+            start = load_captioner(opts.init_from)
+            vocab = start.vocab
+            opts.model = f"{start.config.encoder}+{start.config.decoder}"
         self.vocab = vocab or Vocabulary.build(self.dataset.all_captions("train"), min_count=opts.min_count)
         overrides = dict(opts.overrides)
+        if start is not None:  # the starting model's architecture, with the run's own overrides on top
+            overrides = {**{k: v for k, v in config_to_dict(start.config).items() if k != "vocab_size"}, **overrides}
         if opts.glove:
             overrides["embed_dim"] = 50
         cfg = captioner_config(opts.model, vocab_size=len(self.vocab), **overrides)
@@ -130,8 +142,14 @@ class CaptionerTask(TrainTask):
             from img2text2img.models.encoders import create_encoder
 
             self.model.attach_encoder(create_encoder(cfg.encoder, pretrained=False, trainable_blocks=1000))
+        if start is not None:
+            missing, unexpected = self.model.load_state_dict(start.checkpoint_state(), strict=False)
+            if [k for k in missing if not k.startswith("encoder.")] or unexpected:
+                raise I2TError(f"{opts.init_from}: weights do not fit the model built from its own config")
+            if end_to_end and start.encoder is not None:
+                self.model.encoder.load_state_dict(start.encoder.state_dict())
         self.glove_report = None
-        if opts.glove:
+        if opts.glove and start is None:
             from img2text2img.vocab import load_word_vectors
 
             self.glove_report = self.model.decoder.embed.init_from_vectors(self.vocab, load_word_vectors(opts.glove_source))
@@ -171,7 +189,11 @@ class CaptionerTask(TrainTask):
             return {}
         hyps = decode_source(self.model, self.val_src, beam_size=self.opts.eval_beam)
         refs = [[tokenize(c) for c in self.dataset.captions[im]] for im in self.val_imgs]
-        return corpus_bleu_scores(refs, [h.tokens for h in hyps])
+        from img2text2img.metrics.cider import CiderD
+
+        scores = corpus_bleu_scores(refs, [h.tokens for h in hyps])
+        scores["cider_d"] = CiderD(refs).corpus_score([h.tokens for h in hyps], refs)
+        return scores
 
     def checkpoint_state(self):
         return self.model.checkpoint_state()
@@ -182,6 +204,62 @@ class CaptionerTask(TrainTask):
         enc = {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
         if enc and self.model.encoder is not None:
             self.model.encoder.load_state_dict(enc, strict=True)
+
+
+class SCSTTask(CaptionerTask):
+    """Self-critical sequence training (Rennie et al. 2017): fine-tune a cross-entropy-trained captioner on the
+    metric itself. For each training image the decoder samples `scst_samples` captions; each is rewarded with its
+    CIDEr-D against the image's references, minus the mean reward of the image's other samples (the baseline of
+    Luo 2020, which needs no extra greedy decode); the loss is -advantage * log-probability of the sampled words.
+
+    Teacher forcing only ever shows the model gold prefixes; here it learns from its own, which is what it sees when
+    it captions. The decoder samples with dropout off, as it decodes at test time."""
+
+    def __init__(self, opts: CaptionTrainOptions, **kw):
+        if not opts.init_from:
+            raise I2TError("self-critical training starts from a trained captioner: pass --init-from RUN")
+        if opts.scst_samples < 2:
+            raise I2TError("self-critical training needs at least 2 samples per image (the baseline is the others' mean)")
+        super().__init__(opts, **kw)
+        from img2text2img.metrics.cider import CiderD
+
+        self.train_imgs = list(self.train_src.images)
+        self.refs = [[tokenize(c) for c in self.dataset.captions.get(im, [])] for im in self.train_imgs]
+        self.cider = CiderD(self.refs)
+        self.generator = torch.Generator().manual_seed(0)
+
+    def train_dataset(self) -> Dataset:
+        return _PairDataset([(i, []) for i in range(len(self.train_imgs))])
+
+    def collate(self, items):
+        rows = torch.tensor([r for r, _ in items], dtype=torch.long)
+        return {"rows": rows, **self.train_src.batch(rows)}
+
+    def sample_lengths(self) -> None:
+        return None
+
+    def tokens_in(self, batch) -> int:
+        return 0
+
+    def loss(self, model, batch):
+        from img2text2img.models.captioner import sample_search
+
+        m = self.model
+        m.decoder.eval()
+        if "images" in batch:  # an end-to-end encoder (shapes) trains along
+            pooled, grid = m.encoder(batch["images"])
+        else:
+            pooled, grid = batch["pooled"], batch.get("grid")
+        n = self.opts.scst_samples
+        gen = self.generator if pooled.device.type == "cpu" else None
+        ids, logp, mask = sample_search(m.decoder, pooled, grid, n, m.config.max_len, generator=gen)
+        rows = batch["rows"].repeat_interleave(n).tolist()
+        rewards = torch.tensor([self.cider.score(self.vocab.decode_tokens(seq), self.refs[r], key=r)
+                                for seq, r in zip(ids.tolist(), rows)], device=logp.device).view(-1, n)
+        baseline = (rewards.sum(1, keepdim=True) - rewards) / (n - 1)
+        adv = (rewards - baseline).view(-1, 1)
+        loss = -(adv * logp * mask).sum() / mask.sum().clamp(min=1)
+        return loss, {"cider": float(rewards.mean()), "words": float(mask.sum(1).float().mean())}
 
 
 def _random_init_encoder(name: str) -> bool:
@@ -215,13 +293,14 @@ def train_captioner(opts: CaptionTrainOptions, cfg: TrainConfig, sources: dict[s
     """Train a captioner; returns the engine's summary plus the model's size and GloVe coverage."""
     seed_everything(cfg.seed)
     t0 = time.time()
-    task = CaptionerTask(opts, sources=sources)
+    task = (SCSTTask if opts.scst else CaptionerTask)(opts, sources=sources)
     prep = time.time() - t0
     summary = fit(task, cfg)
     summary.update({"model": opts.model, "decoder_parameters": task.model.num_decoder_parameters,
                     "train_images": len(task.train_src), "val_images": len(task.val_imgs),
                     "vocab_size": len(task.vocab), "train_pairs": len(task.pairs), "prepare_seconds": round(prep, 1),
-                    "glove": task.glove_report, "config": config_to_dict(task.model.config)})
+                    "glove": task.glove_report, "config": config_to_dict(task.model.config),
+                    "init_from": opts.init_from, "objective": "scst-cider-d" if opts.scst else "cross-entropy"})
     return summary
 
 
