@@ -46,7 +46,7 @@ def _batches(data, n_steps, bs=16, seed=0):
         yield step, collate([dset[i] for i in idx])
 
 
-@pytest.mark.parametrize("preset,ratio", [("pixel-tiny", 0.85), ("vae-tiny", 0.5), ("vae-attn-tiny", 0.5)])
+@pytest.mark.parametrize("preset,ratio", [("pixel-tiny", 0.85), ("vae-tiny", 0.5), ("vae-attn-tiny", 0.5), ("vae-attn-refine-tiny", 0.5)])
 def test_pixel_and_vae_loss_falls(shapes, preset, ratio):
     _, vocab, data = shapes
     dset = ImageCaptionDataset(data)
@@ -91,7 +91,7 @@ def test_gan_discriminator_learns_and_generator_moves(shapes):
     assert not torch.equal(before, model.decoder.to_rgb.weight)
 
 
-@pytest.mark.parametrize("preset", ["pixel-tiny", "vae-tiny", "gan-tiny", "vae-attn-tiny"])
+@pytest.mark.parametrize("preset", ["pixel-tiny", "vae-tiny", "gan-tiny", "vae-attn-tiny", "vae-attn-refine-tiny"])
 def test_seed_determinism_and_save_load_identity(shapes, preset, tmp_path):
     _, vocab, _ = shapes
     torch.manual_seed(1)
