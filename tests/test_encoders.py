@@ -202,3 +202,38 @@ def test_bulk_inference_copy_matches_the_module():
         assert p.shape == (1, 1280) and g.shape == (1, 49, 1280)
     enc.set_trainable_blocks(1)
     assert enc.for_bulk_inference(x) is enc  # fine-tuning keeps the plain module
+
+
+def test_int8_encoder_close_to_fp32():
+    """Opt-in int8 trunk (Encoder.quantized_for_inference): same output shapes, features close to fp32, and the
+    TF-"same" mirror rewrite is exact in fp32. Random weights, small images: a few seconds."""
+    from img2text2img.models.int8 import QuantizedEncoder, plain_trunk
+
+    torch.manual_seed(0)
+    enc = create_encoder("efficientnet_lite0", pretrained=False).eval()
+    g = torch.Generator().manual_seed(0)
+    calibration = torch.rand(4, 3, 64, 64, generator=g) * 2 - 1
+    x = torch.rand(3, 3, 64, 64, generator=g) * 2 - 1
+    plain_trunk(enc.model, enc.spec.features, calibration)  # raises if the rewrite is not exact
+    fast = enc.quantized_for_inference(calibration)
+    assert isinstance(fast, QuantizedEncoder)
+    with torch.no_grad():
+        pooled, grid = enc(x)
+        q_pooled, q_grid = fast(x)
+    assert q_pooled.shape == pooled.shape and q_grid.shape == grid.shape
+    assert torch.nn.functional.cosine_similarity(pooled, q_pooled).min() > 0.95
+    assert torch.nn.functional.cosine_similarity(grid, q_grid, dim=-1).mean() > 0.9
+    assert not torch.allclose(q_pooled, pooled)  # really int8
+    with pytest.raises(ValueError, match="calibrated for"):
+        fast(torch.zeros(1, 3, 96, 96))
+
+
+def test_int8_falls_back_to_fp32():
+    """A trunk the int8 rewrite cannot handle (squeeze-excite convs without BatchNorm) warns and stays fp32."""
+    torch.manual_seed(0)
+    enc = create_encoder("mobilenet_v3_small", pretrained=False).eval()
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    with pytest.warns(UserWarning, match="int8 quantization of mobilenet_v3_small failed"):
+        fast = enc.quantized_for_inference(x)
+    with torch.no_grad():
+        assert torch.allclose(fast(x)[0], enc(x)[0], atol=1e-4)

@@ -419,6 +419,29 @@ class Captioner(nn.Module):
             self._fast_encoder = (enc, (device, enc.training), fast)
         return self._fast_encoder[2](x)
 
+    def use_int8(self, calibration: Sequence | torch.Tensor | None) -> bool:
+        """Encode with an int8 copy of the encoder from now on (`calibration` = ~100 real photos, PIL images or
+        already preprocessed [N, 3, S, S]), or go back to fp32 with None. Returns whether int8 is now in use.
+
+        Why opt-in: ~2x faster encoding on the CPU, but features move a little and some captions change (see
+        `Encoder.quantized_for_inference`, which also falls back to fp32 with a warning when it cannot quantize).
+        The int8 copy is kept like the frozen fp32 one and dropped when the encoder or device changes."""
+        self._fast_encoder = None
+        if calibration is None:
+            return False
+        enc = self.ensure_encoder()
+        if not hasattr(enc, "quantized_for_inference"):
+            warnings.warn("this encoder cannot be quantized; using fp32", stacklevel=2)
+            return False
+        device = next(self.decoder.parameters()).device
+        x = calibration if isinstance(calibration, torch.Tensor) else torch.stack([enc.transform()(im)
+                                                                                   for im in calibration])
+        fast = enc.quantized_for_inference(x.to(device))
+        self._fast_encoder = (enc, (device, enc.training), fast)
+        from img2text2img.models.int8 import QuantizedEncoder
+
+        return isinstance(fast, QuantizedEncoder)
+
     @torch.inference_mode()
     def caption_images(self, images: Sequence, beam_size: int = 3, max_len: int | None = None,
                        batch_size: int = 32) -> list[CaptionResult]:
