@@ -276,11 +276,27 @@ def write_table(results_dir: Path, doc: Path) -> str:
     if steps:
         text += ["Optimizer steps per model (batch 64; Flickr8k has 30,000 training captions, so 470 steps = one "
                  "epoch): " + "; ".join(steps) + ". Short step budgets mean under-trained, not converged, models.", ""]
+    tuned = [r for r in recs if r.get("objective") == "scst-cider-d"]
+    if tuned:
+        text += ["Self-critical rows (`--init-from RUN --scst`): " + "; ".join(
+            f"{r['model']} starts from `{Path(r['init_from']).parent.name}`" for r in tuned) +
+            ". Their 'train min' counts the self-critical stage only (add the starting row's), and their "
+            "'captions/s' is training images/s, each with 5 sampled captions.", ""]
     if benches:
         text += ["Inference speed (encoder + decoder, image already read, beam 3):", ""]
         for b in benches:
             text.append(f"- `{b['model']}`: {b['batched_images_per_s']} images/s batched, "
                         f"{b['single_image_ms_median']} ms per single image (median), {b['threads']} threads")
+        int8 = ROOT / "docs" / "bench" / "int8.json"
+        if int8.exists():
+            q = json.loads(int8.read_text())
+            text.append(f"- the same captioner with the opt-in int8 encoder (`Captioner.use_int8`, calibrated on "
+                        f"{q['calibration']['images']} training photos in {q['calibration']['seconds']:.0f} s): "
+                        f"{q['caption_images']['int8_images_per_s']} vs {q['caption_images']['fp32_images_per_s']} "
+                        f"images/s batched in the same process; validation BLEU-4 (nltk, beam {q['beam']}, "
+                        f"{q['quality']['images']} images) {q['quality']['bleu4_int8']:.4f} vs "
+                        f"{q['quality']['bleu4_fp32']:.4f}, {q['quality']['identical_captions']} identical captions "
+                        f"({q['date']}, `{q['command']}`)")
         text.append("")
     text.append(END)
     section = "\n".join(text)
