@@ -195,3 +195,38 @@ def test_shipped_shapes_captioner_names_colour_and_shape():
         shape = next(w for w in ref if w in SHAPES)
         right += colour in r.tokens and shape in r.tokens
     assert right / len(singles) >= 0.7, (right, len(singles))
+
+
+def test_self_critical_resume_reaches_same_weights(shapes, tmp_path):
+    """Sampling uses the engine's (checkpointed) RNG, so an interrupted self-critical run resumes exactly."""
+    from img2text2img.checkpoint import load_checkpoint
+    from img2text2img.train.captioner import CaptionTrainOptions, FeatureSource, SCSTTask
+    from img2text2img.train.engine import TrainConfig, fit
+
+    torch.manual_seed(6)
+    create_captioner("small_cnn+lstm-tiny", shapes["vocab"], feature_dim=64).save(tmp_path / "start")
+    src = FeatureSource(shapes["images"][:64], pooled=shapes["pooled"][:64], grid=shapes["grid"][:64])
+
+    def task(crash_at=None):
+        class Crashing(SCSTTask):
+            def training_step(self, batch, step, ctx):
+                if step == crash_at:
+                    raise KeyboardInterrupt
+                return super().training_step(batch, step, ctx)
+
+        opts = CaptionTrainOptions(data="shapes:400", init_from=str(tmp_path / "start"), scst=True, scst_samples=3)
+        torch.manual_seed(0)  # the start has no stored encoder, so small_cnn is built afresh: the same one each time
+        return Crashing(opts, vocab=shapes["vocab"], sources={"train": src})
+
+    def cfg(out, resume=False):
+        return TrainConfig(out=str(tmp_path / out), max_steps=8, batch_size=16, lr=1e-3, checkpoint_every=3,
+                           progress=False, resume=resume)
+
+    fit(task(), cfg("straight"))
+    with pytest.raises(KeyboardInterrupt):
+        fit(task(crash_at=5), cfg("part"))
+    fit(task(), cfg("part", resume=True))
+    a = load_checkpoint(tmp_path / "straight" / "last").state_dict
+    b = load_checkpoint(tmp_path / "part" / "last").state_dict
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)

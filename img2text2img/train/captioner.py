@@ -226,7 +226,6 @@ class SCSTTask(CaptionerTask):
         self.train_imgs = list(self.train_src.images)
         self.refs = [[tokenize(c) for c in self.dataset.captions.get(im, [])] for im in self.train_imgs]
         self.cider = CiderD(self.refs)
-        self.generator = torch.Generator().manual_seed(0)
 
     def train_dataset(self) -> Dataset:
         return _PairDataset([(i, []) for i in range(len(self.train_imgs))])
@@ -251,8 +250,8 @@ class SCSTTask(CaptionerTask):
         else:
             pooled, grid = batch["pooled"], batch.get("grid")
         n = self.opts.scst_samples
-        gen = self.generator if pooled.device.type == "cpu" else None
-        ids, logp, mask = sample_search(m.decoder, pooled, grid, n, m.config.max_len, generator=gen)
+        # the global RNG, seeded by the engine and saved in its checkpoints, so a resumed run draws the same samples
+        ids, logp, mask = sample_search(m.decoder, pooled, grid, n, m.config.max_len)
         rows = batch["rows"].repeat_interleave(n).tolist()
         rewards = torch.tensor([self.cider.score(self.vocab.decode_tokens(seq), self.refs[r], key=r)
                                 for seq, r in zip(ids.tolist(), rows)], device=logp.device).view(-1, n)
