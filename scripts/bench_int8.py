@@ -23,15 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
+from results_doc import cpu_model  # scripts/ is on sys.path when a script runs
 
 
 def _interleaved(fns: dict, arg, n_images: int, repeats: int, iters: int) -> dict:
@@ -127,13 +119,15 @@ def main(argv: list[str] | None = None) -> int:
         }
         print("quality", json.dumps(rec["quality"]), flush=True)
 
-    rec["machine"] = {"cpu": _cpu_model(), "cpus": os.cpu_count(), "platform": platform.platform(),
+    rec["machine"] = {"cpu": cpu_model(), "cpus": os.cpu_count(), "platform": platform.platform(),
                       "torch": torch.__version__, "quantized_engine": torch.backends.quantized.engine,
                       "loadavg_at_end": [round(v, 2) for v in os.getloadavg()]}
     rec["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     rec["command"] = "python scripts/bench_int8.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    from img2text2img.checkpoint import write_text_atomic
+
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(rec, indent=1) + "\n")
+    write_text_atomic(args.out, json.dumps(rec, indent=1) + "\n")
     print(f"wrote {args.out}")
     return 0
 

@@ -14,12 +14,11 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import platform
 import sys
 import time
 from pathlib import Path
 
-from results_doc import replace_section  # scripts/ is on sys.path when a script runs
+from results_doc import cpu_model, replace_section  # scripts/ is on sys.path when a script runs
 
 ROOT = Path(__file__).resolve().parent.parent
 BEGIN, END = "<!-- captioner:begin -->", "<!-- captioner:end -->"
@@ -30,15 +29,7 @@ ALL_DECODERS = ("lstm", "blstm", "attention")
 def machine() -> str:
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for ln in Path("/proc/cpuinfo").read_text().splitlines():
-            if ln.startswith("model name"):
-                cpu = ln.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    return f"{cpu_model()}, torch {torch.__version__}, {torch.get_num_threads()} threads"
 
 
 def encoder_available(name: str) -> bool:
