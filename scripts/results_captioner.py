@@ -113,7 +113,7 @@ def run_one(name: str, args, results_dir: Path) -> dict:
                                    overrides=overrides, val_images=args.val_images, init_from=args.init_from,
                                    scst=args.scst, scst_samples=args.scst_samples)
         cfg = TrainConfig(out=str(run), epochs=args.epochs, max_steps=args.max_steps, batch_size=args.batch_size, lr=args.lr,
-                          patience=args.patience, eval_every=args.eval_every, seed=0, progress=True, log_every=25,
+                          patience=args.patience, eval_every=args.eval_every, seed=args.seed, progress=True, log_every=25,
                           warmup_steps=args.warmup, resume=(run / "last" / "config.json").exists())
         summary = train_captioner(opts, cfg, sources=sources)
         summary["partial_cache"] = partial
@@ -314,6 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--glove", action="store_true")
     p.add_argument("--glove-source", default=None, help='GloVe file/folder, or "kumo" (the full 400k-word package)')
     p.add_argument("--overrides", default="", help="JSON dict of CaptionerConfig overrides")
+    p.add_argument("--seed", type=int, default=0, help="training seed (initialisation and batch order); ensembles want several")
     p.add_argument("--tag", default="", help="suffix for run and result names (e.g. -glove)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--report-only", action="store_true")

@@ -230,3 +230,42 @@ def test_self_critical_resume_reaches_same_weights(shapes, tmp_path):
     b = load_checkpoint(tmp_path / "part" / "last").state_dict
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_ensemble_of_decoders_averages_members_and_round_trips(shapes, decoder, tmp_path):
+    from img2text2img.models import load_model
+    from img2text2img.models.captioner import ensemble_captioners
+
+    pooled, grid = shapes["pooled"][:8], shapes["grid"][:8]
+    members = []
+    for seed in (5, 6):
+        torch.manual_seed(seed)
+        m = create_captioner(f"small_cnn+{decoder}-tiny", shapes["vocab"], feature_dim=64, dropout=0.0).eval()
+        m.save(tmp_path / f"m{seed}")
+        members.append(m)
+    ens = ensemble_captioners([tmp_path / "m5", tmp_path / "m6"])
+    assert ens.config.members == 2
+    g = grid if decoder == "attention" else None
+    # one step from <start>: the ensemble's distribution is the renormalised mean of its members' log-probabilities
+    with torch.no_grad():
+        prefix = torch.full((8, 1), 1, dtype=torch.long)
+        want = torch.stack([torch.log_softmax(m.decoder.step(m.decoder.init_state(pooled, g), prefix)[0], -1)
+                            for m in members]).mean(0)
+        got, _ = ens.decoder.step(ens.decoder.init_state(pooled, g), prefix)
+    assert torch.allclose(torch.log_softmax(got, -1), torch.log_softmax(want, -1), atol=1e-5)
+    # an ensemble of a model with itself captions exactly like the model
+    twin = ensemble_captioners([tmp_path / "m5", members[0]])
+    assert [r.text for r in twin.decode_features(pooled, grid, beam_size=3)] == \
+           [r.text for r in members[0].decode_features(pooled, grid, beam_size=3)]
+    before = ens.decode_features(pooled, grid, beam_size=3)
+    ens.save(tmp_path / "ens")
+    after = load_model(tmp_path / "ens").decode_features(pooled, grid, beam_size=3)
+    assert [r.text for r in before] == [r.text for r in after]
+    assert [r.logprob for r in before] == pytest.approx([r.logprob for r in after], abs=1e-5)
+    with pytest.raises(I2TError, match="at least two"):
+        ensemble_captioners([tmp_path / "m5"])
+    other = create_captioner("small_cnn+lstm-tiny" if decoder != "lstm" else "small_cnn+blstm-tiny",
+                             shapes["vocab"], feature_dim=64)
+    with pytest.raises(I2TError, match="cannot ensemble"):
+        ensemble_captioners([members[0], other])

@@ -292,3 +292,71 @@ def test_critic_total_variation_term_penalises_textures_not_flat_ground():
     assert float(Generator._critic_term(Reader(), flat, ids, logs)) == 0.0
     assert float(Generator._critic_term(Reader(), lattice, ids, logs)) > 0.4
     assert logs["tv"] > 0.4
+
+
+def test_learned_prior_and_adversarial_term_train_and_round_trip(shapes, tmp_path):
+    _, vocab, data = shapes
+    dset = ImageCaptionDataset(data)
+    fixed = collate([dset[i] for i in range(32)])
+    torch.manual_seed(0)
+    model = create_generator("vae-tiny", vocab, prior="learned", adv_weight=0.1).train()
+    g_opt = torch.optim.Adam(model.generator_parameters(), lr=3e-3)
+    d_opt = torch.optim.Adam(model.discriminator.parameters(), lr=2e-3, betas=(0.5, 0.999))
+
+    def fixed_terms() -> tuple[float, float]:
+        with torch.no_grad():
+            logs = model(*fixed, step=10_000)[2]
+        return logs["recon"], logs["kl"]
+
+    recon0, _ = fixed_terms()
+    d_before = model.discriminator.out.parametrizations.weight.original.detach().clone()
+    d_losses = []
+    for step, (ids, images) in _batches(data, 50):
+        fake, loss, logs, prior_fake = model(ids, images, step, return_prior=True)
+        assert prior_fake.shape == fake.shape
+        d_loss, g_fn = model.adversarial_losses(ids, images, torch.cat([fake, prior_fake]), torch.cat([ids, ids]))
+        d_opt.zero_grad()
+        d_loss.backward()
+        d_opt.step()
+        g_adv, adv_logs = g_fn()
+        g_opt.zero_grad()
+        (loss + model.config.adv_weight * g_adv).backward()
+        g_opt.step()
+        d_losses.append(adv_logs["d"])
+    recon1, _ = fixed_terms()
+    assert recon1 < 0.5 * recon0
+    assert np.isfinite(d_losses).all()  # (that the hinge loss teaches the discriminator: the gan test)
+    assert not torch.equal(d_before, model.discriminator.out.parametrizations.weight.original)
+    # the prior has moved off N(0, I): its mean now depends on the sentence
+    with torch.no_grad():
+        mu, _ = model._prior(model.encode_text(fixed[0]))
+    assert float(mu.abs().mean()) > 1e-3 and float((mu[0] - mu[1]).abs().sum()) > 0
+    a = model.generate(PROMPTS, n=2, seed=3)
+    model.save(tmp_path / "full")
+    assert torch.equal(load_model(tmp_path / "full").generate(PROMPTS, n=2, seed=3), a)
+    model.save(tmp_path / "small", full=False)  # drawing weights keep the prior net, drop the discriminator
+    small = load_model(tmp_path / "small")
+    assert not hasattr(small, "discriminator") or small.config.adv_weight > 0
+    assert torch.equal(small.generate(PROMPTS, n=2, seed=3), a)
+
+
+def test_init_from_adds_a_neutral_learned_prior_and_discriminator(shapes, tmp_path):
+    from img2text2img.train.engine import TrainConfig
+    from img2text2img.train.generator import train_generator
+
+    ds, _, _ = shapes
+    train_generator("vae-tiny", str(ds.root), TrainConfig(out=str(tmp_path / "a"), max_steps=2, batch_size=8,
+                                                          checkpoint_every=2, progress=False))
+    start = load_model(tmp_path / "a" / "last")
+    cfg = TrainConfig(out=str(tmp_path / "b"), max_steps=3, batch_size=8, checkpoint_every=3, progress=False, lr=0.0)
+    summary = train_generator("vae-tiny", str(ds.root), cfg, init_from=tmp_path / "a" / "last", prior="learned",
+                              adv_weight=0.1)
+    assert summary["steps"] == 3
+    after = load_model(tmp_path / "b" / "last")
+    assert after.config.prior == "learned" and after.config.adv_weight == 0.1
+    # lr 0 and a zero-initialised prior: the extended model draws exactly what it started from
+    # (BatchNorm running statistics move in training mode, so compare with those copied over)
+    after.decoder.load_state_dict(start.decoder.state_dict())
+    assert torch.equal(after.generate(PROMPTS, n=2, seed=5), start.generate(PROMPTS, n=2, seed=5))
+    with pytest.raises(I2TError, match="vae options"):
+        create_generator("pixel-tiny", Vocabulary.build(["a red circle"]), prior="learned")

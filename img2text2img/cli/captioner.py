@@ -123,3 +123,21 @@ def eval_captioner_cmd(
         out.parent.mkdir(parents=True, exist_ok=True)
         write_text_atomic(out, text + "\n")
     console.print_json(text)
+
+
+@app.command("ensemble")
+def ensemble_cmd(
+    members: Annotated[list[Path], typer.Argument(help="Two or more captioner folders (runs of one recipe with other "
+                                                       "--seed values).")],
+    out: Annotated[Path, typer.Option(help="Where to write the ensemble checkpoint.")] = Path("runs/ensemble"),
+    half: Annotated[bool, typer.Option(help="Store the weights as fp16 (half the size).")] = False,
+) -> None:
+    """Combine captioners trained apart into one checkpoint that averages their word probabilities at every step.
+
+    Use it like any captioner: `i2t caption photo.jpg --model OUT`, `i2t eval captioner --model OUT`."""
+    from img2text2img.models.captioner import ensemble_captioners
+
+    model = ensemble_captioners(members)
+    model.save(out, half=half, info={"members": [str(m) for m in members]})
+    console.print(f"wrote an ensemble of {model.config.members} {model.config.encoder}+{model.config.decoder} "
+                  f"decoders to {out}")

@@ -55,6 +55,7 @@ class CaptionerConfig:
     length_alpha: float = 0.7  # beam search ranks finished captions by logprob / length ** length_alpha
     encoder_weights_sha256: str = ""  # fingerprint of the encoder weights the decoder was trained on
     store_encoder: bool = False  # random-init encoders keep their weights in the checkpoint
+    members: int = 1  # > 1: an ensemble of this many decoders of this type, trained apart (`ensemble_captioners`)
 
     @property
     def uses_grid(self) -> bool:
@@ -279,6 +280,38 @@ DECODERS.add("blstm", MergeBLSTMDecoder)
 DECODERS.add("attention", SoftAttentionDecoder)
 
 
+class EnsembleDecoder(nn.Module):
+    """Decoders trained apart (other seeds), read as one: at every step the members' log-probabilities are averaged
+    (a product of experts, renormalised by the search's log-softmax). Members that err differently cancel each
+    other's slips; the encoder, which costs most at inference, is shared and runs once.
+
+    It offers the same `init_state` / `step` / `forward` as a single decoder, so every search works unchanged."""
+
+    def __init__(self, members: Sequence[nn.Module]):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def init_state(self, pooled, grid):
+        return {f"{i}.{k}": v for i, m in enumerate(self.members) for k, v in m.init_state(pooled, grid).items()}
+
+    def _member_state(self, state: dict, i: int) -> dict:
+        tag = f"{i}."
+        return {k[len(tag):]: v for k, v in state.items() if k.startswith(tag)}
+
+    def step(self, state, prefix):
+        logps, new = [], {}
+        for i, m in enumerate(self.members):
+            logits, st = m.step(self._member_state(state, i), prefix)
+            logps.append(torch.log_softmax(logits.float(), -1))
+            new.update({f"{i}.{k}": v for k, v in st.items()})
+        return torch.stack(logps).mean(0), new
+
+    def forward(self, pooled, grid, tokens):
+        outs = [m(pooled, grid, tokens) for m in self.members]
+        logp = torch.stack([torch.log_softmax(o[0].float(), -1) for o in outs]).mean(0)
+        return logp, torch.stack([o[1] for o in outs]).mean()
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # The captioner
 
@@ -294,7 +327,10 @@ class Captioner(nn.Module):
             raise I2TError("captioner config needs feature_dim (the encoder's feature size)")
         self.config = config
         self.vocab = vocab
-        self.decoder = DECODERS.get(config.decoder)(config)
+        if config.members < 1:
+            raise I2TError(f"members must be at least 1, not {config.members}")
+        make = DECODERS.get(config.decoder)
+        self.decoder = make(config) if config.members == 1 else EnsembleDecoder([make(config) for _ in range(config.members)])
         self.encoder: nn.Module | None = None
 
     # -- training -----------------------------------------------------------------------------------------------
@@ -582,6 +618,36 @@ def load_captioner(model: str | Path | Captioner | None = None, device: str = "c
     if model is None and not (path / "config.json").exists():
         raise I2TError(f"no default captioner shipped at {path}; pass --model DIR")
     return load_model(path, kind=KIND, device=device)
+
+
+def ensemble_captioners(models: Sequence[str | Path | Captioner]) -> Captioner:
+    """One captioner whose decoder is the ensemble of `models`' decoders (`EnsembleDecoder`).
+
+    The members must read the same features with the same vocabulary and decoder type (runs of one recipe with
+    other seeds); beam search, length normalisation and maximum length are taken from the first."""
+    loaded = [load_captioner(m) for m in models]
+    if len(loaded) < 2:
+        raise I2TError("an ensemble needs at least two captioners")
+    first = loaded[0]
+    decoders = []
+    for m in loaded:
+        c = m.config
+        shape = ("encoder", "encoder_weights_sha256", "feature_dim", "decoder", "embed_dim", "hidden",
+                 "attention_dim", "feature_proj")
+        if any(getattr(c, f) != getattr(first.config, f) for f in shape):
+            raise I2TError(f"cannot ensemble {c.encoder}+{c.decoder} with {first.config.encoder}+{first.config.decoder}: "
+                           "members must share encoder weights, decoder type and sizes")
+        if m.vocab.itos != first.vocab.itos:
+            raise I2TError("cannot ensemble captioners with different vocabularies (train them on the same data "
+                           "with the same --min-count)")
+        if c.store_encoder:
+            raise I2TError("ensembles of captioners that store their own encoder are not supported")
+        decoders.extend(m.decoder.members if isinstance(m.decoder, EnsembleDecoder) else [m.decoder])
+    cfg = replace(first.config, members=len(decoders))
+    model = Captioner(cfg, first.vocab)
+    for target, source in zip(model.decoder.members, decoders):
+        target.load_state_dict(source.state_dict())
+    return model.eval()
 
 
 def caption(images: Sequence, model: str | Path | Captioner | None = None, beam_size: int = 3,

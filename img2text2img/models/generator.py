@@ -64,6 +64,8 @@ class GeneratorConfig:
     fg_weight: float = 0.0  # extra pixel-loss weight where a pixel differs from the image's border colour (see _recon)
     word_attention: int = 0  # the first N decoder stages (8 px, 16 px, ..) attend over the prompt's words (WordAttention)
     refine: int = 0  # the last N decoder stages get a residual 3x3 conv after their upsampling (ImageDecoder)
+    prior: str = "standard"  # vae: "standard" z ~ N(0, I), or "learned" z ~ N(mu(s), sigma(s)) from the sentence
+    adv_weight: float = 0.0  # vae: weight of a matching-aware discriminator's hinge loss on its drawings (VAE-GAN)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -77,6 +79,12 @@ class GeneratorConfig:
             raise I2TError(f"word_attention must be between 0 and {len(self.channels) - 1}")
         if not 0 <= self.refine <= len(self.channels) - 1:
             raise I2TError(f"refine must be between 0 and {len(self.channels) - 1}")
+        if self.prior not in ("standard", "learned"):
+            raise I2TError(f"prior must be standard or learned, not {self.prior!r}")
+        if self.kind != "vae" and (self.prior != "standard" or self.adv_weight):
+            raise I2TError("a learned prior and adv_weight are vae options (a gan is adversarial already)")
+        if self.adv_weight < 0:
+            raise I2TError("adv_weight must be >= 0")
         if self.recon_loss not in ("mse", "l1"):
             raise I2TError(f"recon_loss must be mse or l1, not {self.recon_loss!r}")
 
@@ -331,7 +339,13 @@ class Generator(nn.Module):
             self.image_encoder = _down_stack(config.enc_channels, spectral=False)
             side = config.image_size // 2 ** len(config.enc_channels)
             self.posterior = nn.Linear(config.enc_channels[-1] * side * side + self.text.out_dim, 2 * config.z_dim)
-        if config.kind == "gan":
+            if config.prior == "learned":
+                # Zero-initialised last layer: the learned prior starts as N(0, I), so it can be added to a trained VAE.
+                self.prior_net = nn.Sequential(nn.Linear(self.text.out_dim, 256), nn.ReLU(inplace=True),
+                                               nn.Linear(256, 2 * config.z_dim))
+                nn.init.zeros_(self.prior_net[2].weight)
+                nn.init.zeros_(self.prior_net[2].bias)
+        if config.kind == "gan" or config.adv_weight > 0:
             self.discriminator = Discriminator(config)
 
     # -- pieces -----------------------------------------------------------------------------------------------
@@ -347,13 +361,31 @@ class Generator(nn.Module):
         s, words, mask = self.text(ids, words=True)
         return s, {"words": words, "mask": mask}
 
+    def _prior(self, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sentence vectors -> the prior's (mu, logvar) over z."""
+        if self.config.prior != "learned":
+            zero = s.new_zeros(s.shape[0], self.config.z_dim)
+            return zero, zero
+        mu, logvar = self.prior_net(s).chunk(2, dim=1)
+        return mu, logvar.clamp(-10, 10)
+
+    def _from_noise(self, s: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """Standard-normal noise -> a draw of z from the prior for these sentences (the identity for N(0, I))."""
+        if self.config.prior != "learned":
+            return noise
+        mu, logvar = self._prior(s)
+        return mu + noise * torch.exp(0.5 * logvar)
+
     def draw(self, ids: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
-        """ids [B, T] (+ z [B, z_dim]) -> images [B, 3, S, S] in [0, 1]."""
+        """ids [B, T] (+ noise z [B, z_dim], standard normal times the temperature) -> images [B, 3, S, S] in [0, 1].
+
+        With a learned prior the noise is mapped through it, so a temperature scales the spread around what the
+        sentence predicts rather than around the origin."""
         s, words = self._text(ids)
         if self.config.z_dim:
             if z is None:
                 raise ValueError("this generator needs z")
-            s = torch.cat([s, z], dim=1)
+            s = torch.cat([s, self._from_noise(s, z)], dim=1)
         return self.decoder(s, **words)
 
     def generator_parameters(self) -> list[nn.Parameter]:
@@ -375,7 +407,8 @@ class Generator(nn.Module):
 
     # -- losses ----------------------------------------------------------------------------------------------
 
-    def forward(self, ids: torch.Tensor, images: torch.Tensor | None = None, step: int = 0, critic=None):
+    def forward(self, ids: torch.Tensor, images: torch.Tensor | None = None, step: int = 0, critic=None,
+                return_prior: bool = False):
         """Training forward for pixel / vae: ids [B, T], images [B, 3, S, S] in [0, 1] -> (fake, loss, logs).
 
         `critic` (optional): a callable (drawn images, ids) -> scalar loss with `weight`, `tv_weight` and `target`
@@ -383,6 +416,9 @@ class Generator(nn.Module):
         (anchored by the pixel loss, so the critic cannot be fooled with textures) and "prior" a second drawing from
         z ~ N(0, I) at the sampling temperature (what users get, but free to drift into patterns that please the
         reader). It is computed here rather than by the caller so a DDP-wrapped model sees one forward.
+
+        With `return_prior` (vae) a fourth value is the drawing from the prior for the same sentences (what the
+        adversarial term judges besides the reconstruction).
 
         Without images (or for a gan) this just draws with z = 0 and returns (fake, None, {})."""
         cfg = self.config
@@ -402,16 +438,23 @@ class Generator(nn.Module):
         z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
         fake = self.decoder(torch.cat([s, z], 1), **words)
         recon = self._recon(fake, images)
-        kl = (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp())).sum(1).mean() / images[0].numel()
+        # KL(q(z | image, sentence) || p(z | sentence)); with the standard prior p = N(0, I). A learned prior lets z
+        # carry only what the sentence leaves open (where a shape is when it does not say), so a sample from it
+        # draws what the sentence says instead of whatever the posterior put in that corner of N(0, I).
+        p_mu, p_logvar = self._prior(s)
+        kl_terms = p_logvar - logvar + (logvar.exp() + (mu - p_mu).pow(2)) * torch.exp(-p_logvar) - 1
+        kl = 0.5 * kl_terms.sum(1).mean() / images[0].numel()
         beta = cfg.beta * min(1.0, step / cfg.kl_warmup) if cfg.kl_warmup > 0 else cfg.beta
         loss = recon + beta * kl
         logs = {"recon": recon.item(), "kl": kl.item() * images[0].numel(), "beta": beta}
+        prior_fake = None
+        if return_prior or (critic is not None and critic.target == "prior"):
+            noise = torch.randn_like(z) * cfg.sample_temperature
+            prior_fake = self.decoder(torch.cat([s, self._from_noise(s, noise)], 1), **words)
         if critic is not None:
-            drawn = fake
-            if critic.target == "prior":
-                drawn = self.decoder(torch.cat([s, torch.randn_like(z) * cfg.sample_temperature], 1), **words)
+            drawn = prior_fake if critic.target == "prior" else fake
             loss = loss + self._critic_term(critic, drawn, ids, logs)
-        return fake, loss, logs
+        return (fake, loss, logs, prior_fake) if return_prior else (fake, loss, logs)
 
     @staticmethod
     def _critic_term(critic, drawn: torch.Tensor, ids: torch.Tensor, logs: dict) -> torch.Tensor | float:
@@ -428,23 +471,36 @@ class Generator(nn.Module):
         logs["tv"] = t.item()
         return critic.weight * c + tv * t
 
-    def gan_losses(self, ids: torch.Tensor, images: torch.Tensor, z: torch.Tensor):
-        """Hinge losses for one GAN step: returns (d_loss, g_fn) where g_fn() -> (g_loss, logs) is called after the
-        discriminator update so the generator is scored by the updated discriminator.
+    def adversarial_losses(self, ids: torch.Tensor, images: torch.Tensor, fake: torch.Tensor,
+                           fake_ids: torch.Tensor | None = None):
+        """Hinge losses of the matching-aware discriminator: returns (d_loss, g_fn) where g_fn() -> (g_adv, logs)
+        is called after the discriminator update so the drawings are scored by the updated discriminator.
 
-        The discriminator's negatives are drawn images and real images paired with a mismatched sentence (the batch
-        rolled by one), so it must check that the picture fits the sentence, not only that it looks real."""
+        The discriminator's negatives are the drawings (`fake`, for `fake_ids`, default `ids`) and real images
+        paired with a mismatched sentence (the batch rolled by one), so it must check that the picture fits the
+        sentence, not only that it looks real."""
         D = self.discriminator
-        fake = self.draw(ids, z)
-        wrong_ids = ids.roll(1, dims=0)
+        fake_ids = ids if fake_ids is None else fake_ids
         d_real = D(images, ids)
-        d_fake = D(fake.detach(), ids)
-        d_wrong = D(images, wrong_ids)
+        d_fake = D(fake.detach(), fake_ids)
+        d_wrong = D(images, ids.roll(1, dims=0))
         d_loss = F.relu(1 - d_real).mean() + 0.5 * (F.relu(1 + d_fake).mean() + F.relu(1 + d_wrong).mean())
 
         def g_fn():
-            g_adv = -D(fake, ids).mean()
-            logs = {"d": d_loss.item(), "g_adv": g_adv.item(), "d_real": d_real.mean().item(), "d_fake": d_fake.mean().item()}
+            g_adv = -D(fake, fake_ids).mean()
+            return g_adv, {"d": d_loss.item(), "g_adv": g_adv.item(), "d_real": d_real.mean().item(),
+                           "d_fake": d_fake.mean().item()}
+
+        return d_loss, g_fn
+
+    def gan_losses(self, ids: torch.Tensor, images: torch.Tensor, z: torch.Tensor):
+        """One GAN step's losses: (d_loss, g_fn) as in `adversarial_losses`, for drawings from noise `z`, plus the
+        optional pixel term."""
+        fake = self.draw(ids, z)
+        d_loss, adv_fn = self.adversarial_losses(ids, images, fake)
+
+        def g_fn():
+            g_adv, logs = adv_fn()
             g_loss = g_adv
             if self.config.recon_weight > 0:
                 r = self._recon(fake, images)

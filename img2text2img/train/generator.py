@@ -182,11 +182,13 @@ class GeneratorTask(TrainTask):
 
     def configure_optimizers(self, cfg: TrainConfig) -> dict[str, torch.optim.Optimizer]:
         m = self.model
-        if m.config.kind != "gan":
-            return {"main": torch.optim.AdamW(m.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)}
-        # DCGAN practice: beta1 = 0.5 for both players.
-        return {"gen": torch.optim.Adam(m.generator_parameters(), lr=cfg.lr, betas=(0.5, 0.999)),
-                "disc": torch.optim.Adam(m.discriminator.parameters(), lr=cfg.lr * self.d_lr_mult, betas=(0.5, 0.999))}
+        def disc() -> torch.optim.Optimizer:  # DCGAN practice: beta1 = 0.5 for the discriminator (and a gan's generator)
+            return torch.optim.Adam(m.discriminator.parameters(), lr=cfg.lr * self.d_lr_mult, betas=(0.5, 0.999))
+
+        if m.config.kind == "gan":
+            return {"gen": torch.optim.Adam(m.generator_parameters(), lr=cfg.lr, betas=(0.5, 0.999)), "disc": disc()}
+        main = {"main": torch.optim.AdamW(m.generator_parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)}
+        return {**main, "disc": disc()} if m.config.adv_weight > 0 else main
 
     def loss(self, model, batch):
         ids, images = batch
@@ -195,13 +197,23 @@ class GeneratorTask(TrainTask):
 
     def training_step(self, batch, step: int, ctx: StepContext) -> dict[str, float]:
         ids, images = batch
-        if self.model.config.kind != "gan":
-            if self.critic is not None:
-                self.critic.to(ids.device)
+        m = getattr(ctx.model, "module", ctx.model)
+        if self.critic is not None:
+            self.critic.to(ids.device)
+        if m.config.kind != "gan" and m.config.adv_weight > 0:
+            # VAE-GAN: the discriminator judges both the reconstruction and a drawing from the prior; pixel and KL
+            # terms keep the content, the adversarial term asks for the crisp corners and points that a blur lacks.
+            fake, loss, logs, prior_fake = ctx.model(ids, images, step, critic=self.critic, return_prior=True)
+            d_loss, g_fn = m.adversarial_losses(ids, images, torch.cat([fake, prior_fake]), torch.cat([ids, ids]))
+            ctx.backward_step(d_loss, "disc")
+            g_adv, adv_logs = g_fn()
+            loss = loss + m.config.adv_weight * g_adv
+            ctx.backward_step(loss, "main")
+            return {"loss": float(loss.detach()), **logs, **adv_logs}
+        if m.config.kind != "gan":
             _, loss, logs = ctx.model(ids, images, step, critic=self.critic)
             ctx.backward_step(loss, "main")
             return {"loss": float(loss.detach()), **logs}
-        m = getattr(ctx.model, "module", ctx.model)
         z = torch.randn(ids.shape[0], m.config.z_dim, device=ids.device)
         d_loss, g_fn = m.gan_losses(ids, images, z)
         ctx.backward_step(d_loss, "disc")
@@ -226,6 +238,27 @@ class GeneratorTask(TrainTask):
             images = self.model.generate(self.prompts, n=2, seed=0)
         save_grid(images, Path(path) / "samples.png", ncol=4, scale=2)
         save_grid(images, Path(path).parent / "samples" / f"step{step:06d}.png", ncol=4, scale=2)
+
+
+# Config fields a run started with `init_from` may change: each adds a part that starts neutral (the learned prior
+# as N(0, I), a fresh discriminator), so the trained weights stay valid.
+_EXTENSIONS = ("prior", "adv_weight")
+
+
+def _extend(model: Generator, ck, changes: dict) -> Generator:
+    """`model` (loaded from `ck`) with `changes` to its `_EXTENSIONS` fields: new parts fresh, the rest as trained."""
+    from dataclasses import replace
+
+    changes = {k: v for k, v in changes.items() if getattr(model.config, k) != v}
+    if not changes:
+        return model
+    extended = Generator(replace(model.config, **changes), vocab=model.vocab).train()
+    missing, unexpected = extended.load_state_dict(ck.state_dict, strict=False)
+    kept = [k for k in missing if not k.startswith(("prior_net.", "discriminator."))]
+    if kept or unexpected:
+        raise I2TError(f"cannot change {', '.join(changes)} of {ck.path}: weights do not fit "
+                       f"(missing {kept[:3]}, unexpected {unexpected[:3]})")
+    return extended
 
 
 def train_generator(kind_or_preset: str, data: str, cfg: TrainConfig, *, data_dir: str | Path | None = None,
@@ -259,6 +292,7 @@ def train_generator(kind_or_preset: str, data: str, cfg: TrainConfig, *, data_di
             raise I2TError(f"{init_from} is a {model.config.kind} generator, not {kind_or_preset}")
         if model.config.kind != "pixel" and len(ck.state_dict) < len(model.state_dict()):
             raise I2TError(f"{init_from} holds drawing weights only; start from a training run's last/ checkpoint")
+        model = _extend(model, ck, {k: overrides[k] for k in _EXTENSIONS if overrides.get(k) is not None})
         model.config.kl_warmup = 0  # the KL weight was already warmed up in the run this starts from
     else:
         vocab = Vocabulary.build(ds.all_captions("train"), min_count=1 if ds.name == "shapes" else 5, max_size=8000)
