@@ -87,6 +87,26 @@ def stopped_run_summary(run: Path) -> dict:
             "config": best.config}
 
 
+def build_ensemble(members: list[str], run: Path, val_images: int | None) -> None:
+    """Write the ensemble of `members` (captioner checkpoints or run folders) as the run `run`: best/ and a summary
+    whose training time is the members' sum (each had to be trained), so the table row is scored like any other."""
+    from img2text2img.checkpoint import load_checkpoint, write_text_atomic
+    from img2text2img.config import config_to_dict
+    from img2text2img.models import resolve_checkpoint_dir
+    from img2text2img.models.captioner import ensemble_captioners
+    from img2text2img.train.captioner import evaluate_captioner
+
+    dirs = [resolve_checkpoint_dir(m) for m in members]
+    model = ensemble_captioners(dirs)
+    seconds = sum(float(load_checkpoint(d).metrics.get("train_seconds", 0.0)) for d in dirs)
+    model.save(run / "best", metrics={"train_seconds": seconds}, info={"members": [str(d) for d in dirs]})
+    greedy = evaluate_captioner(model, "flickr8k", "val", beam_size=1, coco=False, limit=val_images)
+    summary = {"steps": None, "epochs": None, "best": greedy["bleu4"], "train_seconds": seconds,
+               "members": [str(d) for d in dirs], "config": config_to_dict(model.config),
+               "objective": "ensemble of " + ", ".join(str(d.parent.name) for d in dirs)}
+    write_text_atomic(run / "summary.json", json.dumps(summary, indent=2, default=str))
+
+
 def run_one(name: str, args, results_dir: Path) -> dict:
     """Train (unless a finished run exists) and score one model; returns the JSON record."""
     from img2text2img.checkpoint import write_text_atomic
@@ -96,6 +116,8 @@ def run_one(name: str, args, results_dir: Path) -> dict:
 
     run = Path(args.runs) / (name + args.tag)
     summary_file = run / "summary.json"
+    if args.ensemble and not summary_file.exists():
+        build_ensemble(args.ensemble, run, args.val_images)
     if not summary_file.exists() and args.eval_only:
         summary = stopped_run_summary(run)
         write_text_atomic(summary_file, json.dumps(summary, indent=2, default=str))
@@ -330,6 +352,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="start from this captioner (its config and vocabulary); 'train min' then counts this stage only")
     p.add_argument("--scst", action="store_true", help="self-critical CIDEr-D training (with --init-from)")
     p.add_argument("--scst-samples", type=int, default=5)
+    p.add_argument("--ensemble", nargs="+", default=None, metavar="RUN",
+                   help="score the ensemble of these captioner runs (give --encoders/--decoders of the members and a --tag)")
     args = p.parse_args(argv)
 
     import torch
