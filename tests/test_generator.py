@@ -360,3 +360,43 @@ def test_init_from_adds_a_neutral_learned_prior_and_discriminator(shapes, tmp_pa
     assert torch.equal(after.generate(PROMPTS, n=2, seed=5), start.generate(PROMPTS, n=2, seed=5))
     with pytest.raises(I2TError, match="vae options"):
         create_generator("pixel-tiny", Vocabulary.build(["a red circle"]), prior="learned")
+
+
+def test_feature_loss_is_zero_on_the_real_image_and_trains_the_drawing(shapes, tmp_path):
+    from img2text2img.models.encoders import create_encoder
+    from img2text2img.train.engine import TrainConfig
+    from img2text2img.train.generator import FeatureLoss, train_generator
+
+    ds, vocab, data = shapes
+    torch.manual_seed(0)
+    enc = create_encoder("small_cnn", pretrained=False)
+    loss = FeatureLoss(enc, weight=1.0)
+    real = data.images[:8].float() / 255.0
+    assert float(loss(real, real)) == 0.0
+    blurred = torch.nn.functional.avg_pool2d(real, 5, 1, 2).requires_grad_(True)
+    value = loss(blurred, real)
+    assert float(value.detach()) > 0
+    value.backward()
+    assert blurred.grad is not None and blurred.grad.abs().sum() > 0
+    assert all(p.grad is None for p in enc.parameters())  # the encoder stays frozen
+
+    dset = ImageCaptionDataset(data)
+    fixed = collate([dset[i] for i in range(32)])
+    model = create_generator("pixel-tiny", vocab).train()
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+
+    def fixed_perceptual() -> float:
+        with torch.no_grad():
+            return model(*fixed, perceptual=loss)[2]["perceptual"]
+
+    start = fixed_perceptual()
+    for step, (ids, images) in _batches(data, 40):
+        _, total, _ = model(ids, images, step, perceptual=loss)
+        opt.zero_grad()
+        total.backward()
+        opt.step()
+    assert fixed_perceptual() < 0.8 * start
+
+    cfg = TrainConfig(out=str(tmp_path / "run"), max_steps=2, batch_size=8, checkpoint_every=2, progress=False)
+    summary = train_generator("vae-tiny", str(ds.root), cfg, perceptual="small_cnn", perceptual_weight=0.5)
+    assert summary["perceptual"] == "small_cnn" and summary["perceptual_weight"] == 0.5

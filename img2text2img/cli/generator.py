@@ -88,6 +88,10 @@ def train_generator_cmd(
                                                "can drift into textures that fool the reader).")] = "posterior",
     critic_tv: Annotated[float, typer.Option(min=0.0, help="Total-variation penalty on the drawings the critic "
                                            "reads (discourages textures that fool it).")] = 0.0,
+    perceptual: Annotated[str | None, typer.Option(help="Perceptual term (pixel, vae): an encoder name such as "
+                                                   "mobilenet_v2, or a captioner checkpoint whose encoder compares "
+                                                   "the drawing with the real image.")] = None,
+    perceptual_weight: Annotated[float, typer.Option(min=0.0, help="Weight of the --perceptual term.")] = 1.0,
     prior: Annotated[str | None, typer.Option(help="vae: 'standard' (z ~ N(0, I)) or 'learned' (a prior predicted "
                                               "from the sentence; can be added with --init-from).")] = None,
     adv_weight: Annotated[float | None, typer.Option(min=0.0, help="vae: weight of a matching-aware "
@@ -107,7 +111,8 @@ def train_generator_cmd(
     summary = train_generator(kind, data, cfg, data_dir=data_dir, limit=limit, glove=glove, init_from=init_from,
                               critic=critic, critic_weight=critic_weight,
                               critic_shift=critic_shift, critic_target=critic_target,
-                              critic_tv=critic_tv, prior=prior, adv_weight=adv_weight)
+                              critic_tv=critic_tv, prior=prior, adv_weight=adv_weight,
+                              perceptual=perceptual, perceptual_weight=perceptual_weight)
     write_run_summary(out, summary)
     console.print(json.dumps(summary, indent=2, default=str))
 

@@ -408,7 +408,7 @@ class Generator(nn.Module):
     # -- losses ----------------------------------------------------------------------------------------------
 
     def forward(self, ids: torch.Tensor, images: torch.Tensor | None = None, step: int = 0, critic=None,
-                return_prior: bool = False):
+                return_prior: bool = False, perceptual=None):
         """Training forward for pixel / vae: ids [B, T], images [B, 3, S, S] in [0, 1] -> (fake, loss, logs).
 
         `critic` (optional): a callable (drawn images, ids) -> scalar loss with `weight`, `tv_weight` and `target`
@@ -416,6 +416,9 @@ class Generator(nn.Module):
         (anchored by the pixel loss, so the critic cannot be fooled with textures) and "prior" a second drawing from
         z ~ N(0, I) at the sampling temperature (what users get, but free to drift into patterns that please the
         reader). It is computed here rather than by the caller so a DDP-wrapped model sees one forward.
+
+        `perceptual` (optional): a callable (drawn, real) -> scalar with a `weight` attribute, such as
+        `train.generator.FeatureLoss`, added for the pixel model's drawing / the vae's reconstruction.
 
         With `return_prior` (vae) a fourth value is the drawing from the prior for the same sentences (what the
         adversarial term judges besides the reconstruction).
@@ -429,7 +432,8 @@ class Generator(nn.Module):
             fake = self.draw(ids)
             recon = self._recon(fake, images)
             logs = {"recon": recon.item()}
-            return fake, recon + self._critic_term(critic, fake, ids, logs), logs
+            loss = recon + self._perceptual_term(perceptual, fake, images, logs)
+            return fake, loss + self._critic_term(critic, fake, ids, logs), logs
         # vae
         s, words = self._text(ids)
         h = self.image_encoder(images * 2 - 1).flatten(1)
@@ -447,6 +451,7 @@ class Generator(nn.Module):
         beta = cfg.beta * min(1.0, step / cfg.kl_warmup) if cfg.kl_warmup > 0 else cfg.beta
         loss = recon + beta * kl
         logs = {"recon": recon.item(), "kl": kl.item() * images[0].numel(), "beta": beta}
+        loss = loss + self._perceptual_term(perceptual, fake, images, logs)
         prior_fake = None
         if return_prior or (critic is not None and critic.target == "prior"):
             noise = torch.randn_like(z) * cfg.sample_temperature
@@ -455,6 +460,14 @@ class Generator(nn.Module):
             drawn = prior_fake if critic.target == "prior" else fake
             loss = loss + self._critic_term(critic, drawn, ids, logs)
         return (fake, loss, logs, prior_fake) if return_prior else (fake, loss, logs)
+
+    @staticmethod
+    def _perceptual_term(perceptual, drawn: torch.Tensor, real: torch.Tensor, logs: dict) -> torch.Tensor | float:
+        if perceptual is None or perceptual.weight <= 0:
+            return 0.0
+        p = perceptual(drawn, real)
+        logs["perceptual"] = p.item()
+        return perceptual.weight * p
 
     @staticmethod
     def _critic_term(critic, drawn: torch.Tensor, ids: torch.Tensor, logs: dict) -> torch.Tensor | float:

@@ -159,6 +159,61 @@ class CaptionCritic(torch.nn.Module):
         return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=PAD_ID)
 
 
+class FeatureLoss(torch.nn.Module):
+    """Perceptual term: how far a frozen encoder's activations of the drawing are from those of the real image.
+
+    A blob and a star cost about the same in pixels; a network that has learned to tell them apart (the encoder of
+    a shapes captioner, an ImageNet CNN for photos) sees the difference in its activations. Each block's output is
+    unit-normalised over channels at every position (as LPIPS does, so no layer dominates by scale) and the squared
+    distance is averaged over positions and blocks. Anchored to the real image, it cannot be satisfied by a texture
+    the way a caption reader can. Frozen, eval mode, never saved with the generator."""
+
+    def __init__(self, encoder, weight: float = 1.0, blocks: int | None = None):
+        super().__init__()
+        self.weight = float(weight)
+        pre = encoder.preprocess
+        self.encoder = encoder.eval().requires_grad_(False)
+        self.size = pre.image_size
+        self.register_buffer("mean", torch.tensor(pre.mean).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(pre.std).view(1, 3, 1, 1))
+        self.blocks = encoder.blocks[:blocks] if blocks else encoder.blocks
+
+    def train(self, mode: bool = True):
+        return super().train(False)
+
+    def forward(self, drawn: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+        import torch.nn.functional as F
+
+        acts: list[torch.Tensor] = []
+        hooks = [b.register_forward_hook(lambda _m, _i, out: acts.append(out)) for b in self.blocks]
+        try:
+            x = torch.cat([drawn, real])
+            if x.shape[-1] != self.size:
+                x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
+            self.encoder.feature_map((x - self.mean) / self.std)
+        finally:
+            for h in hooks:
+                h.remove()
+        n = drawn.shape[0]
+        total = drawn.new_zeros(())
+        for a in acts:
+            a = a / (a.pow(2).sum(1, keepdim=True).sqrt() + 1e-6)
+            total = total + (a[:n] - a[n:].detach()).pow(2).sum(1).mean()
+        return total / max(len(acts), 1)
+
+
+def feature_loss(source: str | Path, weight: float = 1.0) -> FeatureLoss:
+    """A `FeatureLoss` on an encoder by name (`mobilenet_v2`, with its pretrained weights) or on the encoder of a
+    captioner checkpoint (e.g. one trained on the shapes set, which knows a star from a diamond)."""
+    from img2text2img.models.encoders import ENCODERS, create_encoder
+
+    if str(source) in ENCODERS.names():
+        return FeatureLoss(create_encoder(str(source), pretrained=True), weight)
+    from img2text2img.models.captioner import load_captioner
+
+    return FeatureLoss(load_captioner(source).ensure_encoder(), weight)
+
+
 class GeneratorTask(TrainTask):
     """pixel / vae: one optimizer on the pixel (+ KL) loss; gan: alternating discriminator and generator steps."""
 
@@ -167,9 +222,9 @@ class GeneratorTask(TrainTask):
 
     def __init__(self, model: Generator, train: ImageCaptions, val: ImageCaptions | None = None, seed: int = 0,
                  hflip: bool = False, prompts: list[str] | None = None, d_lr_mult: float = 1.0,
-                 critic: CaptionCritic | None = None):
+                 critic: CaptionCritic | None = None, perceptual: FeatureLoss | None = None):
         self.model, self.vocab = model, model.vocab
-        self.critic = critic
+        self.critic, self.perceptual = critic, perceptual
         self.train, self.val, self.seed, self.hflip = train, val, seed, hflip
         self.prompts = prompts or SAMPLE_PROMPTS["shapes"]
         self.d_lr_mult = d_lr_mult
@@ -198,12 +253,14 @@ class GeneratorTask(TrainTask):
     def training_step(self, batch, step: int, ctx: StepContext) -> dict[str, float]:
         ids, images = batch
         m = getattr(ctx.model, "module", ctx.model)
-        if self.critic is not None:
-            self.critic.to(ids.device)
+        for extra in (self.critic, self.perceptual):
+            if extra is not None:
+                extra.to(ids.device)
+        terms = {"critic": self.critic, "perceptual": self.perceptual}
         if m.config.kind != "gan" and m.config.adv_weight > 0:
             # VAE-GAN: the discriminator judges both the reconstruction and a drawing from the prior; pixel and KL
             # terms keep the content, the adversarial term asks for the crisp corners and points that a blur lacks.
-            fake, loss, logs, prior_fake = ctx.model(ids, images, step, critic=self.critic, return_prior=True)
+            fake, loss, logs, prior_fake = ctx.model(ids, images, step, return_prior=True, **terms)
             d_loss, g_fn = m.adversarial_losses(ids, images, torch.cat([fake, prior_fake]), torch.cat([ids, ids]))
             ctx.backward_step(d_loss, "disc")
             g_adv, adv_logs = g_fn()
@@ -211,7 +268,7 @@ class GeneratorTask(TrainTask):
             ctx.backward_step(loss, "main")
             return {"loss": float(loss.detach()), **logs, **adv_logs}
         if m.config.kind != "gan":
-            _, loss, logs = ctx.model(ids, images, step, critic=self.critic)
+            _, loss, logs = ctx.model(ids, images, step, **terms)
             ctx.backward_step(loss, "main")
             return {"loss": float(loss.detach()), **logs}
         z = torch.randn(ids.shape[0], m.config.z_dim, device=ids.device)
@@ -265,7 +322,7 @@ def train_generator(kind_or_preset: str, data: str, cfg: TrainConfig, *, data_di
                     limit: int | None = None, glove: bool = False, hflip: bool | None = None,
                     init_from: str | Path | None = None, critic: str | Path | None = None, critic_weight: float = 0.1,
                     critic_shift: float = 4.0, critic_target: str = "posterior", critic_tv: float = 0.0,
-                    **overrides) -> dict:
+                    perceptual: str | Path | None = None, perceptual_weight: float = 1.0, **overrides) -> dict:
     """Build vocabulary, model and data for `data` (shapes[:N], flickr8k, or a folder) and run `fit`.
 
     On `cfg.resume` the vocabulary and config come from `out/last` so the run continues with the same model.
@@ -310,7 +367,7 @@ def train_generator(kind_or_preset: str, data: str, cfg: TrainConfig, *, data_di
     val = load_image_captions(ds, "val", model.vocab, size, 256, model.config.max_tokens) if "val" in ds.splits else None
     if hflip is None:
         hflip = ds.name != "shapes"
-    reader, critic_info = None, {}
+    reader, run_info = None, {}
     if critic is not None:
         from img2text2img.models import resolve_checkpoint_dir
         from img2text2img.models.captioner import load_captioner
@@ -321,12 +378,19 @@ def train_generator(kind_or_preset: str, data: str, cfg: TrainConfig, *, data_di
                                critic_tv)
         # The reader by the weights read now: its folder may hold another captioner by the time anyone looks.
         meta = json.loads((resolve_checkpoint_dir(critic) / "config.json").read_text(encoding="utf-8"))
-        critic_info = {"critic": str(critic), "critic_weights_sha256": meta.get("weights_sha256"),
+        run_info = {"critic": str(critic), "critic_weights_sha256": meta.get("weights_sha256"),
                        "critic_weight": critic_weight, "critic_shift": critic_shift, "critic_target": critic_target,
                        "critic_tv": critic_tv}
-    task = GeneratorTask(model, train, val, seed=cfg.seed, hflip=hflip, prompts=sample_prompts(data), critic=reader)
+    feats = None
+    if perceptual is not None:
+        if model.config.kind == "gan":
+            raise I2TError("--perceptual works with pixel and vae generators, not gan")
+        feats = feature_loss(perceptual, perceptual_weight)
+        run_info.update({"perceptual": str(perceptual), "perceptual_weight": perceptual_weight})
+    task = GeneratorTask(model, train, val, seed=cfg.seed, hflip=hflip, prompts=sample_prompts(data), critic=reader,
+                         perceptual=feats)
     summary = fit(task, cfg)
-    summary.update({"init_from": str(init_from) if init_from else None, **critic_info})
+    summary.update({"init_from": str(init_from) if init_from else None, **run_info})
     return summary
 
 
