@@ -23,7 +23,7 @@ from img2text2img.errors import I2TError
 from img2text2img.metrics.caption import coco_scores, corpus_bleu_scores
 from img2text2img.models.captioner import Captioner, CaptionResult, captioner_config
 from img2text2img.train.engine import TrainConfig, TrainTask, fit, seed_everything
-from img2text2img.vocab import PAD_ID, Vocabulary, pad_batch, tokenize
+from img2text2img.vocab import PAD_ID, START_ID, Vocabulary, pad_batch, tokenize
 
 
 @dataclass
@@ -251,7 +251,14 @@ class SCSTTask(CaptionerTask):
             pooled, grid = batch["pooled"], batch.get("grid")
         n = self.opts.scst_samples
         # the global RNG, seeded by the engine and saved in its checkpoints, so a resumed run draws the same samples
-        ids, logp, mask = sample_search(m.decoder, pooled, grid, n, m.config.max_len)
+        with torch.no_grad():
+            ids, _, mask = sample_search(m.decoder, pooled, grid, n, m.config.max_len)
+        # The samples' log-probabilities come from one teacher-forced pass through `model`, the engine's (under
+        # torchrun DistributedDataParallel-wrapped) module, so gradients are synchronised across processes; the
+        # step-by-step sampling above runs the bare decoder, which DDP would not see.
+        tokens = torch.cat([torch.full_like(ids[:, :1], START_ID), ids], 1)
+        logits, _ = model(tokens, pooled.repeat_interleave(n, 0), None if grid is None else grid.repeat_interleave(n, 0))
+        logp = torch.log_softmax(logits.float(), -1).gather(2, ids[:, :, None])[:, :, 0] * mask
         rows = batch["rows"].repeat_interleave(n).tolist()
         rewards = torch.tensor([self.cider.score(self.vocab.decode_tokens(seq), self.refs[r], key=r)
                                 for seq, r in zip(ids.tolist(), rows)], device=logp.device).view(-1, n)
