@@ -199,6 +199,9 @@ def ship_best(results_dir: Path, runs: str) -> dict:
 
     recs = [json.loads(p.read_text()) for p in sorted(results_dir.glob("captioner-*.json"))]
     recs = [r for r in recs if r.get("val_bleu4_greedy_best") is not None]
+    # Ensembles stay opt-in (`i2t ensemble`): every member decodes every word, and decoding is memory-bound on a
+    # CPU, so two members took single-image latency from 89 to 130 ms, past the 100 ms target (docs/RESULTS.md).
+    recs = [r for r in recs if not str(r.get("objective", "")).startswith("ensemble of")]
     if not recs:
         raise SystemExit("no trained captioner to ship")
     best = max(recs, key=lambda r: r["val"].get("bleu4", r["val_bleu4_greedy_best"]))
@@ -285,7 +288,7 @@ def write_table(results_dir: Path, doc: Path) -> str:
     commands = sorted({r["command"].replace(str(ROOT) + "/", "") for r in recs if r.get("command")})
     if commands:
         text += ["Commands that produced these rows:", ""] + [f"- `{c}`" for c in commands] + [""]
-    steps = [f"{r['model']}: {r['steps']}" for r in recs]
+    steps = [f"{r['model']}: {r['steps']}" for r in recs if r.get("steps") is not None]
     if steps:
         text += ["Optimizer steps per model (batch 64; Flickr8k has 30,000 training captions, so 470 steps = one "
                  "epoch): " + "; ".join(steps) + ". Short step budgets mean under-trained, not converged, models.", ""]
@@ -295,6 +298,12 @@ def write_table(results_dir: Path, doc: Path) -> str:
             f"{r['model']} starts from `{Path(r['init_from']).parent.name}`" for r in tuned) +
             ". Their 'train min' counts the self-critical stage only (add the starting row's), and their "
             "'captions/s' is training images/s, each with 5 sampled captions.", ""]
+    ensembles = [r for r in recs if str(r.get("objective", "")).startswith("ensemble of")]
+    if ensembles:
+        text += ["Ensemble rows (`--ensemble RUN RUN`, `i2t ensemble`): " + "; ".join(
+            f"{r['model']} is the {r['objective']}" for r in ensembles) +
+            ". Their 'decoder params' count all members, their 'train min' / 'min to best' add up the members' "
+            "minutes to their best checkpoints (a self-critical member counts its own stage only).", ""]
     if benches:
         text += ["Inference speed (encoder + decoder, image already read, beam 3):", ""]
         for b in benches:
