@@ -312,7 +312,7 @@ def test_learned_prior_and_adversarial_term_train_and_round_trip(shapes, tmp_pat
     d_before = model.discriminator.out.parametrizations.weight.original.detach().clone()
     d_losses = []
     for step, (ids, images) in _batches(data, 50):
-        fake, loss, logs, prior_fake = model(ids, images, step, return_prior=True)
+        fake, loss, _, prior_fake = model(ids, images, step, return_prior=True)
         assert prior_fake.shape == fake.shape
         d_loss, g_fn = model.adversarial_losses(ids, images, torch.cat([fake, prior_fake]), torch.cat([ids, ids]))
         d_opt.zero_grad()
