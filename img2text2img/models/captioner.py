@@ -629,11 +629,11 @@ def ensemble_captioners(models: Sequence[str | Path | Captioner]) -> Captioner:
     if len(loaded) < 2:
         raise I2TError("an ensemble needs at least two captioners")
     first = loaded[0]
+    shape = ("encoder", "encoder_weights_sha256", "feature_dim", "decoder", "embed_dim", "hidden", "attention_dim",
+             "feature_proj")
     decoders = []
     for m in loaded:
         c = m.config
-        shape = ("encoder", "encoder_weights_sha256", "feature_dim", "decoder", "embed_dim", "hidden",
-                 "attention_dim", "feature_proj")
         if any(getattr(c, f) != getattr(first.config, f) for f in shape):
             raise I2TError(f"cannot ensemble {c.encoder}+{c.decoder} with {first.config.encoder}+{first.config.decoder}: "
                            "members must share encoder weights, decoder type and sizes")

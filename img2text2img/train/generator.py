@@ -110,7 +110,29 @@ def collate(items: list) -> tuple[torch.Tensor, torch.Tensor]:
     return pad_batch([ids for _, ids in items]), images
 
 
-class CaptionCritic(torch.nn.Module):
+class _FrozenReader(torch.nn.Module):
+    """A frozen network that reads the generator's drawings: it keeps its encoder's input size and normalisation
+    and stays in eval mode (BatchNorm statistics and dropout fixed) whatever the surrounding training does."""
+
+    def __init__(self, preprocess):
+        super().__init__()
+        self.size = preprocess.image_size
+        self.register_buffer("mean", torch.tensor(preprocess.mean).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(preprocess.std).view(1, 3, 1, 1))
+
+    def train(self, mode: bool = True):
+        return super().train(False)
+
+    def encoder_input(self, images: torch.Tensor) -> torch.Tensor:
+        """Images [B, 3, S, S] in [0, 1] -> the encoder's input size and normalisation (differentiable)."""
+        import torch.nn.functional as F
+
+        if images.shape[-1] != self.size:
+            images = F.interpolate(images, size=(self.size, self.size), mode="bilinear", align_corners=False)
+        return (images - self.mean) / self.std
+
+
+class CaptionCritic(_FrozenReader):
     """Redescription loss (the idea of MirrorGAN): a frozen captioner reads the drawn picture, and the loss is its
     teacher-forced cross-entropy of the prompt.
 
@@ -121,21 +143,14 @@ class CaptionCritic(torch.nn.Module):
 
     def __init__(self, captioner, vocab: Vocabulary, weight: float = 0.1, shift: float = 4.0, target: str = "posterior",
                  tv_weight: float = 0.0):
-        super().__init__()
         if target not in ("prior", "posterior"):
             raise I2TError(f"critic target must be prior or posterior, not {target!r}")
+        super().__init__(captioner.ensure_encoder().preprocess)
         self.weight, self.shift, self.target = float(weight), float(shift), target
         self.tv_weight = float(tv_weight)  # total-variation penalty on the images the critic reads (see Generator)
-        pre = captioner.ensure_encoder().preprocess
         self.captioner = captioner.eval().requires_grad_(False)
-        self.size = pre.image_size
-        self.register_buffer("mean", torch.tensor(pre.mean).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(pre.std).view(1, 3, 1, 1))
         # generator word id -> captioner word id (the specials share ids 0..3; unknown words become <unk>)
         self.register_buffer("lookup", torch.tensor([captioner.vocab.id(w) for w in vocab.itos]))
-
-    def train(self, mode: bool = True):
-        return super().train(False)  # always in eval mode: BatchNorm statistics and dropout of the reader stay fixed
 
     def forward(self, images: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         import torch.nn.functional as F
@@ -151,15 +166,13 @@ class CaptionCritic(torch.nn.Module):
             theta[:, :, 2] = t
             grid = F.affine_grid(theta, list(images.shape), align_corners=False)
             images = F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
-        if images.shape[-1] != self.size:
-            images = F.interpolate(images, size=(self.size, self.size), mode="bilinear", align_corners=False)
         tokens = self.lookup[ids]
-        logits, _ = self.captioner(tokens, images=(images - self.mean) / self.std)
+        logits, _ = self.captioner(tokens, images=self.encoder_input(images))
         target = tokens[:, 1:]
         return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=PAD_ID)
 
 
-class FeatureLoss(torch.nn.Module):
+class FeatureLoss(_FrozenReader):
     """Perceptual term: how far a frozen encoder's activations of the drawing are from those of the real image.
 
     A blob and a star cost about the same in pixels; a network that has learned to tell them apart (the encoder of
@@ -169,28 +182,16 @@ class FeatureLoss(torch.nn.Module):
     the way a caption reader can. Frozen, eval mode, never saved with the generator."""
 
     def __init__(self, encoder, weight: float = 1.0, blocks: int | None = None):
-        super().__init__()
+        super().__init__(encoder.preprocess)
         self.weight = float(weight)
-        pre = encoder.preprocess
         self.encoder = encoder.eval().requires_grad_(False)
-        self.size = pre.image_size
-        self.register_buffer("mean", torch.tensor(pre.mean).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(pre.std).view(1, 3, 1, 1))
         self.blocks = encoder.blocks[:blocks] if blocks else encoder.blocks
 
-    def train(self, mode: bool = True):
-        return super().train(False)
-
     def forward(self, drawn: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-        import torch.nn.functional as F
-
         acts: list[torch.Tensor] = []
         hooks = [b.register_forward_hook(lambda _m, _i, out: acts.append(out)) for b in self.blocks]
         try:
-            x = torch.cat([drawn, real])
-            if x.shape[-1] != self.size:
-                x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
-            self.encoder.feature_map((x - self.mean) / self.std)
+            self.encoder.feature_map(self.encoder_input(torch.cat([drawn, real])))
         finally:
             for h in hooks:
                 h.remove()
