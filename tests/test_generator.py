@@ -379,6 +379,8 @@ def test_feature_loss_is_zero_on_the_real_image_and_trains_the_drawing(shapes, t
     value.backward()
     assert blurred.grad is not None and blurred.grad.abs().sum() > 0
     assert all(p.grad is None for p in enc.parameters())  # the encoder stays frozen
+    small = FeatureLoss(enc, weight=1.0, size=32)  # a smaller reading: still zero on the real image, still a signal
+    assert small.size == 32 and float(small(real, real)) == 0.0 and float(small(blurred, real)) > 0
 
     dset = ImageCaptionDataset(data)
     fixed = collate([dset[i] for i in range(32)])
@@ -398,5 +400,7 @@ def test_feature_loss_is_zero_on_the_real_image_and_trains_the_drawing(shapes, t
     assert fixed_perceptual() < 0.8 * start
 
     cfg = TrainConfig(out=str(tmp_path / "run"), max_steps=2, batch_size=8, checkpoint_every=2, progress=False)
-    summary = train_generator("vae-tiny", str(ds.root), cfg, perceptual="small_cnn", perceptual_weight=0.5)
+    summary = train_generator("vae-tiny", str(ds.root), cfg, perceptual="small_cnn", perceptual_weight=0.5,
+                              perceptual_size=48)
     assert summary["perceptual"] == "small_cnn" and summary["perceptual_weight"] == 0.5
+    assert summary["perceptual_size"] == 48
