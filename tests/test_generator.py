@@ -269,9 +269,33 @@ def test_train_generator_init_from_and_critic(shapes, tmp_path):
     after = load_model(tmp_path / "b" / "last")
     # lr 0: the decoder weights are exactly those it started from (BatchNorm running statistics may move)
     assert torch.equal(start.decoder.to_rgb.weight, after.decoder.to_rgb.weight)
-    with pytest.raises(I2TError, match="not pixel"):
-        train_generator("pixel-tiny", str(ds.root), TrainConfig(out=str(tmp_path / "c"), max_steps=1, progress=False),
+    with pytest.raises(I2TError, match="not gan"):
+        train_generator("gan-tiny", str(ds.root), TrainConfig(out=str(tmp_path / "c"), max_steps=1, progress=False),
                         init_from=tmp_path / "a" / "last")
+
+
+def test_a_vae_continues_as_a_pixel_generator_that_draws_its_z0_picture(shapes, tmp_path):
+    from img2text2img.train.engine import TrainConfig
+    from img2text2img.train.generator import train_generator
+
+    ds, vocab, _ = shapes
+    torch.manual_seed(0)
+    vae = create_generator("vae-attn-refine-tiny", vocab).eval()
+    for p in vae.parameters():  # fresh FiLM / attention outputs are zero: give the z columns something to drop
+        p.data.add_(0.05 * torch.randn_like(p))
+    pixel = vae.without_latent().eval()
+    assert pixel.config.kind == "pixel" and pixel.config.z_dim == 0 and not hasattr(pixel, "image_encoder")
+    ids = vae.prompt_ids(PROMPTS)
+    z0 = vae.draw(ids, torch.zeros(len(PROMPTS), vae.config.z_dim))
+    assert torch.allclose(pixel.draw(ids), z0, atol=1e-6)
+    assert not torch.allclose(vae.draw(ids, torch.ones(len(PROMPTS), vae.config.z_dim)), z0, atol=1e-3)
+    with pytest.raises(I2TError, match="only a vae"):
+        pixel.without_latent()
+
+    vae.save(tmp_path / "a" / "last")
+    cfg = TrainConfig(out=str(tmp_path / "b"), max_steps=2, batch_size=8, checkpoint_every=2, progress=False)
+    summary = train_generator("pixel-tiny", str(ds.root), cfg, init_from=tmp_path / "a" / "last")
+    assert summary["steps"] == 2 and load_model(tmp_path / "b" / "last").config.kind == "pixel"
 
 
 def test_critic_total_variation_term_penalises_textures_not_flat_ground():

@@ -75,7 +75,9 @@ def train_generator_cmd(
     threads: Annotated[int | None, typer.Option(help="torch CPU threads (default: torch's choice).")] = None,
     data_dir: Annotated[Path | None, typer.Option(help="Where the dataset is.")] = None,
     init_from: Annotated[Path | None, typer.Option(help="Start from another run's weights (its last/ checkpoint; "
-                                                   "same kind), e.g. to fine-tune with --critic.")] = None,
+                                                   "same kind), e.g. to fine-tune with --critic; --kind pixel "
+                                                   "from a vae run keeps its drawing at z = 0 and drops the "
+                                                   "latent code.")] = None,
     critic: Annotated[Path | None, typer.Option(help="Captioner checkpoint that reads the drawings back: adds its "
                                                 "cross-entropy of the prompt to the loss (pixel, vae). Judge the "
                                                 "result with a different captioner.")] = None,

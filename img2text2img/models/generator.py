@@ -107,6 +107,10 @@ _preset("vae-attn", kind="vae", z_dim=32, film=True, word_attention=2, fg_weight
 _preset("pixel-attn", kind="pixel", film=True, word_attention=2, fg_weight=4.0)
 _preset("vae-attn-refine", kind="vae", z_dim=32, film=True, word_attention=2, fg_weight=4.0, refine=1,
         channels=(128, 64, 32, 32))
+# The same drawing network with no latent code: it must read the layout from the sentence, because nothing else
+# can carry it (a VAE's posterior code learns the place from the photo, and its prior samples then guess it).
+_preset("pixel-attn-refine", kind="pixel", film=True, word_attention=2, fg_weight=4.0, refine=1,
+        channels=(128, 64, 32, 32))
 _TINY = dict(film=True, embed_dim=16, text_hidden=32, channels=(32, 32, 16, 8), enc_channels=(8, 16, 16, 32))
 _preset("pixel-tiny", kind="pixel", **_TINY)
 _preset("vae-tiny", kind="vae", z_dim=8, kl_warmup=10, **_TINY)
@@ -579,6 +583,30 @@ class Generator(nn.Module):
         state = self.state_dict() if full else self.inference_state_dict()
         return save_checkpoint(path, kind="generator", config=config_to_dict(self.config), state_dict=state,
                                vocab=self.vocab, metrics=metrics, info=info, half=half)
+
+    def without_latent(self) -> Generator:
+        """This VAE's drawing network as a pixel generator that draws exactly what the VAE draws at z = 0.
+
+        Why: a VAE's posterior code learns the layout from the photo, so its decoder never has to read the place from
+        the sentence, and prior samples then guess it. Training the same network on with no code forces the place
+        into the text pathway while keeping everything the VAE already draws. The z columns of the layers that
+        read [sentence, z] are dropped (z = 0 contributes nothing); the image encoder and priors are left behind."""
+        from dataclasses import replace
+
+        if self.config.kind != "vae":
+            raise I2TError(f"only a vae generator can drop its latent code, not a {self.config.kind}")
+        pixel = Generator(replace(self.config, kind="pixel", z_dim=0, prior="standard", adv_weight=0.0),
+                          vocab=self.vocab)
+        width = self.text.out_dim
+        state = {}
+        for key, value in self.state_dict().items():
+            if key.startswith(("image_encoder.", "posterior.", "prior_net.", "discriminator.")):
+                continue
+            if key == "decoder.fc.0.weight" or (key.startswith("decoder.films.") and key.endswith(".weight")):
+                value = value[:, :width]
+            state[key] = value
+        pixel.load_state_dict(state)  # strict: every pixel weight comes from the VAE
+        return pixel.train(self.training)
 
     @classmethod
     def from_checkpoint(cls, ckpt) -> Generator:

@@ -333,7 +333,7 @@ def train_generator(kind_or_preset: str, data: str, cfg: TrainConfig, *, data_di
 
     On `cfg.resume` the vocabulary and config come from `out/last` so the run continues with the same model.
     `init_from` starts a fresh run from another run's weights (its config and vocabulary; `kind_or_preset` must name
-    the same kind); `critic` adds the redescription loss of that captioner checkpoint (`CaptionCritic`)."""
+    the same kind, or pixel to continue a VAE without its latent code, `Generator.without_latent`); `critic` adds the redescription loss of that captioner checkpoint (`CaptionCritic`)."""
     from img2text2img.checkpoint import load_checkpoint
     from img2text2img.config import config_from_dict
     from img2text2img.data import load_dataset
@@ -351,6 +351,8 @@ def train_generator(kind_or_preset: str, data: str, cfg: TrainConfig, *, data_di
 
         ck = load_checkpoint(resolve_checkpoint_dir(init_from), kind="generator")
         model = Generator.from_checkpoint(ck).train()
+        if model.config.kind == "vae" and generator_config(kind_or_preset).kind == "pixel":
+            model = model.without_latent()  # the VAE's drawing at z = 0, trained on to read the layout from text
         if model.config.kind != generator_config(kind_or_preset).kind:
             raise I2TError(f"{init_from} is a {model.config.kind} generator, not {kind_or_preset}")
         if model.config.kind != "pixel" and len(ck.state_dict) < len(model.state_dict()):
