@@ -107,10 +107,6 @@ _preset("vae-attn", kind="vae", z_dim=32, film=True, word_attention=2, fg_weight
 _preset("pixel-attn", kind="pixel", film=True, word_attention=2, fg_weight=4.0)
 _preset("vae-attn-refine", kind="vae", z_dim=32, film=True, word_attention=2, fg_weight=4.0, refine=1,
         channels=(128, 64, 32, 32))
-# The same drawing network with no latent code: it must read the layout from the sentence, because nothing else
-# can carry it (a VAE's posterior code learns the place from the photo, and its prior samples then guess it).
-_preset("pixel-attn-refine", kind="pixel", film=True, word_attention=2, fg_weight=4.0, refine=1,
-        channels=(128, 64, 32, 32))
 _TINY = dict(film=True, embed_dim=16, text_hidden=32, channels=(32, 32, 16, 8), enc_channels=(8, 16, 16, 32))
 _preset("pixel-tiny", kind="pixel", **_TINY)
 _preset("vae-tiny", kind="vae", z_dim=8, kl_warmup=10, **_TINY)
