@@ -96,7 +96,8 @@ def train_generator_cmd(
     perceptual_weight: Annotated[float, typer.Option(min=0.0, help="Weight of the --perceptual term.")] = 1.0,
     perceptual_size: Annotated[int | None, typer.Option(min=32, help="Side in pixels the drawing is resized to "
                                                         "for the --perceptual encoder (default: the encoder's "
-                                                        "input size; 128 trains photos ~3x faster).")] = None,
+                                                        "input size; 112 trained Flickr8k ~4x faster "
+                                                        "than 224 here).")] = None,
     prior: Annotated[str | None, typer.Option(help="vae: 'standard' (z ~ N(0, I)) or 'learned' (a prior predicted "
                                               "from the sentence; can be added with --init-from).")] = None,
     adv_weight: Annotated[float | None, typer.Option(min=0.0, help="vae: weight of a matching-aware "

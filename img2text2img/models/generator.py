@@ -584,8 +584,9 @@ class Generator(nn.Module):
         """This VAE's drawing network as a pixel generator that draws exactly what the VAE draws at z = 0.
 
         Why: a VAE's posterior code learns the layout from the photo, so its decoder never has to read the place from
-        the sentence, and prior samples then guess it. Training the same network on with no code forces the place
-        into the text pathway while keeping everything the VAE already draws. The z columns of the layers that
+        the sentence, and prior samples then guess it. Training the same network on with no code leaves the sentence
+        as the only way to the place, while keeping everything the VAE already draws (on shapes, 750 steps were not
+        enough to move the shapes: see docs/RESULTS.md). The z columns of the layers that
         read [sentence, z] are dropped (z = 0 contributes nothing); the image encoder and priors are left behind."""
         from dataclasses import replace
 

@@ -333,7 +333,8 @@ def train_generator(kind_or_preset: str, data: str, cfg: TrainConfig, *, data_di
 
     On `cfg.resume` the vocabulary and config come from `out/last` so the run continues with the same model.
     `init_from` starts a fresh run from another run's weights (its config and vocabulary; `kind_or_preset` must name
-    the same kind, or pixel to continue a VAE without its latent code, `Generator.without_latent`); `critic` adds the redescription loss of that captioner checkpoint (`CaptionCritic`)."""
+    the same kind, or pixel to continue a VAE without its latent code, `Generator.without_latent`); `critic` adds
+    the redescription loss of that captioner checkpoint (`CaptionCritic`)."""
     from img2text2img.checkpoint import load_checkpoint
     from img2text2img.config import config_from_dict
     from img2text2img.data import load_dataset
