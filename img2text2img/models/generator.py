@@ -586,23 +586,21 @@ class Generator(nn.Module):
         Why: a VAE's posterior code learns the layout from the photo, so its decoder never has to read the place from
         the sentence, and prior samples then guess it. Training the same network on with no code leaves the sentence
         as the only way to the place, while keeping everything the VAE already draws (on shapes, 750 steps were not
-        enough to move the shapes: see docs/RESULTS.md). The z columns of the layers that
-        read [sentence, z] are dropped (z = 0 contributes nothing); the image encoder and priors are left behind."""
+        enough to move the shapes: see docs/RESULTS.md). Every pixel weight is taken from the VAE; the layers that read
+        [sentence, z] lose their trailing z columns (z = 0 contributes nothing), and whatever the pixel model has no
+        place for (image encoder, posterior, priors, discriminator) is left behind. z = 0 is the standard prior's mean
+        (what `draw` gives for zero noise); a learned prior's mean depends on the sentence and is not carried over, so
+        such a VAE's zero-noise drawing differs from the pixel model's."""
         from dataclasses import replace
 
         if self.config.kind != "vae":
             raise I2TError(f"only a vae generator can drop its latent code, not a {self.config.kind}")
         pixel = Generator(replace(self.config, kind="pixel", z_dim=0, prior="standard", adv_weight=0.0),
                           vocab=self.vocab)
-        width = self.text.out_dim
-        state = {}
-        for key, value in self.state_dict().items():
-            if key.startswith(("image_encoder.", "posterior.", "prior_net.", "discriminator.")):
-                continue
-            if key == "decoder.fc.0.weight" or (key.startswith("decoder.films.") and key.endswith(".weight")):
-                value = value[:, :width]
-            state[key] = value
-        pixel.load_state_dict(state)  # strict: every pixel weight comes from the VAE
+        source = self.state_dict()
+        state = {key: source[key] if source[key].shape == like.shape else source[key][:, :like.shape[1]]
+                 for key, like in pixel.state_dict().items()}
+        pixel.load_state_dict(state)  # strict, and shapes checked: a slice that does not fit fails here
         return pixel.train(self.training)
 
     @classmethod

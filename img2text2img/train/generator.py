@@ -352,9 +352,10 @@ def train_generator(kind_or_preset: str, data: str, cfg: TrainConfig, *, data_di
 
         ck = load_checkpoint(resolve_checkpoint_dir(init_from), kind="generator")
         model = Generator.from_checkpoint(ck).train()
-        if model.config.kind == "vae" and generator_config(kind_or_preset).kind == "pixel":
+        wanted = generator_config(kind_or_preset).kind
+        if model.config.kind == "vae" and wanted == "pixel":
             model = model.without_latent()  # the VAE's drawing at z = 0, trained on to read the layout from text
-        if model.config.kind != generator_config(kind_or_preset).kind:
+        if model.config.kind != wanted:
             raise I2TError(f"{init_from} is a {model.config.kind} generator, not {kind_or_preset}")
         if model.config.kind != "pixel" and len(ck.state_dict) < len(model.state_dict()):
             raise I2TError(f"{init_from} holds drawing weights only; start from a training run's last/ checkpoint")
