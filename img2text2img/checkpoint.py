@@ -190,13 +190,17 @@ def load_checkpoint(path: str | Path, kind: str | None = None) -> Checkpoint:
     vocab = Vocabulary.load(path / VOCAB)
     if meta.get("vocab_sha256") and vocab.sha256 != meta["vocab_sha256"]:
         raise I2TError(f"{path / VOCAB} does not match the vocabulary the weights were trained with")
-    metrics = {}
-    if (path / METRICS).exists():
-        try:
-            metrics = json.loads((path / METRICS).read_text(encoding="utf-8"))
-        except json.JSONDecodeError:
-            metrics = {}
-    return Checkpoint(path, meta["kind"], meta.get("config", {}), state, vocab, metrics, meta.get("info", {}))
+    return Checkpoint(path, meta["kind"], meta.get("config", {}), state, vocab, read_metrics(path), meta.get("info", {}))
+
+
+def read_metrics(path: str | Path) -> dict:
+    """A checkpoint folder's `metrics.json` ({} when absent or unreadable) without reading its weights: tables that
+    only need a run's numbers (training time, scores) should not pay for loading and hashing every model."""
+    try:
+        metrics = json.loads((Path(path) / METRICS).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return {}
+    return metrics if isinstance(metrics, dict) else {}
 
 
 def load_trainer_state(path: str | Path) -> dict | None:

@@ -95,7 +95,7 @@ def is_ensemble(rec: dict) -> bool:
 def build_ensemble(members: list[str], run: Path, val_images: int | None) -> None:
     """Write the ensemble of `members` (captioner checkpoints or run folders) as the run `run`: best/ and a summary
     whose training time is the members' sum (each had to be trained), so the table row is scored like any other."""
-    from img2text2img.checkpoint import load_checkpoint, write_text_atomic
+    from img2text2img.checkpoint import read_metrics, write_text_atomic
     from img2text2img.config import config_to_dict
     from img2text2img.models import resolve_checkpoint_dir
     from img2text2img.models.captioner import ensemble_captioners
@@ -103,7 +103,7 @@ def build_ensemble(members: list[str], run: Path, val_images: int | None) -> Non
 
     dirs = [resolve_checkpoint_dir(m) for m in members]
     model = ensemble_captioners(dirs)
-    seconds = sum(float(load_checkpoint(d).metrics.get("train_seconds", 0.0)) for d in dirs)
+    seconds = sum(float(read_metrics(d).get("train_seconds", 0.0)) for d in dirs)
     model.save(run / "best", metrics={"train_seconds": seconds}, info={"members": [str(d) for d in dirs]})
     greedy = evaluate_captioner(model, "flickr8k", "val", beam_size=1, coco=False, limit=val_images)
     summary = {"steps": None, "epochs": None, "best": greedy["bleu4"], "train_seconds": seconds,
@@ -114,7 +114,7 @@ def build_ensemble(members: list[str], run: Path, val_images: int | None) -> Non
 
 def run_one(name: str, args, results_dir: Path) -> dict:
     """Train (unless a finished run exists) and score one model; returns the JSON record."""
-    from img2text2img.checkpoint import write_text_atomic
+    from img2text2img.checkpoint import read_metrics, write_text_atomic
     from img2text2img.models.captioner import load_captioner
     from img2text2img.train.captioner import CaptionTrainOptions, evaluate_captioner, train_captioner
     from img2text2img.train.engine import TrainConfig
@@ -150,7 +150,7 @@ def run_one(name: str, args, results_dir: Path) -> dict:
     val = ({} if summary.get("partial_cache") else
            evaluate_captioner(model, "flickr8k", "val", beam_size=args.beam, coco=False))
     test = evaluate_captioner(model, "flickr8k", "test", beam_size=args.beam, coco=True)
-    best_ckpt = json.loads((run / "best" / "metrics.json").read_text())
+    best_ckpt = read_metrics(run / "best")
     rec = {
         "model": name + args.tag, "encoder": model.config.encoder, "decoder": model.config.decoder,
         "decoder_parameters": model.num_decoder_parameters, "vocab_size": len(model.vocab),

@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from img2text2img.checkpoint import flatten_state, load_checkpoint, save_checkpoint, unflatten_state
+from img2text2img.checkpoint import flatten_state, load_checkpoint, read_metrics, save_checkpoint, unflatten_state
 from img2text2img.errors import I2TError
 from img2text2img.vocab import Vocabulary
 
@@ -25,6 +25,15 @@ def test_roundtrip(tmp_path):
     assert torch.equal(ck.state_dict["w"], torch.arange(6, dtype=torch.float32).reshape(2, 3))
     assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["config.json", "metrics.json", "model.safetensors", "vocab.json"]
     assert not [p for p in tmp_path.iterdir() if p.name != "m"]  # no temp leftovers
+
+
+def test_read_metrics_without_the_weights(tmp_path):
+    _save(tmp_path / "m")
+    (tmp_path / "m" / "model.safetensors").write_bytes(b"damaged")  # not read: a corrupt file would fail loading
+    assert read_metrics(tmp_path / "m") == {"bleu4": 0.5}
+    (tmp_path / "m" / "metrics.json").write_text("{not json", encoding="utf-8")
+    assert read_metrics(tmp_path / "m") == {}
+    assert read_metrics(tmp_path / "absent") == {}
 
 
 def test_half_precision_loads_as_float(tmp_path):
