@@ -386,6 +386,31 @@ def test_init_from_adds_a_neutral_learned_prior_and_discriminator(shapes, tmp_pa
         create_generator("pixel-tiny", Vocabulary.build(["a red circle"]), prior="learned")
 
 
+def test_z_dim_and_beta_options_and_continued_runs_refuse_what_they_cannot_change(shapes, tmp_path):
+    from img2text2img.train.engine import TrainConfig
+    from img2text2img.train.generator import train_generator
+
+    ds, _, _ = shapes
+
+    def cfg(name, **kw):
+        return TrainConfig(out=str(tmp_path / name), max_steps=2, batch_size=8, checkpoint_every=2, progress=False, **kw)
+
+    train_generator("vae-tiny", str(ds.root), cfg("a"), z_dim=3, beta=2.5)
+    made = load_model(tmp_path / "a" / "last")
+    assert made.config.z_dim == 3 and made.config.beta == 2.5
+    # beta is a loss weight: a run started from another may change it; the code size would change the network
+    train_generator("vae-tiny", str(ds.root), cfg("b"), init_from=tmp_path / "a" / "last", beta=6.0)
+    assert load_model(tmp_path / "b" / "last").config.beta == 6.0
+    with pytest.raises(I2TError, match="--z-dim cannot change when a run starts from --init-from"):
+        train_generator("vae-tiny", str(ds.root), cfg("c"), init_from=tmp_path / "a" / "last", z_dim=5)
+    # resuming with the options the run was started with is fine; with others it is refused, not ignored
+    train_generator("vae-tiny", str(ds.root), TrainConfig(out=str(tmp_path / "a"), max_steps=3, batch_size=8,
+                                                          checkpoint_every=3, progress=False, resume=True),
+                    z_dim=3, beta=2.5)
+    with pytest.raises(I2TError, match="--beta cannot change when a run resumes"):
+        train_generator("vae-tiny", str(ds.root), cfg("a", resume=True), beta=1.0)
+
+
 def test_feature_loss_is_zero_on_the_real_image_and_trains_the_drawing(shapes, tmp_path):
     from img2text2img.models.encoders import create_encoder
     from img2text2img.train.engine import TrainConfig

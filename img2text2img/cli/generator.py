@@ -103,6 +103,11 @@ def train_generator_cmd(
     adv_weight: Annotated[float | None, typer.Option(min=0.0, help="vae: weight of a matching-aware "
                                                      "discriminator's loss on reconstructions and prior samples "
                                                      "(VAE-GAN; sharper edges; can be added with --init-from).")] = None,
+    z_dim: Annotated[int | None, typer.Option(min=1, help="vae/gan: size of the latent code (default: the "
+                                              "preset's). A fresh run only.")] = None,
+    beta: Annotated[float | None, typer.Option(min=0.0, help="vae: weight of the KL term (default 1). Higher "
+                                               "makes the code expensive, so what the sentence says should come "
+                                               "from the sentence; can be changed with --init-from.")] = None,
 ) -> None:
     """Train a text-to-image generator; a sample grid for fixed prompts is written at every checkpoint."""
     import torch
@@ -117,7 +122,7 @@ def train_generator_cmd(
     summary = train_generator(kind, data, cfg, data_dir=data_dir, limit=limit, glove=glove, init_from=init_from,
                               critic=critic, critic_weight=critic_weight,
                               critic_shift=critic_shift, critic_target=critic_target,
-                              critic_tv=critic_tv, prior=prior, adv_weight=adv_weight,
+                              critic_tv=critic_tv, prior=prior, adv_weight=adv_weight, z_dim=z_dim, beta=beta,
                               perceptual=perceptual, perceptual_weight=perceptual_weight,
                               perceptual_size=perceptual_size)
     write_run_summary(out, summary)

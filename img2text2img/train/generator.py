@@ -344,7 +344,8 @@ def train_generator(kind_or_preset: str, data: str, cfg: TrainConfig, *, data_di
     seed_everything(cfg.seed)  # the model's random init must depend on the seed alone (reproducible runs)
     ds = load_dataset(data, data_dir)
     last = Path(cfg.out) / "last"
-    if cfg.resume and (last / "config.json").exists():
+    resuming = cfg.resume and (last / "config.json").exists()
+    if resuming:
         ck = load_checkpoint(last, kind="generator")
         model = Generator(config_from_dict(GeneratorConfig, ck.config), vocab=ck.vocab)
     elif init_from is not None:
@@ -361,6 +362,8 @@ def train_generator(kind_or_preset: str, data: str, cfg: TrainConfig, *, data_di
             raise I2TError(f"{init_from} holds drawing weights only; start from a training run's last/ checkpoint")
         model = _extend(model, ck, {k: overrides[k] for k in _EXTENSIONS if overrides.get(k) is not None})
         model.config.kl_warmup = 0  # the KL weight was already warmed up in the run this starts from
+        if overrides.get("beta") is not None:
+            model.config.beta = float(overrides["beta"])
     else:
         vocab = Vocabulary.build(ds.all_captions("train"), min_count=1 if ds.name == "shapes" else 5, max_size=8000)
         overrides.setdefault("embed_dim", 50 if glove else None)
@@ -372,6 +375,14 @@ def train_generator(kind_or_preset: str, data: str, cfg: TrainConfig, *, data_di
             from img2text2img.vocab import load_word_vectors
 
             model.text.embed.init_from_vectors(vocab, load_word_vectors())
+    if resuming or init_from is not None:
+        # A continued run keeps its network (a resumed one its whole config; --init-from may add the parts _extend
+        # adds and change beta): refuse an option that would otherwise be dropped without a word.
+        ignored = sorted(k for k, v in overrides.items() if v is not None and getattr(model.config, k) != v)
+        if ignored:
+            names = ", ".join("--" + k.replace("_", "-") for k in ignored)
+            raise I2TError(f"{names} cannot change when a run " + ("resumes (its saved config is kept)" if resuming
+                           else "starts from --init-from (the network is kept)"))
     size = model.config.image_size
     train = load_image_captions(ds, "train", model.vocab, size, limit, model.config.max_tokens)
     val = load_image_captions(ds, "val", model.vocab, size, 256, model.config.max_tokens) if "val" in ds.splits else None
