@@ -409,6 +409,9 @@ def test_z_dim_and_beta_options_and_continued_runs_refuse_what_they_cannot_chang
                     z_dim=3, beta=2.5)
     with pytest.raises(I2TError, match="--beta cannot change when a run resumes"):
         train_generator("vae-tiny", str(ds.root), cfg("a", resume=True), beta=1.0)
+    # a pixel model has no code to size: one line, not a failure at the first training step
+    with pytest.raises(I2TError, match="pixel generator has no latent code"):
+        train_generator("pixel-tiny", str(ds.root), cfg("d"), z_dim=4)
 
 
 def test_feature_loss_is_zero_on_the_real_image_and_trains_the_drawing(shapes, tmp_path):

@@ -72,6 +72,8 @@ class GeneratorConfig:
             raise I2TError(f"unknown generator kind {self.kind!r}; choose from: {', '.join(KINDS)}")
         if self.kind != "pixel" and self.z_dim <= 0:
             raise I2TError(f"a {self.kind} generator needs z_dim > 0")
+        if self.kind == "pixel" and self.z_dim != 0:
+            raise I2TError("a pixel generator has no latent code: z_dim must be 0 (use vae or gan for one)")
         n_up = int(math.log2(self.image_size // 4))
         if 4 * 2**n_up != self.image_size or len(self.channels) != n_up:
             raise I2TError(f"image_size {self.image_size} needs {n_up} decoder channel widths (4 px doubling up to S/2)")
