@@ -456,3 +456,45 @@ def test_feature_loss_is_zero_on_the_real_image_and_trains_the_drawing(shapes, t
                               perceptual_size=48)
     assert summary["perceptual"] == "small_cnn" and summary["perceptual_weight"] == 0.5
     assert summary["perceptual_size"] == 48
+
+
+def test_z_dropout_draws_the_dropped_part_of_the_batch_from_the_prior_mean(shapes, tmp_path):
+    """With z_dropout the pixel loss also trains the drawing at the prior's mean, so it cannot lean on the posterior."""
+    ds, vocab, data = shapes
+    with pytest.raises(I2TError, match="z_dropout is a vae option"):
+        create_generator("pixel-tiny", vocab, z_dropout=0.3)
+    with pytest.raises(I2TError, match=r"z_dropout must be in \[0, 1\)"):
+        create_generator("vae-tiny", vocab, z_dropout=1.0)
+    _, (ids, images) = next(_batches(data, 1, bs=8))
+    torch.manual_seed(0)
+    for prior in ("standard", "learned"):
+        model = create_generator("vae-tiny", vocab, prior=prior, z_dropout=0.999).train()
+        if prior == "learned":  # a prior that is not N(0, I), so "the prior's mean" is not just zeros
+            torch.nn.init.normal_(model.prior_net[2].weight, std=0.5)
+        with torch.no_grad():
+            fake, _, _ = model(ids, images)
+            # noise 0 through the prior is its mean; train mode, so both see the same batch statistics
+            at_mean = model.draw(ids, torch.zeros(ids.shape[0], model.config.z_dim))
+        assert torch.allclose(fake, at_mean, atol=1e-6), prior
+    # without it the reconstruction follows the image's code, not the prior's mean
+    model = create_generator("vae-tiny", vocab).train()
+    with torch.no_grad():
+        fake, _, _ = model(ids, images)
+        at_mean = model.draw(ids, torch.zeros(ids.shape[0], model.config.z_dim))
+    assert not torch.allclose(fake, at_mean, atol=1e-4)
+    # the option reaches the model from the trainer and survives a checkpoint
+    from img2text2img.train.engine import TrainConfig
+    from img2text2img.train.generator import train_generator
+
+    train_generator("vae-tiny", str(ds.root), TrainConfig(out=str(tmp_path / "a"), max_steps=2, batch_size=8,
+                                                          checkpoint_every=2, progress=False), z_dropout=0.25)
+    assert load_model(tmp_path / "a" / "last").config.z_dropout == 0.25
+    # a loss weight like beta: a run started from another may change it, and the config still checks it
+    train_generator("vae-tiny", str(ds.root), TrainConfig(out=str(tmp_path / "b"), max_steps=2, batch_size=8,
+                                                          checkpoint_every=2, progress=False),
+                    init_from=tmp_path / "a" / "last", z_dropout=0.5)
+    assert load_model(tmp_path / "b" / "last").config.z_dropout == 0.5
+    with pytest.raises(I2TError, match="z_dropout must be"):
+        train_generator("vae-tiny", str(ds.root), TrainConfig(out=str(tmp_path / "c"), max_steps=2, batch_size=8,
+                                                              checkpoint_every=2, progress=False),
+                        init_from=tmp_path / "a" / "last", z_dropout=1.5)

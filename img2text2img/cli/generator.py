@@ -108,6 +108,10 @@ def train_generator_cmd(
     beta: Annotated[float | None, typer.Option(min=0.0, help="vae: weight of the KL term (default 1). Higher "
                                                "makes the code expensive, so what the sentence says should come "
                                                "from the sentence; can be changed with --init-from.")] = None,
+    z_dropout: Annotated[float | None, typer.Option(min=0.0, max=0.99, help="vae: fraction of training drawings "
+                                                    "made from the prior's mean instead of the image's code, so "
+                                                    "the sentence alone must say where things are (default 0); "
+                                                    "can be changed with --init-from.")] = None,
 ) -> None:
     """Train a text-to-image generator; a sample grid for fixed prompts is written at every checkpoint."""
     import torch
@@ -123,6 +127,7 @@ def train_generator_cmd(
                               critic=critic, critic_weight=critic_weight,
                               critic_shift=critic_shift, critic_target=critic_target,
                               critic_tv=critic_tv, prior=prior, adv_weight=adv_weight, z_dim=z_dim, beta=beta,
+                              z_dropout=z_dropout,
                               perceptual=perceptual, perceptual_weight=perceptual_weight,
                               perceptual_size=perceptual_size)
     write_run_summary(out, summary)

@@ -66,6 +66,7 @@ class GeneratorConfig:
     refine: int = 0  # the last N decoder stages get a residual 3x3 conv after their upsampling (ImageDecoder)
     prior: str = "standard"  # vae: "standard" z ~ N(0, I), or "learned" z ~ N(mu(s), sigma(s)) from the sentence
     adv_weight: float = 0.0  # vae: weight of a matching-aware discriminator's hinge loss on its drawings (VAE-GAN)
+    z_dropout: float = 0.0  # vae: fraction of training drawings made from the prior's mean instead of the posterior's z
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -87,6 +88,10 @@ class GeneratorConfig:
             raise I2TError("a learned prior and adv_weight are vae options (a gan is adversarial already)")
         if self.adv_weight < 0:
             raise I2TError("adv_weight must be >= 0")
+        if not 0.0 <= self.z_dropout < 1.0:
+            raise I2TError(f"z_dropout must be in [0, 1), not {self.z_dropout}")
+        if self.kind != "vae" and self.z_dropout:
+            raise I2TError("z_dropout is a vae option (the other kinds have no posterior to drop)")
         if self.recon_loss not in ("mse", "l1"):
             raise I2TError(f"recon_loss must be mse or l1, not {self.recon_loss!r}")
 
@@ -442,12 +447,19 @@ class Generator(nn.Module):
         mu, logvar = self.posterior(torch.cat([h, s], 1)).chunk(2, dim=1)  # B x Z each
         logvar = logvar.clamp(-10, 10)
         z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
-        fake = self.decoder(torch.cat([s, z], 1), **words)
-        recon = self._recon(fake, images)
         # KL(q(z | image, sentence) || p(z | sentence)); with the standard prior p = N(0, I). A learned prior lets z
         # carry only what the sentence leaves open (where a shape is when it does not say), so a sample from it
         # draws what the sentence says instead of whatever the posterior put in that corner of N(0, I).
         p_mu, p_logvar = self._prior(s)
+        if cfg.z_dropout > 0 and self.training:
+            # The posterior sees the picture, so it can hand the decoder where the shape is more cheaply than the
+            # decoder learns to read "in the top left": z then carries the layout, and samples from the prior put
+            # shapes wherever the noise says. Drawing some of the batch from the prior's mean instead, under the
+            # same pixel loss, makes the sentence pathway alone draw what the sentence pins down.
+            drop = torch.rand(z.shape[0], 1, device=z.device) < cfg.z_dropout
+            z = torch.where(drop, p_mu, z)
+        fake = self.decoder(torch.cat([s, z], 1), **words)
+        recon = self._recon(fake, images)
         kl_terms = p_logvar - logvar + (logvar.exp() + (mu - p_mu).pow(2)) * torch.exp(-p_logvar) - 1
         kl = 0.5 * kl_terms.sum(1).mean() / images[0].numel()
         beta = cfg.beta * min(1.0, step / cfg.kl_warmup) if cfg.kl_warmup > 0 else cfg.beta

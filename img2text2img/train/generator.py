@@ -305,6 +305,7 @@ class GeneratorTask(TrainTask):
 # Config fields a run started with `init_from` may change: each adds a part that starts neutral (the learned prior
 # as N(0, I), a fresh discriminator), so the trained weights stay valid.
 _EXTENSIONS = ("prior", "adv_weight")
+_LOSS_WEIGHTS = ("beta", "z_dropout")
 
 
 def _extend(model: Generator, ck, changes: dict) -> Generator:
@@ -362,8 +363,12 @@ def train_generator(kind_or_preset: str, data: str, cfg: TrainConfig, *, data_di
             raise I2TError(f"{init_from} holds drawing weights only; start from a training run's last/ checkpoint")
         model = _extend(model, ck, {k: overrides[k] for k in _EXTENSIONS if overrides.get(k) is not None})
         model.config.kl_warmup = 0  # the KL weight was already warmed up in the run this starts from
-        if overrides.get("beta") is not None:
-            model.config.beta = float(overrides["beta"])
+        # loss weights, not parts of the network: a continued run may change them (replace re-checks the config)
+        weights = {k: float(overrides[k]) for k in _LOSS_WEIGHTS if overrides.get(k) is not None}
+        if weights:
+            from dataclasses import replace
+
+            model.config = replace(model.config, **weights)
     else:
         vocab = Vocabulary.build(ds.all_captions("train"), min_count=1 if ds.name == "shapes" else 5, max_size=8000)
         overrides.setdefault("embed_dim", 50 if glove else None)
@@ -377,7 +382,7 @@ def train_generator(kind_or_preset: str, data: str, cfg: TrainConfig, *, data_di
             model.text.embed.init_from_vectors(vocab, load_word_vectors())
     if resuming or init_from is not None:
         # A continued run keeps its network (a resumed one its whole config; --init-from may add the parts _extend
-        # adds and change beta): refuse an option that would otherwise be dropped without a word.
+        # adds and change _LOSS_WEIGHTS): refuse an option that would otherwise be dropped without a word.
         ignored = sorted(k for k, v in overrides.items() if v is not None and getattr(model.config, k) != v)
         if ignored:
             names = ", ".join("--" + k.replace("_", "-") for k in ignored)
