@@ -412,6 +412,10 @@ def test_z_dim_and_beta_options_and_continued_runs_refuse_what_they_cannot_chang
     # a pixel model has no code to size: one line, not a failure at the first training step
     with pytest.raises(I2TError, match="pixel generator has no latent code"):
         train_generator("pixel-tiny", str(ds.root), cfg("d"), z_dim=4)
+    # nor a KL weight: refused rather than accepted and unused
+    for preset in ("pixel-tiny", "gan-tiny"):
+        with pytest.raises(I2TError, match="--beta weighs a vae's KL term"):
+            train_generator(preset, str(ds.root), cfg("e"), beta=2.0)
 
 
 def test_feature_loss_is_zero_on_the_real_image_and_trains_the_drawing(shapes, tmp_path):

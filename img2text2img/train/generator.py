@@ -380,6 +380,8 @@ def train_generator(kind_or_preset: str, data: str, cfg: TrainConfig, *, data_di
             from img2text2img.vocab import load_word_vectors
 
             model.text.embed.init_from_vectors(vocab, load_word_vectors())
+    if overrides.get("beta") is not None and model.config.kind != "vae":
+        raise I2TError(f"--beta weighs a vae's KL term; a {model.config.kind} generator has none")
     if resuming or init_from is not None:
         # A continued run keeps its network (a resumed one its whole config; --init-from may add the parts _extend
         # adds and change _LOSS_WEIGHTS): refuse an option that would otherwise be dropped without a word.
