@@ -265,7 +265,46 @@ def test_ensemble_of_decoders_averages_members_and_round_trips(shapes, decoder, 
     assert [r.logprob for r in before] == pytest.approx([r.logprob for r in after], abs=1e-5)
     with pytest.raises(I2TError, match="at least two"):
         ensemble_captioners([tmp_path / "m5"])
-    other = create_captioner("small_cnn+lstm-tiny" if decoder != "lstm" else "small_cnn+blstm-tiny",
-                             shapes["vocab"], feature_dim=64)
-    with pytest.raises(I2TError, match="cannot ensemble"):
+
+
+def test_mixed_ensemble_of_an_lstm_and_an_attention_decoder(shapes, tmp_path):
+    """Decoders of different types on the same features combine: the config records each member's type and sizes,
+    the ensemble reads the grid because one member needs it, and it survives save -> load."""
+    from img2text2img.models import load_model
+    from img2text2img.models.captioner import CaptionerConfig, ensemble_captioners
+
+    pooled, grid = shapes["pooled"][:8], shapes["grid"][:8]
+    members = []
+    for seed, decoder in ((5, "lstm"), (6, "attention")):
+        torch.manual_seed(seed)
+        m = create_captioner(f"small_cnn+{decoder}-tiny", shapes["vocab"], feature_dim=64, dropout=0.0).eval()
+        m.save(tmp_path / decoder)
+        members.append(m)
+    ens = ensemble_captioners([tmp_path / "lstm", tmp_path / "attention"])
+    assert ens.config.members == 2 and ens.config.uses_grid
+    assert [c.decoder for c in ens.config.member_configs()] == ["lstm", "attention"]
+    assert ens.config.member_overrides[1]["feature_proj"] == members[1].config.feature_proj
+    with torch.no_grad():
+        prefix = torch.full((8, 1), 1, dtype=torch.long)
+        want = torch.stack([torch.log_softmax(m.decoder.step(m.decoder.init_state(pooled, grid), prefix)[0], -1)
+                            for m in members]).mean(0)
+        got, _ = ens.decoder.step(ens.decoder.init_state(pooled, grid), prefix)
+    assert torch.allclose(torch.log_softmax(got, -1), torch.log_softmax(want, -1), atol=1e-5)
+    before = ens.decode_features(pooled, grid, beam_size=3)
+    ens.save(tmp_path / "ens")
+    loaded = load_model(tmp_path / "ens")
+    assert [c.decoder for c in loaded.config.member_configs()] == ["lstm", "attention"]
+    after = loaded.decode_features(pooled, grid, beam_size=3)
+    assert [r.text for r in before] == [r.text for r in after]
+    # an ensemble of ensembles flattens, keeping each member's type
+    three = ensemble_captioners([tmp_path / "ens", tmp_path / "lstm"])
+    assert [c.decoder for c in three.config.member_configs()] == ["lstm", "attention", "lstm"]
+    # a malformed record is refused at load time, in one line
+    with pytest.raises(I2TError, match="member_overrides has 1 entries for 2 members"):
+        CaptionerConfig(members=2, member_overrides=({"decoder": "lstm"},))
+    with pytest.raises(I2TError, match="member_overrides may set only"):
+        CaptionerConfig(members=1, member_overrides=({"vocab_size": 3},))
+    # members must still read the same features
+    other = create_captioner("mobilenet_v2+lstm-tiny", shapes["vocab"], feature_dim=64)
+    with pytest.raises(I2TError, match="same encoder"):
         ensemble_captioners([members[0], other])

@@ -127,8 +127,9 @@ def eval_captioner_cmd(
 
 @app.command("ensemble")
 def ensemble_cmd(
-    members: Annotated[list[Path], typer.Argument(help="Two or more captioner folders (runs of one recipe with other "
-                                                       "--seed values).")],
+    members: Annotated[list[Path], typer.Argument(help="Two or more captioner folders on the same encoder and "
+                                                       "vocabulary: runs with other --seed values, or other decoders "
+                                                       "(lstm + attention).")],
     out: Annotated[Path, typer.Option(help="Where to write the ensemble checkpoint.")] = Path("runs/ensemble"),
     half: Annotated[bool, typer.Option(help="Store the weights as fp16 (half the size).")] = False,
 ) -> None:
@@ -139,5 +140,5 @@ def ensemble_cmd(
 
     model = ensemble_captioners(members)
     model.save(out, half=half, info={"members": [str(m) for m in members]})
-    console.print(f"wrote an ensemble of {model.config.members} {model.config.encoder}+{model.config.decoder} "
-                  f"decoders to {out}")
+    kinds = "+".join(c.decoder for c in model.config.member_configs())
+    console.print(f"wrote an ensemble of {model.config.members} decoders ({kinds}) on {model.config.encoder} to {out}")

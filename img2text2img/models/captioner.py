@@ -56,10 +56,33 @@ class CaptionerConfig:
     encoder_weights_sha256: str = ""  # fingerprint of the encoder weights the decoder was trained on
     store_encoder: bool = False  # random-init encoders keep their weights in the checkpoint
     members: int = 1  # > 1: an ensemble of this many decoders of this type, trained apart (`ensemble_captioners`)
+    # a mixed ensemble: per member, the MEMBER_FIELDS where it differs from the fields above (e.g. {"decoder": "lstm"})
+    member_overrides: tuple[dict, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.member_overrides:
+            if len(self.member_overrides) != self.members:
+                raise I2TError(f"member_overrides has {len(self.member_overrides)} entries for {self.members} members")
+            bad = sorted({k for o in self.member_overrides for k in o} - set(MEMBER_FIELDS))
+            if bad:
+                raise I2TError(f"member_overrides may set only {', '.join(MEMBER_FIELDS)}, not {', '.join(bad)}")
 
     @property
     def uses_grid(self) -> bool:
-        return self.decoder == "attention"
+        return any(o.get("decoder", self.decoder) == "attention" for o in self.member_overrides) \
+            or self.decoder == "attention"
+
+    def member_configs(self) -> list[CaptionerConfig]:
+        """One single-decoder config per member (the config itself when it is not an ensemble)."""
+        if self.members == 1:
+            return [self]
+        overrides = self.member_overrides or ({},) * self.members
+        return [replace(self, members=1, member_overrides=(), **o) for o in overrides]
+
+
+# The fields that size one decoder: members of an ensemble may differ in these, and must share everything else that
+# reaches the features (encoder, its weights, feature size) and the vocabulary.
+MEMBER_FIELDS = ("decoder", "embed_dim", "hidden", "attention_dim", "feature_proj", "dropout", "alpha_c")
 
 
 @dataclass
@@ -329,8 +352,8 @@ class Captioner(nn.Module):
         self.vocab = vocab
         if config.members < 1:
             raise I2TError(f"members must be at least 1, not {config.members}")
-        make = DECODERS.get(config.decoder)
-        self.decoder = make(config) if config.members == 1 else EnsembleDecoder([make(config) for _ in range(config.members)])
+        built = [DECODERS.get(c.decoder)(c) for c in config.member_configs()]
+        self.decoder = built[0] if config.members == 1 else EnsembleDecoder(built)
         self.encoder: nn.Module | None = None
 
     # -- training -----------------------------------------------------------------------------------------------
@@ -623,27 +646,30 @@ def load_captioner(model: str | Path | Captioner | None = None, device: str = "c
 def ensemble_captioners(models: Sequence[str | Path | Captioner]) -> Captioner:
     """One captioner whose decoder is the ensemble of `models`' decoders (`EnsembleDecoder`).
 
-    The members must read the same features with the same vocabulary and decoder type (runs of one recipe with
-    other seeds); beam search, length normalisation and maximum length are taken from the first."""
+    The members must read the same features (encoder and its weights) with the same vocabulary; their decoders may
+    differ in type and size (an LSTM and an attention decoder err differently, which is what an ensemble wants).
+    Beam search, length normalisation and maximum length are taken from the first."""
     loaded = [load_captioner(m) for m in models]
     if len(loaded) < 2:
         raise I2TError("an ensemble needs at least two captioners")
     first = loaded[0]
-    shape = ("encoder", "encoder_weights_sha256", "feature_dim", "decoder", "embed_dim", "hidden", "attention_dim",
-             "feature_proj")
-    decoders = []
+    shared = ("encoder", "encoder_weights_sha256", "feature_dim")
+    decoders, member_cfgs = [], []
     for m in loaded:
         c = m.config
-        if any(getattr(c, f) != getattr(first.config, f) for f in shape):
+        if any(getattr(c, f) != getattr(first.config, f) for f in shared):
             raise I2TError(f"cannot ensemble {c.encoder}+{c.decoder} with {first.config.encoder}+{first.config.decoder}: "
-                           "members must share encoder weights, decoder type and sizes")
+                           "members must read the same encoder's features (same weights)")
         if m.vocab.itos != first.vocab.itos:
             raise I2TError("cannot ensemble captioners with different vocabularies (train them on the same data "
                            "with the same --min-count)")
         if c.store_encoder:
             raise I2TError("ensembles of captioners that store their own encoder are not supported")
         decoders.extend(m.decoder.members if isinstance(m.decoder, EnsembleDecoder) else [m.decoder])
-    cfg = replace(first.config, members=len(decoders))
+        member_cfgs.extend(c.member_configs())
+    overrides = tuple({f: getattr(mc, f) for f in MEMBER_FIELDS if getattr(mc, f) != getattr(first.config, f)}
+                      for mc in member_cfgs)
+    cfg = replace(first.config, members=len(decoders), member_overrides=overrides if any(overrides) else ())
     model = Captioner(cfg, first.vocab)
     for target, source in zip(model.decoder.members, decoders):
         target.load_state_dict(source.state_dict())
