@@ -502,3 +502,24 @@ def test_z_dropout_draws_the_dropped_part_of_the_batch_from_the_prior_mean(shape
         train_generator("vae-tiny", str(ds.root), TrainConfig(out=str(tmp_path / "c"), max_steps=2, batch_size=8,
                                                               checkpoint_every=2, progress=False),
                         init_from=tmp_path / "a" / "last", z_dropout=1.5)
+
+
+def test_leaky_decoder_keeps_a_gradient_through_a_stage_that_relu_kills(shapes):
+    """The failure `leak` exists for: when every FiLM shift of a stage is negative, ReLU blocks all gradient to the
+    layers before it (the pixel model then draws flat grey for good); a leaky decoder still learns."""
+    _, vocab, data = shapes
+    _, (ids, images) = next(_batches(data, 1, bs=8))
+    grads = {}
+    for leak in (0.0, 0.2):
+        torch.manual_seed(0)
+        model = create_generator("pixel-tiny", vocab, leak=leak).train()
+        with torch.no_grad():
+            model.decoder.films[-1].bias[model.decoder.films[-1].bias.shape[0] // 2:] = -100.0  # every shift: dead
+        _, loss, _ = model(ids, images)
+        loss.backward()
+        grads[leak] = model.decoder.ups[0].weight.grad.abs().sum().item()
+    assert grads[0.0] == 0.0 and grads[0.2] > 0.0
+    with pytest.raises(I2TError, match=r"leak must be in \[0, 1\)"):
+        create_generator("pixel-tiny", vocab, leak=1.0)
+    # the default (0) is the ReLU decoder every shipped model was trained with
+    assert create_generator("pixel-tiny", vocab).config.leak == 0.0

@@ -112,6 +112,10 @@ def train_generator_cmd(
                                                     "made from the prior's mean instead of the image's code, so "
                                                     "the sentence alone must say where things are (default 0); "
                                                     "can be changed with --init-from.")] = None,
+    leak: Annotated[float | None, typer.Option(min=0.0, max=0.99, help="Negative slope of the decoder's "
+                                               "activations (default 0: ReLU). A pixel generator on shapes can "
+                                               "lose a whole ReLU stage early and draw flat grey for good; 0.2 "
+                                               "keeps it alive. A fresh run only.")] = None,
 ) -> None:
     """Train a text-to-image generator; a sample grid for fixed prompts is written at every checkpoint."""
     import torch
@@ -127,7 +131,7 @@ def train_generator_cmd(
                               critic=critic, critic_weight=critic_weight,
                               critic_shift=critic_shift, critic_target=critic_target,
                               critic_tv=critic_tv, prior=prior, adv_weight=adv_weight, z_dim=z_dim, beta=beta,
-                              z_dropout=z_dropout,
+                              z_dropout=z_dropout, leak=leak,
                               perceptual=perceptual, perceptual_weight=perceptual_weight,
                               perceptual_size=perceptual_size)
     write_run_summary(out, summary)

@@ -67,6 +67,7 @@ class GeneratorConfig:
     prior: str = "standard"  # vae: "standard" z ~ N(0, I), or "learned" z ~ N(mu(s), sigma(s)) from the sentence
     adv_weight: float = 0.0  # vae: weight of a matching-aware discriminator's hinge loss on its drawings (VAE-GAN)
     z_dropout: float = 0.0  # vae: fraction of training drawings made from the prior's mean instead of the posterior's z
+    leak: float = 0.0  # negative slope of the decoder's activations (0 = ReLU); see ImageDecoder
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -92,6 +93,8 @@ class GeneratorConfig:
             raise I2TError(f"z_dropout must be in [0, 1), not {self.z_dropout}")
         if self.kind != "vae" and self.z_dropout:
             raise I2TError("z_dropout is a vae option (the other kinds have no posterior to drop)")
+        if not 0.0 <= self.leak < 1.0:
+            raise I2TError(f"leak must be in [0, 1), not {self.leak}")
         if self.recon_loss not in ("mse", "l1"):
             raise I2TError(f"recon_loss must be mse or l1, not {self.recon_loss!r}")
 
@@ -205,10 +208,11 @@ class ImageDecoder(nn.Module):
     4x4 map; on shapes this is what makes the colours appear within a few hundred steps."""
 
     def __init__(self, in_dim: int, channels: Sequence[int], film: bool = False, word_dim: int = 0,
-                 word_attention: int = 0, refine: int = 0):
+                 word_attention: int = 0, refine: int = 0, leak: float = 0.0):
         super().__init__()
         c0 = channels[0]
-        self.fc = nn.Sequential(nn.Linear(in_dim, c0 * 16), nn.ReLU(inplace=True))
+        self.leak = leak
+        self.fc = nn.Sequential(nn.Linear(in_dim, c0 * 16))  # a Sequential so checkpoints keep the key "fc.0"
         self.c0 = c0
         # A stride-2 4x4 transposed conv upsamples and mixes in one op: 16 MACs per input pixel and channel pair,
         # against 36 for nearest-upsample + 3x3 conv; on a CPU that difference is the training budget.
@@ -226,37 +230,47 @@ class ImageDecoder(nn.Module):
         # stage (BN and the last layer start at zero, so a fresh block is the identity).
         n_stages = len(channels) - 1
         self.refine_from = n_stages - refine
-        self.refiners = nn.ModuleList(_Refine(co) for co in channels[1 + self.refine_from:])
+        self.refiners = nn.ModuleList(_Refine(co, leak) for co in channels[1 + self.refine_from:])
         self.to_rgb = nn.Conv2d(channels[-1], 3 * 4, 3, padding=1)
         self.shuffle = nn.PixelShuffle(2)
 
     def forward(self, v: torch.Tensor, words: torch.Tensor | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
-        x = self.fc(v).view(v.shape[0], self.c0, 4, 4)  # B x C0 x 4 x 4
+        x = self._act(self.fc(v)).view(v.shape[0], self.c0, 4, 4)  # B x C0 x 4 x 4
         for i, (up, norm) in enumerate(zip(self.ups, self.norms)):
             x = norm(up(x))  # B x C_i x 2s x 2s
             if self.films is not None:
                 gamma, beta = self.films[i](v)[:, :, None, None].chunk(2, dim=1)
                 x = x * (1 + gamma) + beta
-            x = F.relu(x)
+            x = self._act(x)
             if i < len(self.attend):
                 x = self.attend[i](x, words, mask)
             if i >= self.refine_from:
                 x = self.refiners[i - self.refine_from](x)
         return torch.sigmoid(self.shuffle(self.to_rgb(x)))  # B x 3 x S x S
 
+    def _act(self, x: torch.Tensor) -> torch.Tensor:
+        # With plain ReLU a pixel generator on shapes can lose a whole stage early on: the FiLM shift of every channel
+        # goes negative while the loss is still learning the background, no gradient passes a dead ReLU, and the
+        # model draws flat grey for good. A small leak keeps a gradient path open.
+        return F.leaky_relu(x, self.leak) if self.leak else F.relu(x)
+
 
 class _Refine(nn.Module):
     """x -> relu(x + BN(conv3x3(relu(conv3x3(x))))): a residual block that starts as the identity."""
 
-    def __init__(self, c: int):
+    def __init__(self, c: int, leak: float = 0.0):
         super().__init__()
+        self.leak = leak
         self.conv1 = nn.Conv2d(c, c, 3, padding=1, bias=False)
         self.conv2 = nn.Conv2d(c, c, 3, padding=1, bias=False)
         self.norm = nn.BatchNorm2d(c)
         nn.init.zeros_(self.norm.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(x + self.norm(self.conv2(F.relu(self.conv1(x)))))
+        def act(t):
+            return F.leaky_relu(t, self.leak) if self.leak else F.relu(t)
+
+        return act(x + self.norm(self.conv2(act(self.conv1(x)))))
 
 
 def _down_stack(channels: Sequence[int], spectral: bool) -> nn.Sequential:
@@ -341,7 +355,7 @@ class Generator(nn.Module):
         self.text = TextEncoder(config.vocab_size, config.embed_dim, config.text_hidden, config.text_layers, config.dropout)
         self.decoder = ImageDecoder(self.text.out_dim + config.z_dim, config.channels, config.film,
                                     word_dim=config.text_hidden, word_attention=config.word_attention,
-                                    refine=config.refine)
+                                    refine=config.refine, leak=config.leak)
         if config.kind == "vae":
             self.image_encoder = _down_stack(config.enc_channels, spectral=False)
             side = config.image_size // 2 ** len(config.enc_channels)
