@@ -523,3 +523,25 @@ def test_leaky_decoder_keeps_a_gradient_through_a_stage_that_relu_kills(shapes):
         create_generator("pixel-tiny", vocab, leak=1.0)
     # the default (0) is the ReLU decoder every shipped model was trained with
     assert create_generator("pixel-tiny", vocab).config.leak == 0.0
+
+
+def test_a_pixel_generator_gains_a_latent_code_and_draws_as_before(shapes, tmp_path):
+    """pixel -> vae keeps every trained weight: until trained on, the VAE draws the pixel model's picture for any z."""
+    from img2text2img.train.engine import TrainConfig
+    from img2text2img.train.generator import train_generator
+
+    ds, vocab, _ = shapes
+    cfg = TrainConfig(out=str(tmp_path / "pix"), max_steps=3, batch_size=8, checkpoint_every=3, progress=False)
+    train_generator("pixel-tiny", str(ds.root), cfg, leak=0.2)
+    pixel = load_model(tmp_path / "pix" / "last")
+    vae = pixel.with_latent(5, prior="learned").eval()
+    assert vae.config.kind == "vae" and vae.config.z_dim == 5 and vae.config.leak == 0.2
+    assert torch.equal(vae.generate(PROMPTS, n=3, seed=1), pixel.generate(PROMPTS, n=3, seed=1))
+    with pytest.raises(I2TError, match="only a pixel generator can gain"):
+        vae.with_latent(5)
+    # through the trainer: --kind vae --init-from a pixel run; the new code is then trained (its KL warms up)
+    cfg = TrainConfig(out=str(tmp_path / "vae"), max_steps=3, batch_size=8, checkpoint_every=3, progress=False)
+    train_generator("vae-tiny", str(ds.root), cfg, init_from=tmp_path / "pix" / "last", z_dim=4, prior="learned")
+    made = load_model(tmp_path / "vae" / "last")
+    assert made.config.kind == "vae" and made.config.z_dim == 4 and made.config.prior == "learned"
+    assert made.config.kl_warmup == 10  # the vae-tiny preset's warm-up: this code starts untrained

@@ -631,6 +631,28 @@ class Generator(nn.Module):
         pixel.load_state_dict(state)  # strict, and shapes checked: a slice that does not fit fails here
         return pixel.train(self.training)
 
+    def with_latent(self, z_dim: int, prior: str = "standard") -> Generator:
+        """This pixel generator as a VAE that, until trained on, draws exactly what the pixel model draws, for any z.
+
+        Why: a VAE trained from scratch lets its code carry the layout, and its decoder never learns to read places
+        from the sentence (docs/RESULTS.md); a pixel model has to, and eventually does. Starting the VAE from it, the
+        code only has to carry what the sentence leaves open. The layers that read [sentence, z] get zero columns
+        for z; the image encoder, posterior and prior are new."""
+        from dataclasses import replace
+
+        if self.config.kind != "pixel":
+            raise I2TError(f"only a pixel generator can gain a latent code, not a {self.config.kind}")
+        vae = Generator(replace(self.config, kind="vae", z_dim=z_dim, prior=prior), vocab=self.vocab)
+        source, state = self.state_dict(), vae.state_dict()
+        for key, like in state.items():
+            if key in source:
+                old = source[key]
+                if old.shape != like.shape:  # [out, sentence] -> [out, sentence + z], the z columns zero
+                    old = torch.cat([old, old.new_zeros(old.shape[0], like.shape[1] - old.shape[1])], dim=1)
+                state[key] = old
+        vae.load_state_dict(state)  # strict, and shapes checked
+        return vae.train(self.training)
+
     @classmethod
     def from_checkpoint(cls, ckpt) -> Generator:
         config = config_from_dict(GeneratorConfig, ckpt.config)

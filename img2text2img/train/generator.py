@@ -354,15 +354,21 @@ def train_generator(kind_or_preset: str, data: str, cfg: TrainConfig, *, data_di
 
         ck = load_checkpoint(resolve_checkpoint_dir(init_from), kind="generator")
         model = Generator.from_checkpoint(ck).train()
-        wanted = generator_config(kind_or_preset).kind
+        preset = generator_config(kind_or_preset)
+        wanted, gained = preset.kind, False
         if model.config.kind == "vae" and wanted == "pixel":
             model = model.without_latent()  # the VAE's drawing at z = 0, trained on to read the layout from text
+        elif model.config.kind == "pixel" and wanted == "vae":
+            # the pixel model's drawing, for any z, with a fresh code for what the sentence leaves open
+            model = model.with_latent(overrides.get("z_dim") or preset.z_dim, overrides.get("prior") or "standard")
+            model.config.kl_warmup, gained = preset.kl_warmup, True
         if model.config.kind != wanted:
             raise I2TError(f"{init_from} is a {model.config.kind} generator, not {kind_or_preset}")
-        if model.config.kind != "pixel" and len(ck.state_dict) < len(model.state_dict()):
+        if not gained and model.config.kind != "pixel" and len(ck.state_dict) < len(model.state_dict()):
             raise I2TError(f"{init_from} holds drawing weights only; start from a training run's last/ checkpoint")
-        model = _extend(model, ck, {k: overrides[k] for k in _EXTENSIONS if overrides.get(k) is not None})
-        model.config.kl_warmup = 0  # the KL weight was already warmed up in the run this starts from
+        if not gained:
+            model = _extend(model, ck, {k: overrides[k] for k in _EXTENSIONS if overrides.get(k) is not None})
+            model.config.kl_warmup = 0  # the KL weight was already warmed up in the run this starts from
         # loss weights, not parts of the network: a continued run may change them (replace re-checks the config)
         weights = {k: float(overrides[k]) for k in _LOSS_WEIGHTS if overrides.get(k) is not None}
         if weights:
