@@ -77,7 +77,9 @@ def train_generator_cmd(
     init_from: Annotated[Path | None, typer.Option(help="Start from another run's weights (its last/ checkpoint; "
                                                    "same kind), e.g. to fine-tune with --critic; --kind pixel "
                                                    "from a vae run keeps its drawing at z = 0 and drops the "
-                                                   "latent code.")] = None,
+                                                   "latent code; --kind vae from a pixel run adds one (with "
+                                                   "--z-dim/--prior) and draws as the pixel model until "
+                                                   "trained.")] = None,
     critic: Annotated[Path | None, typer.Option(help="Captioner checkpoint that reads the drawings back: adds its "
                                                 "cross-entropy of the prompt to the loss (pixel, vae). Judge the "
                                                 "result with a different captioner.")] = None,
