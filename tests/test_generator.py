@@ -536,7 +536,9 @@ def test_a_pixel_generator_gains_a_latent_code_and_draws_as_before(shapes, tmp_p
     pixel = load_model(tmp_path / "pix" / "last")
     vae = pixel.with_latent(5, prior="learned").eval()
     assert vae.config.kind == "vae" and vae.config.z_dim == 5 and vae.config.leak == 0.2
-    assert torch.equal(vae.generate(PROMPTS, n=3, seed=1), pixel.generate(PROMPTS, n=3, seed=1))
+    # equal up to float rounding: the z columns are zero, but a wider matmul may sum in another order
+    torch.testing.assert_close(vae.generate(PROMPTS, n=3, seed=1), pixel.generate(PROMPTS, n=3, seed=1),
+                               rtol=0, atol=1e-5)
     with pytest.raises(I2TError, match="only a pixel generator can gain"):
         vae.with_latent(5)
     # through the trainer: --kind vae --init-from a pixel run; the new code is then trained (its KL warms up)
