@@ -235,24 +235,25 @@ class ImageDecoder(nn.Module):
         self.shuffle = nn.PixelShuffle(2)
 
     def forward(self, v: torch.Tensor, words: torch.Tensor | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
-        x = self._act(self.fc(v)).view(v.shape[0], self.c0, 4, 4)  # B x C0 x 4 x 4
+        x = _activate(self.fc(v), self.leak).view(v.shape[0], self.c0, 4, 4)  # B x C0 x 4 x 4
         for i, (up, norm) in enumerate(zip(self.ups, self.norms)):
             x = norm(up(x))  # B x C_i x 2s x 2s
             if self.films is not None:
                 gamma, beta = self.films[i](v)[:, :, None, None].chunk(2, dim=1)
                 x = x * (1 + gamma) + beta
-            x = self._act(x)
+            x = _activate(x, self.leak)
             if i < len(self.attend):
                 x = self.attend[i](x, words, mask)
             if i >= self.refine_from:
                 x = self.refiners[i - self.refine_from](x)
         return torch.sigmoid(self.shuffle(self.to_rgb(x)))  # B x 3 x S x S
 
-    def _act(self, x: torch.Tensor) -> torch.Tensor:
-        # With plain ReLU a pixel generator on shapes can lose a whole stage early on: the FiLM shift of every channel
-        # goes negative while the loss is still learning the background, no gradient passes a dead ReLU, and the
-        # model draws flat grey for good. A small leak keeps a gradient path open.
-        return F.leaky_relu(x, self.leak) if self.leak else F.relu(x)
+
+def _activate(x: torch.Tensor, leak: float) -> torch.Tensor:
+    """The decoder's activation. With plain ReLU a pixel generator on shapes can lose a whole stage early on: the
+    FiLM shift of every channel goes negative while the loss is still learning the background, no gradient passes a
+    dead ReLU, and the model draws flat grey for good. A small leak keeps a gradient path open."""
+    return F.leaky_relu(x, leak) if leak else F.relu(x)
 
 
 class _Refine(nn.Module):
@@ -267,10 +268,7 @@ class _Refine(nn.Module):
         nn.init.zeros_(self.norm.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        def act(t):
-            return F.leaky_relu(t, self.leak) if self.leak else F.relu(t)
-
-        return act(x + self.norm(self.conv2(act(self.conv1(x)))))
+        return _activate(x + self.norm(self.conv2(_activate(self.conv1(x), self.leak))), self.leak)
 
 
 def _down_stack(channels: Sequence[int], spectral: bool) -> nn.Sequential:

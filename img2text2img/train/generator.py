@@ -364,9 +364,9 @@ def train_generator(kind_or_preset: str, data: str, cfg: TrainConfig, *, data_di
             model.config.kl_warmup, gained = preset.kl_warmup, True
         if model.config.kind != wanted:
             raise I2TError(f"{init_from} is a {model.config.kind} generator, not {kind_or_preset}")
-        if not gained and model.config.kind != "pixel" and len(ck.state_dict) < len(model.state_dict()):
-            raise I2TError(f"{init_from} holds drawing weights only; start from a training run's last/ checkpoint")
         if not gained:
+            if model.config.kind != "pixel" and len(ck.state_dict) < len(model.state_dict()):
+                raise I2TError(f"{init_from} holds drawing weights only; start from a training run's last/ checkpoint")
             model = _extend(model, ck, {k: overrides[k] for k in _EXTENSIONS if overrides.get(k) is not None})
             model.config.kl_warmup = 0  # the KL weight was already warmed up in the run this starts from
         # loss weights, not parts of the network: a continued run may change them (replace re-checks the config)
