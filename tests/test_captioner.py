@@ -232,6 +232,16 @@ def test_self_critical_resume_reaches_same_weights(shapes, tmp_path):
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
 
 
+def _assert_first_step_is_members_mean(ens, members, pooled, grid) -> None:
+    """One step from <start>: the ensemble's distribution is the renormalised mean of its members' log-probabilities."""
+    with torch.no_grad():
+        prefix = torch.full((pooled.shape[0], 1), 1, dtype=torch.long)
+        want = torch.stack([torch.log_softmax(m.decoder.step(m.decoder.init_state(pooled, grid), prefix)[0], -1)
+                            for m in members]).mean(0)
+        got, _ = ens.decoder.step(ens.decoder.init_state(pooled, grid), prefix)
+    assert torch.allclose(torch.log_softmax(got, -1), torch.log_softmax(want, -1), atol=1e-5)
+
+
 @pytest.mark.parametrize("decoder", DECODERS)
 def test_ensemble_of_decoders_averages_members_and_round_trips(shapes, decoder, tmp_path):
     from img2text2img.models import load_model
@@ -246,14 +256,7 @@ def test_ensemble_of_decoders_averages_members_and_round_trips(shapes, decoder, 
         members.append(m)
     ens = ensemble_captioners([tmp_path / "m5", tmp_path / "m6"])
     assert ens.config.members == 2
-    g = grid if decoder == "attention" else None
-    # one step from <start>: the ensemble's distribution is the renormalised mean of its members' log-probabilities
-    with torch.no_grad():
-        prefix = torch.full((8, 1), 1, dtype=torch.long)
-        want = torch.stack([torch.log_softmax(m.decoder.step(m.decoder.init_state(pooled, g), prefix)[0], -1)
-                            for m in members]).mean(0)
-        got, _ = ens.decoder.step(ens.decoder.init_state(pooled, g), prefix)
-    assert torch.allclose(torch.log_softmax(got, -1), torch.log_softmax(want, -1), atol=1e-5)
+    _assert_first_step_is_members_mean(ens, members, pooled, grid if decoder == "attention" else None)
     # an ensemble of a model with itself captions exactly like the model
     twin = ensemble_captioners([tmp_path / "m5", members[0]])
     assert [r.text for r in twin.decode_features(pooled, grid, beam_size=3)] == \
@@ -284,12 +287,7 @@ def test_mixed_ensemble_of_an_lstm_and_an_attention_decoder(shapes, tmp_path):
     assert ens.config.members == 2 and ens.config.uses_grid
     assert [c.decoder for c in ens.config.member_configs()] == ["lstm", "attention"]
     assert ens.config.member_overrides[1]["feature_proj"] == members[1].config.feature_proj
-    with torch.no_grad():
-        prefix = torch.full((8, 1), 1, dtype=torch.long)
-        want = torch.stack([torch.log_softmax(m.decoder.step(m.decoder.init_state(pooled, grid), prefix)[0], -1)
-                            for m in members]).mean(0)
-        got, _ = ens.decoder.step(ens.decoder.init_state(pooled, grid), prefix)
-    assert torch.allclose(torch.log_softmax(got, -1), torch.log_softmax(want, -1), atol=1e-5)
+    _assert_first_step_is_members_mean(ens, members, pooled, grid)
     before = ens.decode_features(pooled, grid, beam_size=3)
     ens.save(tmp_path / "ens")
     loaded = load_model(tmp_path / "ens")

@@ -490,18 +490,16 @@ def test_z_dropout_draws_the_dropped_part_of_the_batch_from_the_prior_mean(shape
     from img2text2img.train.engine import TrainConfig
     from img2text2img.train.generator import train_generator
 
-    train_generator("vae-tiny", str(ds.root), TrainConfig(out=str(tmp_path / "a"), max_steps=2, batch_size=8,
-                                                          checkpoint_every=2, progress=False), z_dropout=0.25)
+    def cfg(name):
+        return TrainConfig(out=str(tmp_path / name), max_steps=2, batch_size=8, checkpoint_every=2, progress=False)
+
+    train_generator("vae-tiny", str(ds.root), cfg("a"), z_dropout=0.25)
     assert load_model(tmp_path / "a" / "last").config.z_dropout == 0.25
     # a loss weight like beta: a run started from another may change it, and the config still checks it
-    train_generator("vae-tiny", str(ds.root), TrainConfig(out=str(tmp_path / "b"), max_steps=2, batch_size=8,
-                                                          checkpoint_every=2, progress=False),
-                    init_from=tmp_path / "a" / "last", z_dropout=0.5)
+    train_generator("vae-tiny", str(ds.root), cfg("b"), init_from=tmp_path / "a" / "last", z_dropout=0.5)
     assert load_model(tmp_path / "b" / "last").config.z_dropout == 0.5
     with pytest.raises(I2TError, match="z_dropout must be"):
-        train_generator("vae-tiny", str(ds.root), TrainConfig(out=str(tmp_path / "c"), max_steps=2, batch_size=8,
-                                                              checkpoint_every=2, progress=False),
-                        init_from=tmp_path / "a" / "last", z_dropout=1.5)
+        train_generator("vae-tiny", str(ds.root), cfg("c"), init_from=tmp_path / "a" / "last", z_dropout=1.5)
 
 
 def test_leaky_decoder_keeps_a_gradient_through_a_stage_that_relu_kills(shapes):
