@@ -91,6 +91,24 @@ def test_batched_beam_search_matches_one_at_a_time(shapes, decoder):
     assert [r.logprob for r in together] == pytest.approx([r.logprob for r in alone], abs=1e-4)
 
 
+@pytest.mark.parametrize("decoder", DECODERS)
+@pytest.mark.parametrize("rows", [1, 3, 8, 12])
+def test_search_step_equals_the_training_step(shapes, decoder, rows):
+    # Searches (grad off) take the weight-side matrix products for 2-8 rows; the step must stay the same function.
+    torch.manual_seed(5)
+    model = create_captioner(f"small_cnn+{decoder}-tiny", shapes["vocab"], feature_dim=64).eval()
+    state = model.decoder.init_state(shapes["pooled"][:rows], shapes["grid"][:rows])
+    prefix = shapes["tokens"][:rows, :3]
+    with torch.enable_grad():
+        want, want_state = model.decoder.step(state, prefix)
+    with torch.inference_mode():
+        got, got_state = model.decoder.step(state, prefix)
+    assert got.shape == want.shape
+    assert torch.allclose(got, want, atol=1e-5)
+    for k in want_state:
+        assert torch.allclose(got_state[k], want_state[k], atol=1e-5), k
+
+
 def test_sample_search_masks_seeds_and_gradients(shapes):
     torch.manual_seed(4)
     model = create_captioner("small_cnn+lstm-tiny", shapes["vocab"], feature_dim=64).eval()
