@@ -315,7 +315,7 @@ def write_table(results_dir: Path, doc: Path) -> str:
             ". Their 'decoder params' count all members, their 'train min' / 'min to best' add up the members' "
             "minutes to their best checkpoints (a self-critical member counts its own stage only).", ""]
     if benches:
-        text += ["Inference speed (encoder + decoder, image already read, beam 3; single-photo searches are ~25 ms "
+        text += ["Inference speed (encoder + decoder, image already read, beam 3; single-photo searches are 25-45 ms "
                  "faster since 2026-11-25, see docs/BENCHMARKS.md, so older lines over-state their latency):", ""]
         for b in benches:
             text.append(f"- `{b['model']}`: {b['batched_images_per_s']} images/s batched, "
