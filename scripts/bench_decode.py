@@ -17,20 +17,14 @@ import argparse
 import json
 import platform
 import statistics
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from bench import _timeit, _vocab  # scripts/ is on sys.path when a script runs
+
 
 def _median_us(fn, repeat: int) -> float:
-    for _ in range(max(3, repeat // 10)):
-        fn()
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return round(1e6 * statistics.median(times), 1)
+    return round(1e6 * statistics.median(_timeit(fn, repeat, warmup=max(3, repeat // 10))), 1)
 
 
 def bench_products(repeat: int) -> list[dict]:
@@ -54,11 +48,8 @@ def bench_search(decoder: str, words: int, repeat: int) -> dict:
     import torch
 
     import img2text2img.models.captioner as captioner
-    from img2text2img.vocab import SPECIALS, Vocabulary
-
     torch.manual_seed(0)
-    vocab = Vocabulary(list(SPECIALS) + [f"w{i}" for i in range(2549 - len(SPECIALS))])
-    model = captioner.create_captioner(f"efficientnet_lite0+{decoder}", vocab, 1280).eval()
+    model = captioner.create_captioner(f"efficientnet_lite0+{decoder}", _vocab(2549), 1280).eval()
     pooled, grid = torch.randn(1, 1280), torch.randn(1, 49, 1280)
     out = {"decoder": decoder, "beam": 3, "words": words}
     shipped = captioner.FEW_ROWS
