@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from img2text2img.models import load_model
 
 
-def caption(images: Sequence, model=None, beam_size: int = 3):
-    """Caption image paths or PIL images."""
+def caption(images: Sequence, model=None, beam_size: int | None = None):
+    """Caption image paths or PIL images (`beam_size=None`: the beam the model was tuned for)."""
     from img2text2img.models.captioner import caption as _caption
 
     return _caption(images, model=model, beam_size=beam_size)

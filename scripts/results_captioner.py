@@ -119,8 +119,11 @@ def run_one(name: str, args, results_dir: Path) -> dict:
     from img2text2img.train.captioner import CaptionTrainOptions, evaluate_captioner, train_captioner
     from img2text2img.train.engine import TrainConfig
 
-    run = Path(args.runs) / (name + args.tag)
+    # --decoding-of: an existing run, re-scored under another search (a row of its own; nothing is trained)
+    run = Path(args.runs) / (args.decoding_of or name + args.tag)
     summary_file = run / "summary.json"
+    if args.decoding_of and not summary_file.exists():
+        raise SystemExit(f"--decoding-of {args.decoding_of}: no finished run at {run}")
     if args.ensemble and not summary_file.exists():
         build_ensemble(args.ensemble, run, args.val_images)
     if not summary_file.exists() and args.eval_only:
@@ -147,6 +150,7 @@ def run_one(name: str, args, results_dir: Path) -> dict:
         write_text_atomic(summary_file, json.dumps(summary, indent=2, default=str))
     summary = json.loads(summary_file.read_text())
     model = load_captioner(run / "best")
+    decoding = apply_decoding(model, args.beam, args.length_alpha)
     val = ({} if summary.get("partial_cache") else
            evaluate_captioner(model, "flickr8k", "val", beam_size=args.beam, coco=False))
     test = evaluate_captioner(model, "flickr8k", "test", beam_size=args.beam, coco=True)
@@ -159,7 +163,8 @@ def run_one(name: str, args, results_dir: Path) -> dict:
         "steps": summary["steps"], "epochs": summary["epochs"], "samples_per_s": summary.get("samples_per_s"),
         "val_bleu4_greedy_best": summary.get("best"), "train_images": summary.get("train_images"),
         "partial_cache": summary.get("partial_cache"), "stopped_early": summary.get("stopped_early"), "val": {k: v for k, v in val.items() if k != "examples"},
-        "test": test, "beam": args.beam, "glove": summary.get("glove"), "config": summary.get("config"),
+        "test": test, "beam": model.config.beam_size, "glove": summary.get("glove"),
+        "config": {**(summary.get("config") or {}), **decoding}, "run": run.name,
         "init_from": summary.get("init_from"), "objective": summary.get("objective", "cross-entropy"),
         "machine": machine(), "date": dt.date.today().isoformat(),
         "command": "python " + " ".join(sys.argv),
@@ -170,7 +175,16 @@ def run_one(name: str, args, results_dir: Path) -> dict:
     return rec
 
 
-def bench(path: str, beam: int = 3, n: int = 64) -> dict:
+def apply_decoding(model, beam: int | None, length_alpha: float | None) -> dict:
+    """Set the model's own search (what a caption call uses by default) -> the two config fields as set."""
+    if beam is not None:
+        model.config.beam_size = beam
+    if length_alpha is not None:
+        model.config.length_alpha = length_alpha
+    return {"beam_size": model.config.beam_size, "length_alpha": model.config.length_alpha}
+
+
+def bench(path: str, beam: int | None = None, n: int = 64) -> dict:
     """Inference speed with the JPEG already read: batched images/s and single-image latency (encoder + decoder)."""
     import torch
 
@@ -192,7 +206,7 @@ def bench(path: str, beam: int = 3, n: int = 64) -> dict:
             model.caption_images([im], beam_size=beam)
             lat.append((time.perf_counter() - t0) * 1000)
     lat.sort()
-    return {"model": str(path), "beam": beam, "threads": torch.get_num_threads(), "batched_images_per_s": round(batched, 1),
+    return {"model": str(path), "beam": model.config.beam_size if beam is None else beam, "threads": torch.get_num_threads(), "batched_images_per_s": round(batched, 1),
             "single_image_ms_median": round(lat[len(lat) // 2], 1), "machine": machine(),
             "date": dt.date.today().isoformat()}
 
@@ -209,13 +223,15 @@ def ship_best(results_dir: Path, runs: str) -> dict:
     recs = [r for r in recs if not is_ensemble(r)]
     # Runs are not committed, so a record can outlive its run folder (a new machine): the best one still present ships.
     ranked = sorted(recs, key=lambda r: r["val"].get("bleu4", r["val_bleu4_greedy_best"]), reverse=True)
-    present = [r for r in ranked if (Path(runs) / r["model"] / "best").is_dir()]
+    present = [r for r in ranked if (Path(runs) / r.get("run", r["model"]) / "best").is_dir()]
     if not present:
         raise SystemExit("no trained captioner to ship (no run folder of a scored model under --runs)")
     best = present[0]
     for r in ranked[:ranked.index(best)]:
         print(f"{r['model']} scores higher on validation but its run folder is gone; not shipped")
-    model = load_captioner(Path(runs) / best["model"] / "best")
+    model = load_captioner(Path(runs) / best.get("run", best["model"]) / "best")
+    cfg = best.get("config") or {}
+    apply_decoding(model, cfg.get("beam_size"), cfg.get("length_alpha"))  # ship the search it was scored with
     path = save_shipped(model, default_captioner_dir(), metrics={"test": best["test"], "val": best["val"]},
                         info={"source_run": best["model"], "date": best["date"]})
     size = sum(f.stat().st_size for f in path.iterdir()) / 1e6
@@ -283,7 +299,7 @@ def write_table(results_dir: Path, doc: Path) -> str:
     text = [BEGIN, "## Captioner (Flickr8k test split, 1,000 images x 5 references)", "",
             "Generated by `python scripts/results_captioner.py` from `docs/results/captioner-*.json`. "
             "Models chosen on the validation split (greedy BLEU-4 during training); the test split is scored once, "
-            "at beam 3 with length normalisation. BLEU-1..4, METEOR, ROUGE-L and CIDEr-D from pycocoevalcap (PTB "
+            "at beam 3 with length normalisation 0.7 unless the row's note below says otherwise. BLEU-1..4, METEOR, ROUGE-L and CIDEr-D from pycocoevalcap (PTB "
             "tokenisation); the nltk columns are `corpus_bleu` without smoothing on the project's own tokenisation. "
             "Encoders frozen, decoder trained on cached features. 'train min' is wall-clock on a shared 2-core CPU "
             "(other jobs running), so it over-states the time on an idle machine; 'captions/s' is training throughput "
@@ -308,6 +324,13 @@ def write_table(results_dir: Path, doc: Path) -> str:
             f"{r['model']} starts from `{Path(r['init_from']).parent.name}`" for r in tuned) +
             ". Their 'train min' counts the self-critical stage only (add the starting row's), and their "
             "'captions/s' is training images/s, each with 5 sampled captions.", ""]
+    searches = [r for r in recs if r.get("beam", 3) != 3 or (r.get("config") or {}).get("length_alpha", 0.7) != 0.7]
+    if searches:
+        text += ["Rows decoded with another search (beam width and length normalisation chosen on the validation "
+                 "split with `scripts/tune_decoding.py`, docs/results/decoding-*.json): " + "; ".join(
+                     f"{r['model']}: beam {r['beam']}, length_alpha {r['config']['length_alpha']}"
+                     + (f", the weights of `{r['run']}`" if r.get("run", r["model"]) != r["model"] else "")
+                     for r in searches) + ".", ""]
     ensembles = [r for r in recs if is_ensemble(r)]
     if ensembles:
         text += ["Ensemble rows (`--ensemble RUN RUN`, `i2t ensemble`): " + "; ".join(
@@ -315,10 +338,12 @@ def write_table(results_dir: Path, doc: Path) -> str:
             ". Their 'decoder params' count all members, their 'train min' / 'min to best' add up the members' "
             "minutes to their best checkpoints (a self-critical member counts its own stage only).", ""]
     if benches:
-        text += ["Inference speed (encoder + decoder, image already read, beam 3; single-photo searches are 25-45 ms "
+        text += ["Inference speed (encoder + decoder, image already read, at the model's own beam, 3 unless a line "
+                 "says otherwise; single-photo searches are 25-45 ms "
                  "faster since 2026-11-25, see docs/BENCHMARKS.md, so older lines over-state their latency):", ""]
         for b in benches:
-            text.append(f"- `{b['model']}`: {b['batched_images_per_s']} images/s batched, "
+            text.append(f"- `{b['model']}`" + (f" at beam {b['beam']}" if b.get("beam", 3) != 3 else "") +
+                        f": {b['batched_images_per_s']} images/s batched, "
                         f"{b['single_image_ms_median']} ms per single image (median), {b['threads']} threads, "
                         f"{b.get('date', 'undated')}")
         int8 = ROOT / "docs" / "bench" / "int8.json"
@@ -353,7 +378,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--eval-every", type=int, default=None)
     p.add_argument("--val-images", type=int, default=None)
     p.add_argument("--min-count", type=int, default=5)
-    p.add_argument("--beam", type=int, default=3)
+    p.add_argument("--beam", type=int, default=None,
+                   help="beam width for scoring (default: the model's own, 3 for a newly trained one); recorded in "
+                        "the row and shipped with it")
+    p.add_argument("--length-alpha", type=float, default=None,
+                   help="length normalisation for scoring (default: the model's own); recorded and shipped like --beam")
+    p.add_argument("--decoding-of", default=None, metavar="RUN",
+                   help="re-score this finished run (a folder under --runs) with --beam/--length-alpha as a new row "
+                        "named by --tag; nothing is trained")
     p.add_argument("--glove", action="store_true")
     p.add_argument("--glove-source", default=None, help='GloVe file/folder, or "kumo" (the full 400k-word package)')
     p.add_argument("--overrides", default="", help="JSON dict of CaptionerConfig overrides")

@@ -17,6 +17,7 @@ from img2text2img.models.captioner import (
     create_captioner,
     greedy_search,
     list_captioners,
+    load_captioner,
     sample_search,
 )
 from img2text2img.models.encoders import create_encoder
@@ -89,6 +90,33 @@ def test_batched_beam_search_matches_one_at_a_time(shapes, decoder):
     alone = [model.decode_features(pooled[i:i + 1], grid[i:i + 1], beam_size=3)[0] for i in range(6)]
     assert [r.text for r in together] == [r.text for r in alone]
     assert [r.logprob for r in together] == pytest.approx([r.logprob for r in alone], abs=1e-4)
+
+
+def test_default_search_is_the_models_own_and_is_saved(shapes, tmp_path):
+    torch.manual_seed(4)
+    model = create_captioner("small_cnn+lstm-tiny", shapes["vocab"], feature_dim=64, dropout=0.0)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for step in range(15):  # a little training, so that a wider beam finds other captions than greedy does
+        rows = torch.arange(step * 32, step * 32 + 32) % 192
+        opt.zero_grad()
+        model.loss(shapes["tokens"][rows], shapes["pooled"][rows]).backward()
+        opt.step()
+    model.eval()
+    pooled = shapes["pooled"][:32]
+
+    def search(m, **kw):
+        return [(r.text, round(r.logprob, 4)) for r in m.decode_features(pooled, **kw)]
+
+    greedy, wide = search(model, beam_size=1), search(model, beam_size=4)
+    assert greedy != wide  # otherwise this test could not tell the two searches apart
+    model.config.beam_size = 4
+    assert search(model) == wide
+    model.config.beam_size, model.config.length_alpha = 1, 1.3
+    assert search(model) == greedy
+    model.save(tmp_path / "cap")
+    loaded = load_captioner(tmp_path / "cap")
+    assert (loaded.config.beam_size, loaded.config.length_alpha) == (1, 1.3)
+    assert search(loaded) == greedy
 
 
 @pytest.mark.parametrize("decoder", DECODERS)

@@ -15,7 +15,8 @@ from img2text2img.cli.output import ImageInputs, console, warn, write_run_summar
 def caption(
     paths: Annotated[list[Path], typer.Argument(help="Image files and/or folders of images.")],
     model: Annotated[Path | None, typer.Option(help="Captioner folder (default: the one shipped with the package).")] = None,
-    beam: Annotated[int, typer.Option(min=1, max=20, help="Beam width (1 = greedy).")] = 3,
+    beam: Annotated[int | None, typer.Option(min=1, max=20, help="Beam width (1 = greedy). Default: the one the model "
+                                             "was tuned for on the validation split (5 for the shipped captioner).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON line per image: file, caption, logprob, ms.")] = False,
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
 ) -> None:
@@ -103,7 +104,7 @@ def eval_captioner_cmd(
     split: Annotated[str, typer.Option(help="train, val or test.")] = "test",
     data: Annotated[str, typer.Option(help="flickr8k, shapes or a dataset folder.")] = "flickr8k",
     data_dir: Annotated[Path | None, typer.Option()] = None,
-    beam: Annotated[int, typer.Option(min=1, max=20)] = 3,
+    beam: Annotated[int | None, typer.Option(min=1, max=20, help="Beam width (default: the model's own).")] = None,
     coco: Annotated[bool, typer.Option(help="Also the COCO metrics (pycocoevalcap + Java).")] = True,
     limit: Annotated[int | None, typer.Option(help="Only the first N images of the split.")] = None,
     out: Annotated[Path | None, typer.Option(help="Write the scores as JSON here.")] = None,

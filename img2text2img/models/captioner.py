@@ -53,6 +53,9 @@ class CaptionerConfig:
     alpha_c: float = 1.0  # weight of the doubly stochastic attention regulariser
     label_smoothing: float = 0.0
     length_alpha: float = 0.7  # beam search ranks finished captions by logprob / length ** length_alpha
+    # the beam width a caption call uses when none is given; with length_alpha, the search chosen on the validation
+    # split for this model (scripts/tune_decoding.py), so that a default call decodes the way the model was scored
+    beam_size: int = 3
     encoder_weights_sha256: str = ""  # fingerprint of the encoder weights the decoder was trained on
     store_encoder: bool = False  # random-init encoders keep their weights in the checkpoint
     members: int = 1  # > 1: an ensemble of this many decoders of this type, trained apart (`ensemble_captioners`)
@@ -484,9 +487,11 @@ class Captioner(nn.Module):
     # -- decoding -----------------------------------------------------------------------------------------------
 
     @torch.inference_mode()
-    def decode_features(self, pooled: torch.Tensor, grid: torch.Tensor | None = None, beam_size: int = 3,
+    def decode_features(self, pooled: torch.Tensor, grid: torch.Tensor | None = None, beam_size: int | None = None,
                         max_len: int | None = None) -> list[CaptionResult]:
-        """Caption a batch of encoder features: pooled [B, D], grid [B, N, D] (attention only). Greedy at beam 1."""
+        """Caption a batch of encoder features: pooled [B, D], grid [B, N, D] (attention only). Greedy at beam 1;
+        `beam_size=None` is the model's own (`config.beam_size`)."""
+        beam_size = self.config.beam_size if beam_size is None else beam_size
         device = next(self.decoder.parameters()).device
         pooled = pooled.to(device, torch.float32)
         grid = grid.to(device, torch.float32) if (grid is not None and self.config.uses_grid) else None
@@ -541,7 +546,7 @@ class Captioner(nn.Module):
         return isinstance(fast, QuantizedEncoder)
 
     @torch.inference_mode()
-    def caption_images(self, images: Sequence, beam_size: int = 3, max_len: int | None = None,
+    def caption_images(self, images: Sequence, beam_size: int | None = None, max_len: int | None = None,
                        batch_size: int = 32) -> list[CaptionResult]:
         """Caption PIL images (any size; the encoder's transform resizes them), `batch_size` at a time."""
         self.eval()
@@ -715,7 +720,7 @@ def ensemble_captioners(models: Sequence[str | Path | Captioner]) -> Captioner:
     return model.eval()
 
 
-def caption(images: Sequence, model: str | Path | Captioner | None = None, beam_size: int = 3,
+def caption(images: Sequence, model: str | Path | Captioner | None = None, beam_size: int | None = None,
             max_len: int | None = None, batch_size: int = 32) -> list[CaptionResult]:
     """Caption images given as paths or PIL images. `model=None` uses the captioner shipped with the package."""
     from img2text2img.data import load_image
@@ -725,7 +730,7 @@ def caption(images: Sequence, model: str | Path | Captioner | None = None, beam_
     return cap.caption_images(pil, beam_size=beam_size, max_len=max_len, batch_size=batch_size)
 
 
-def timed_caption(model: Captioner, image, beam_size: int = 3) -> tuple[CaptionResult, float]:
+def timed_caption(model: Captioner, image, beam_size: int | None = None) -> tuple[CaptionResult, float]:
     """Caption one PIL image and return (result, milliseconds) - what `i2t caption --json` reports."""
     t0 = time.perf_counter()
     r = model.caption_images([image], beam_size=beam_size)[0]

@@ -276,7 +276,7 @@ def _random_init_encoder(name: str) -> bool:
 
 
 @torch.inference_mode()
-def decode_source(model: Captioner, src: FeatureSource, beam_size: int = 3, batch_size: int = 100,
+def decode_source(model: Captioner, src: FeatureSource, beam_size: int | None = None, batch_size: int = 100,
                   max_len: int | None = None) -> list[CaptionResult]:
     """Caption every image of a FeatureSource, `batch_size` images per decoder call."""
     was = model.training
@@ -311,7 +311,7 @@ def train_captioner(opts: CaptionTrainOptions, cfg: TrainConfig, sources: dict[s
 
 
 def evaluate_captioner(model: Captioner, data: str | CaptionDataset = "flickr8k", split: str = "test",
-                       beam_size: int = 3, coco: bool = True, data_dir: str | None = None, limit: int | None = None,
+                       beam_size: int | None = None, coco: bool = True, data_dir: str | None = None, limit: int | None = None,
                        cache_dir: str | None = None, examples: int = 5) -> dict:
     """Score `model` on a split against all references: nltk BLEU-1..4 (project tokens) and, when `coco`, the COCO
     metrics (PTB tokens). Also reports decode speed and a few example captions."""
@@ -322,7 +322,9 @@ def evaluate_captioner(model: Captioner, data: str | CaptionDataset = "flickr8k"
     hyps = decode_source(model, src, beam_size=beam_size)
     secs = time.perf_counter() - t0
     refs_raw = [ds.captions[im] for im in imgs]
-    out: dict = {"data": ds.name, "split": split, "images": len(imgs), "beam": beam_size}
+    out: dict = {"data": ds.name, "split": split, "images": len(imgs),
+                 "beam": model.config.beam_size if beam_size is None else beam_size,
+                 "length_alpha": model.config.length_alpha}
     out.update(corpus_bleu_scores([[tokenize(c) for c in r] for r in refs_raw], [h.tokens for h in hyps]))
     if coco:
         out.update(coco_scores(refs_raw, [h.text for h in hyps]))
