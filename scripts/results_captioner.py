@@ -92,23 +92,24 @@ def is_ensemble(rec: dict) -> bool:
     return str(rec.get("objective", "")).startswith("ensemble of")
 
 
-def build_ensemble(members: list[str], run: Path, val_images: int | None) -> None:
-    """Write the ensemble of `members` (captioner checkpoints or run folders) as the run `run`: best/ and a summary
-    whose training time is the members' sum (each had to be trained), so the table row is scored like any other."""
+def build_combination(members: list[str], run: Path, val_images: int | None, how: str) -> None:
+    """Write the ensemble (`how="ensemble"`) or weight average (`"average"`) of `members` (captioner checkpoints or
+    run folders) as the run `run`: best/ and a summary whose training time is the members' sum (each had to be
+    trained; for a fine-tune that is its starting run plus its own stage), so the row is scored like any other."""
     from img2text2img.checkpoint import read_metrics, write_text_atomic
     from img2text2img.config import config_to_dict
     from img2text2img.models import resolve_checkpoint_dir
-    from img2text2img.models.captioner import ensemble_captioners
+    from img2text2img.models.captioner import average_captioners, ensemble_captioners
     from img2text2img.train.captioner import evaluate_captioner
 
     dirs = [resolve_checkpoint_dir(m) for m in members]
-    model = ensemble_captioners(dirs)
+    model = (ensemble_captioners if how == "ensemble" else average_captioners)(dirs)
     seconds = sum(float(read_metrics(d).get("train_seconds", 0.0)) for d in dirs)
     model.save(run / "best", metrics={"train_seconds": seconds}, info={"members": [str(d) for d in dirs]})
     greedy = evaluate_captioner(model, "flickr8k", "val", beam_size=1, coco=False, limit=val_images)
     summary = {"steps": None, "epochs": None, "best": greedy["bleu4"], "train_seconds": seconds,
                "members": [str(d) for d in dirs], "config": config_to_dict(model.config),
-               "objective": "ensemble of " + ", ".join(str(d.parent.name) for d in dirs)}
+               "objective": f"{how} of " + ", ".join(f"{d.parent.name}/{d.name}" for d in dirs)}
     write_text_atomic(run / "summary.json", json.dumps(summary, indent=2, default=str))
 
 
@@ -124,8 +125,9 @@ def run_one(name: str, args, results_dir: Path) -> dict:
     summary_file = run / "summary.json"
     if args.decoding_of and not summary_file.exists():
         raise SystemExit(f"--decoding-of {args.decoding_of}: no finished run at {run}")
-    if args.ensemble and not summary_file.exists():
-        build_ensemble(args.ensemble, run, args.val_images)
+    if (args.ensemble or args.average) and not summary_file.exists():
+        build_combination(args.ensemble or args.average, run, args.val_images,
+                          "ensemble" if args.ensemble else "average")
     if not summary_file.exists() and args.eval_only:
         summary = stopped_run_summary(run)
         write_text_atomic(summary_file, json.dumps(summary, indent=2, default=str))
@@ -331,6 +333,12 @@ def write_table(results_dir: Path, doc: Path) -> str:
                      f"{r['model']}: beam {r['beam']}, length_alpha {r['config']['length_alpha']}"
                      + (f", the weights of `{r['run']}`" if r.get("run", r["model"]) != r["model"] else "")
                      for r in searches) + ".", ""]
+    averages = [r for r in recs if str(r.get("objective", "")).startswith("average of")]
+    if averages:
+        text += ["Weight-average rows (`--average CKPT CKPT`, `i2t average`): " + "; ".join(
+            f"{r['model']} is the {r['objective']}" for r in averages) +
+            ". Their 'train min' / 'min to best' add up the members' minutes (a fine-tune's member counts its own "
+            "stage, so a run plus its fine-tune is counted once each).", ""]
     ensembles = [r for r in recs if is_ensemble(r)]
     if ensembles:
         text += ["Ensemble rows (`--ensemble RUN RUN`, `i2t ensemble`): " + "; ".join(
@@ -407,6 +415,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scst-samples", type=int, default=5)
     p.add_argument("--ensemble", nargs="+", default=None, metavar="RUN",
                    help="score the ensemble of these captioner runs (give --encoders/--decoders of the members and a --tag)")
+    p.add_argument("--average", nargs="+", default=None, metavar="RUN",
+                   help="score the weight average of these captioner checkpoints of one lineage (with a --tag)")
     args = p.parse_args(argv)
 
     import torch

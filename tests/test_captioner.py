@@ -352,3 +352,32 @@ def test_mixed_ensemble_of_an_lstm_and_an_attention_decoder(shapes, tmp_path):
     other = create_captioner("mobilenet_v2+lstm-tiny", shapes["vocab"], feature_dim=64)
     with pytest.raises(I2TError, match="same encoder"):
         ensemble_captioners([members[0], other])
+
+
+def test_weight_average_of_captioners(shapes, tmp_path):
+    """`average_captioners` (i2t average) gives the mean of the members' weights, keeps the first's search, and
+    refuses members it cannot average."""
+    from img2text2img.models.captioner import average_captioners
+
+    pooled, grid = shapes["pooled"][:8], shapes["grid"][:8]
+    members = []
+    for seed in (7, 8):
+        torch.manual_seed(seed)
+        members.append(create_captioner("small_cnn+attention-tiny", shapes["vocab"], feature_dim=64).eval())
+    members[0].config.beam_size, members[1].config.length_alpha = 4, 1.3
+    avg = average_captioners(members)
+    for name, w in avg.decoder.state_dict().items():
+        want = (members[0].decoder.state_dict()[name] + members[1].decoder.state_dict()[name]) / 2
+        assert torch.allclose(w, want, atol=1e-6), name
+    assert (avg.config.beam_size, avg.config.length_alpha) == (4, members[0].config.length_alpha)
+    # the average of a model with itself is that model
+    same = average_captioners([members[0], members[0]])
+    assert [r.text for r in same.decode_features(pooled, grid)] == [r.text for r in members[0].decode_features(pooled, grid)]
+    avg.save(tmp_path / "avg")
+    assert [r.text for r in load_captioner(tmp_path / "avg").decode_features(pooled, grid)] == \
+        [r.text for r in avg.decode_features(pooled, grid)]
+    lstm = create_captioner("small_cnn+lstm-tiny", shapes["vocab"], feature_dim=64)
+    with pytest.raises(I2TError, match="different architectures"):
+        average_captioners([members[0], lstm])
+    with pytest.raises(I2TError, match="at least two"):
+        average_captioners([members[0]])

@@ -126,6 +126,22 @@ def eval_captioner_cmd(
     console.print_json(text)
 
 
+@app.command("average")
+def average_cmd(
+    members: Annotated[list[Path], typer.Argument(help="Two or more captioner folders of one lineage: epochs of a run, "
+                                                       "or a run and a fine-tune started from it (--init-from).")],
+    out: Annotated[Path, typer.Option(help="Where to write the averaged checkpoint.")] = Path("runs/average"),
+    half: Annotated[bool, typer.Option(help="Store the weights as fp16 (half the size).")] = False,
+) -> None:
+    """Average captioners' weights into one checkpoint (a model soup): often a little better than each member, and
+    no slower, unlike an ensemble. Members trained apart from different random starts do not average well."""
+    from img2text2img.models.captioner import average_captioners
+
+    model = average_captioners(members)
+    model.save(out, half=half, info={"averaged": [str(m) for m in members]})
+    console.print(f"wrote the average of {len(members)} {model.config.encoder}+{model.config.decoder} captioners to {out}")
+
+
 @app.command("ensemble")
 def ensemble_cmd(
     members: Annotated[list[Path], typer.Argument(help="Two or more captioner folders on the same encoder and "
