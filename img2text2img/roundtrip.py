@@ -289,8 +289,10 @@ def default_model_dir(kind: str, data: str) -> Path:
     return path
 
 
-def model_functions(captioner, generator, encoder=None, beam_size: int = 3) -> tuple[CaptionFn, GenerateFn, EmbedFn | None]:
-    """Wrap loaded models as the callables `evaluate_roundtrip` takes."""
+def model_functions(captioner, generator, encoder=None, beam_size: int | None = None
+                    ) -> tuple[CaptionFn, GenerateFn, EmbedFn | None]:
+    """Wrap loaded models as the callables `evaluate_roundtrip` takes (`beam_size=None`: the captioner's own search,
+    so a round trip reads the drawings the way the captioner reads photos)."""
     from img2text2img.models.generator import to_pil
 
     def caption_fn(images: list[Image.Image]) -> list[str]:

@@ -19,7 +19,7 @@ def roundtrip_eval(
     captioner: Annotated[Path | None, typer.Option(help="Captioner folder (default: the shipped one for --data).")] = None,
     generator: Annotated[Path | None, typer.Option(help="Generator folder (default: the shipped one for --data).")] = None,
     encoder: Annotated[str, typer.Option(help="Encoder for image->caption->image similarity ('none' to skip).")] = "mobilenet_v2",
-    beam: Annotated[int, typer.Option(min=1, max=20, help="Beam width of the captioner.")] = 3,
+    beam: Annotated[int | None, typer.Option(min=1, max=20, help="Beam width of the captioner (default: its own).")] = None,
     out: Annotated[Path, typer.Option(help="Folder for roundtrip.json and report.html.")] = Path("runs/roundtrip"),
     data_dir: Annotated[Path | None, typer.Option(help="Where the dataset is (else $I2T_DATA, then ../shared).")] = None,
     seed: Annotated[int, typer.Option(help="Seed for caption sampling, unrelated-photo pairing and generator noise.")] = 0,
