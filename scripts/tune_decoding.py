@@ -8,7 +8,8 @@ The decoder is trained once; how it searches is a separate choice that moves eve
 BLEU's brevity penalty, a long one loses precision). Each (beam, length_alpha) pair decodes the whole validation
 split from cached encoder features and is scored with the COCO scorer (PTB tokens) and nltk BLEU. The pair with the
 best COCO BLEU-4 (the project's selection metric), ties broken by CIDEr-D, is printed; the test split is never
-touched here, so it can then be scored once with the chosen pair (`i2t eval captioner --beam K --length-alpha A`).
+touched here. `--apply` writes the chosen pair into the model folder's config.json (`beam_size`, `length_alpha`),
+so that `i2t caption --model DIR` and `i2t eval captioner --model DIR` decode that way; then score the test split once.
 """
 from __future__ import annotations
 
@@ -40,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--meteor", action="store_true", help="also METEOR (Java; ~30 s more per point)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, required=True, help="JSON file to write")
+    ap.add_argument("--apply", action="store_true", help="write the chosen search into --model's config.json")
     args = ap.parse_args(argv)
 
     import torch
@@ -84,6 +86,16 @@ def main(argv: list[str] | None = None) -> int:
     tmp = args.out.with_suffix(args.out.suffix + f".tmp{os.getpid()}")
     tmp.write_text(json.dumps(out, indent=1) + "\n")
     tmp.replace(args.out)
+    if args.apply:
+        from img2text2img.checkpoint import write_text_atomic
+        from img2text2img.models import resolve_checkpoint_dir
+        from img2text2img.models.captioner import default_captioner_dir
+
+        cfg_file = resolve_checkpoint_dir(args.model or default_captioner_dir()) / "config.json"
+        record = json.loads(cfg_file.read_text())
+        record["config"].update(beam_size=best["beam"], length_alpha=best["length_alpha"])
+        write_text_atomic(cfg_file, json.dumps(record, indent=2))
+        print(f"wrote the search into {cfg_file}")
     print(f"best on {args.split}: beam {best['beam']}, length_alpha {best['length_alpha']} "
           f"(COCO BLEU-4 {best['coco_bleu4']:.4f}, CIDEr-D {best['coco_cider_d']:.4f}) -> {args.out}")
     return 0
