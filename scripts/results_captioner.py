@@ -87,9 +87,9 @@ def stopped_run_summary(run: Path) -> dict:
             "config": best.config}
 
 
-def is_ensemble(rec: dict) -> bool:
-    """A row scored from `--ensemble` (its objective names the members)."""
-    return str(rec.get("objective", "")).startswith("ensemble of")
+def is_combination(rec: dict, how: str) -> bool:
+    """A row scored from `--ensemble` or `--average` (`how`; its objective names the members)."""
+    return str(rec.get("objective", "")).startswith(f"{how} of")
 
 
 def build_combination(members: list[str], run: Path, val_images: int | None, how: str) -> None:
@@ -154,8 +154,8 @@ def run_one(name: str, args, results_dir: Path) -> dict:
     model = load_captioner(run / "best")
     decoding = apply_decoding(model, args.beam, args.length_alpha)
     val = ({} if summary.get("partial_cache") else
-           evaluate_captioner(model, "flickr8k", "val", beam_size=args.beam, coco=False))
-    test = evaluate_captioner(model, "flickr8k", "test", beam_size=args.beam, coco=True)
+           evaluate_captioner(model, "flickr8k", "val", coco=False))  # both at the search apply_decoding set
+    test = evaluate_captioner(model, "flickr8k", "test", coco=True)
     best_ckpt = read_metrics(run / "best")
     rec = {
         "model": name + args.tag, "encoder": model.config.encoder, "decoder": model.config.decoder,
@@ -222,7 +222,7 @@ def ship_best(results_dir: Path, runs: str) -> dict:
     recs = [r for r in recs if r.get("val_bleu4_greedy_best") is not None]
     # Ensembles stay opt-in (`i2t ensemble`): every member decodes every word, and decoding is memory-bound on a
     # CPU, so two members took single-image latency from 89 to 135 ms, past the 100 ms target (docs/RESULTS.md).
-    recs = [r for r in recs if not is_ensemble(r)]
+    recs = [r for r in recs if not is_combination(r, "ensemble")]
     # Runs are not committed, so a record can outlive its run folder (a new machine): the best one still present ships.
     ranked = sorted(recs, key=lambda r: r["val"].get("bleu4", r["val_bleu4_greedy_best"]), reverse=True)
     present = [r for r in ranked if (Path(runs) / r.get("run", r["model"]) / "best").is_dir()]
@@ -271,6 +271,8 @@ def _f(x, nd=3) -> str:
 
 
 def write_table(results_dir: Path, doc: Path) -> str:
+    from img2text2img.models.captioner import CaptionerConfig
+
     recs = [json.loads(p.read_text()) for p in sorted(results_dir.glob("captioner-*.json"))]
     head = ("| model | test BLEU-1 | BLEU-2 | BLEU-3 | BLEU-4 | METEOR | ROUGE-L | CIDEr-D | nltk BLEU-1 | nltk BLEU-4 "
             "| decoder params | train min | min to best | captions/s |\n|" + "---|" * 14 + "\n")
@@ -326,20 +328,22 @@ def write_table(results_dir: Path, doc: Path) -> str:
             f"{r['model']} starts from `{Path(r['init_from']).parent.name}`" for r in tuned) +
             ". Their 'train min' counts the self-critical stage only (add the starting row's), and their "
             "'captions/s' is training images/s, each with 5 sampled captions.", ""]
-    searches = [r for r in recs if r.get("beam", 3) != 3 or (r.get("config") or {}).get("length_alpha", 0.7) != 0.7]
+    default_beam, default_alpha = CaptionerConfig.beam_size, CaptionerConfig.length_alpha
+    searches = [r for r in recs if r.get("beam", default_beam) != default_beam
+                or (r.get("config") or {}).get("length_alpha", default_alpha) != default_alpha]
     if searches:
         text += ["Rows decoded with another search (beam width and length normalisation chosen on the validation "
                  "split with `scripts/tune_decoding.py`, docs/results/decoding-*.json): " + "; ".join(
                      f"{r['model']}: beam {r['beam']}, length_alpha {r['config']['length_alpha']}"
                      + (f", the weights of `{r['run']}`" if r.get("run", r["model"]) != r["model"] else "")
                      for r in searches) + ".", ""]
-    averages = [r for r in recs if str(r.get("objective", "")).startswith("average of")]
+    averages = [r for r in recs if is_combination(r, "average")]
     if averages:
         text += ["Weight-average rows (`--average CKPT CKPT`, `i2t average`): " + "; ".join(
             f"{r['model']} is the {r['objective']}" for r in averages) +
             ". Their 'train min' / 'min to best' add up the members' minutes (a fine-tune's member counts its own "
             "stage, so a run plus its fine-tune is counted once each).", ""]
-    ensembles = [r for r in recs if is_ensemble(r)]
+    ensembles = [r for r in recs if is_combination(r, "ensemble")]
     if ensembles:
         text += ["Ensemble rows (`--ensemble RUN RUN`, `i2t ensemble`): " + "; ".join(
             f"{r['model']} is the {r['objective']}" for r in ensembles) +

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from datetime import datetime, timezone
@@ -46,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    from img2text2img.checkpoint import write_text_atomic
     from img2text2img.data import load_dataset
     from img2text2img.metrics.caption import coco_scores, corpus_bleu_scores
     from img2text2img.models.captioner import load_captioner
@@ -67,9 +67,10 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         hyps = decode_source(model, src, beam_size=beam)
         secs = time.perf_counter() - t0
+        words = sum(len(h.tokens) for h in hyps)
         row = {"beam": beam, "length_alpha": alpha, "decode_s": round(secs, 1),
-               "mean_words": round(sum(len(h.tokens) for h in hyps) / len(hyps), 2),
-               "length_ratio_vs_shortest_ref": round(sum(len(h.tokens) for h in hyps) / max(ref_len, 1), 3)}
+               "mean_words": round(words / len(hyps), 2),
+               "length_ratio_vs_shortest_ref": round(words / max(ref_len, 1), 3)}
         row.update({k: round(v, 4) for k, v in corpus_bleu_scores(refs_tok, [h.tokens for h in hyps]).items()})
         row.update({k: round(v, 4) for k, v in coco_scores(refs_raw, [h.text for h in hyps], meteor=args.meteor).items()})
         rows.append(row)
@@ -83,11 +84,8 @@ def main(argv: list[str] | None = None) -> int:
            "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
            "command": "python scripts/tune_decoding.py " + " ".join(sys.argv[1:] if argv is None else argv)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(args.out.suffix + f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(out, indent=1) + "\n")
-    tmp.replace(args.out)
+    write_text_atomic(args.out, json.dumps(out, indent=1) + "\n")
     if args.apply:
-        from img2text2img.checkpoint import write_text_atomic
         from img2text2img.models import resolve_checkpoint_dir
         from img2text2img.models.captioner import default_captioner_dir
 

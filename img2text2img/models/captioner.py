@@ -687,15 +687,28 @@ def load_captioner(model: str | Path | Captioner | None = None, device: str = "c
     return load_model(path, kind=KIND, device=device)
 
 
+def _load_members(models: Sequence[str | Path | Captioner], verb: str) -> list[Captioner]:
+    """Load the captioners to ensemble or average (`verb`), with the checks both need: at least two, one
+    vocabulary, and no stored encoder (only decoders are combined)."""
+    loaded = [load_captioner(m) for m in models]
+    if len(loaded) < 2:
+        raise I2TError(f"cannot {verb} fewer than two captioners: give at least two")
+    for m in loaded[1:]:
+        if m.vocab.itos != loaded[0].vocab.itos:
+            raise I2TError(f"cannot {verb} captioners with different vocabularies (train them on the same data "
+                           "with the same --min-count)")
+    if any(m.config.store_encoder for m in loaded):
+        raise I2TError(f"cannot {verb} captioners that store their own encoder (only decoders are combined)")
+    return loaded
+
+
 def ensemble_captioners(models: Sequence[str | Path | Captioner]) -> Captioner:
     """One captioner whose decoder is the ensemble of `models`' decoders (`EnsembleDecoder`).
 
     The members must read the same features (encoder and its weights) with the same vocabulary; their decoders may
     differ in type and size (an LSTM and an attention decoder err differently, which is what an ensemble wants).
     Beam search, length normalisation and maximum length are taken from the first."""
-    loaded = [load_captioner(m) for m in models]
-    if len(loaded) < 2:
-        raise I2TError("an ensemble needs at least two captioners")
+    loaded = _load_members(models, "ensemble")
     first = loaded[0]
     shared = ("encoder", "encoder_weights_sha256", "feature_dim")
     decoders, member_cfgs = [], []
@@ -704,11 +717,6 @@ def ensemble_captioners(models: Sequence[str | Path | Captioner]) -> Captioner:
         if any(getattr(c, f) != getattr(first.config, f) for f in shared):
             raise I2TError(f"cannot ensemble {c.encoder}+{c.decoder} with {first.config.encoder}+{first.config.decoder}: "
                            "members must read the same encoder's features (same weights)")
-        if m.vocab.itos != first.vocab.itos:
-            raise I2TError("cannot ensemble captioners with different vocabularies (train them on the same data "
-                           "with the same --min-count)")
-        if c.store_encoder:
-            raise I2TError("ensembles of captioners that store their own encoder are not supported")
         decoders.extend(m.decoder.members if isinstance(m.decoder, EnsembleDecoder) else [m.decoder])
         member_cfgs.extend(c.member_configs())
     overrides = tuple({f: getattr(mc, f) for f in MEMBER_FIELDS if getattr(mc, f) != getattr(first.config, f)}
@@ -727,9 +735,7 @@ def average_captioners(models: Sequence[str | Path | Captioner]) -> Captioner:
     a run, or a run and a fine-tune started from it (self-critical training), which stay in one basin of the loss;
     two runs trained apart from different random starts average to nonsense. The members must share the
     architecture and vocabulary; config (with its search) and vocabulary are taken from the first."""
-    loaded = [load_captioner(m) for m in models]
-    if len(loaded) < 2:
-        raise I2TError("averaging needs at least two captioners")
+    loaded = _load_members(models, "average")
     first = loaded[0]
 
     def arch(m: Captioner) -> dict:
@@ -738,10 +744,6 @@ def average_captioners(models: Sequence[str | Path | Captioner]) -> Captioner:
     for m in loaded:
         if arch(m) != arch(first):
             raise I2TError("cannot average captioners of different architectures or encoders (their configs differ)")
-        if m.vocab.itos != first.vocab.itos:
-            raise I2TError("cannot average captioners with different vocabularies")
-        if m.config.store_encoder:
-            raise I2TError("averaging captioners that store their own encoder is not supported")
     states = [m.decoder.state_dict() for m in loaded]
     mean = {k: (sum(st[k].double() for st in states) / len(states)).to(v.dtype) if v.is_floating_point() else v
             for k, v in states[0].items()}
