@@ -57,7 +57,8 @@ def _model_id(folder: str | Path | None) -> dict | None:
 
 
 def score(name: str, path: Path, temperature: float | None, data: str, n_frechet: int, n_roundtrip: int,
-          seed: int, out_dir: Path, judge: Path | None = None) -> dict:
+          seed: int, out_dir: Path, judge: Path | None = None, reranker: Path | None = None,
+          candidates: int = 1) -> dict:
     import torch
 
     from img2text2img.checkpoint import load_checkpoint
@@ -73,10 +74,14 @@ def score(name: str, path: Path, temperature: float | None, data: str, n_frechet
     if temperature is not None:
         gen.config.sample_temperature = temperature
     info = {**ck.info, "train_seconds": ck.metrics.get("train_seconds")}
+    judge = judge or default_model_dir("captioner", data)
+    if reranker is not None:  # best of `candidates` samples, chosen by another captioner than the judge
+        from img2text2img.rerank import reranked
+
+        gen = reranked(gen, reranker, candidates, judge=judge)
     t0 = time.time()
     ds_name = "shapes:5000" if data == "shapes" else data
     fr = evaluate_generator(gen, data=ds_name, split="test", n=n_frechet, seed=seed)
-    judge = judge or default_model_dir("captioner", data)
     cap = load_model(judge, kind="captioner")
     summary = path.parent / "summary.json"  # a run's last/ sits beside its summary, which names any critic
     run_summary = json.loads(summary.read_text()) if path.name == "last" and summary.exists() else {}
@@ -101,7 +106,8 @@ def score(name: str, path: Path, temperature: float | None, data: str, n_frechet
                       "normalised_bleu1": s["normalised_bleu1"], "bleu4": s["roundtrip"]["bleu4"],
                       "upper_bleu4": s["upper_real_photo"]["bleu4"], "lower_grey_bleu4": s["lower_grey"]["bleu4"],
                       "image_to_image": s.get("image_to_image")},
-        "judge": _model_id(judge), "critic": critic, "init_from": run_summary.get("init_from"),
+        "judge": _model_id(judge), "critic": critic,
+        "reranker": {**_model_id(reranker), "candidates": candidates} if reranker is not None else None, "init_from": run_summary.get("init_from"),
         "samples": str(img.relative_to(ROOT)),
         "command": "python scripts/results_generator.py " + " ".join(sys.argv[1:]),
         "machine": f"{platform.platform()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
@@ -149,7 +155,9 @@ def _readers(r: dict) -> str:
     critic, judge = r.get("critic"), r.get("judge")
     head = f"{short(critic)} (weight {critic.get('weight')})" if critic else "none"
     same = critic and judge and critic.get("weights_sha256") == judge.get("weights_sha256")
-    return f"{head} -> {short(judge)}" + (" **self-judged**" if same else "")
+    rr = r.get("reranker")
+    rerank = f"; best of {rr['candidates']} by {short(rr)}" if rr else ""
+    return f"{head} -> {short(judge)}" + (" **self-judged**" if same else "") + rerank
 
 
 def section(results_dir: Path) -> str:
@@ -169,7 +177,10 @@ def section(results_dir: Path) -> str:
               "date); the round-trip section below uses the current one. 'critic -> judge': the captioner whose "
               "cross-entropy of the prompt was part of the training loss (`i2t train generator --critic`) and the "
               "captioner that scored the round trip, by the first 8 hex digits of their weights' sha256. A "
-              "**self-judged** row says how well a generator learned to please one reader, not how well it draws.", ""]
+              "**self-judged** row says how well a generator learned to please one reader, not how well it draws. "
+              "'best of k by X': every drawing (Fréchet, round trip and samples alike) is the one of k samples that "
+              "captioner X, never the judge, finds its sentence most likely for (`img2text2img.rerank`, "
+              "`--rerank-with X --candidates k`).", ""]
     for data in sorted({r["data"] for r in recs}):
         rows = [r for r in recs if r["data"] == data]
         lines += [f"### {data}", "",
@@ -204,6 +215,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--judge", type=Path, default=None,
                     help="captioner for the round trip (default: the dataset's shipped one); must differ from the "
                          "critic a run was trained with, or the score measures that reader's quirks")
+    ap.add_argument("--rerank-with", type=Path, default=None, metavar="CAPTIONER",
+                    help="draw --candidates samples per picture and keep the one this captioner finds the sentence "
+                         "most likely for (must not be the judge)")
+    ap.add_argument("--candidates", type=int, default=8, help="samples per picture with --rerank-with")
     ap.add_argument("--ship", default=None, metavar="NAME", help="ship this scored generator as the data's default")
     ap.add_argument("--results", type=Path, default=ROOT / "docs" / "results")
     ap.add_argument("--doc", type=Path, default=ROOT / "docs" / "RESULTS.md")
@@ -218,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         for spec in args.run:
             name, path, temp = parse_run(spec)
             rec = score(name, path, temp, args.data, args.frechet_images, args.roundtrip_images, args.seed, args.results,
-                        args.judge)
+                        args.judge, args.rerank_with, args.candidates)
             print(f"{name}: Fréchet {rec['frechet']['frechet_feature_distance']:.1f}, normalised round-trip BLEU-4 "
                   f"{_f(rec['roundtrip']['normalised_bleu4'])} ({rec['seconds']} s)", flush=True)
     if args.ship:

@@ -32,6 +32,9 @@ def generate(
     scale: Annotated[int, typer.Option(min=1, max=16, help="Enlarge the PNG by this factor (nearest neighbour).")] = 1,
     data: Annotated[str, typer.Option(help="Which built-in generator draws when no --model is given: shapes (coloured "
                                            "shapes) or flickr8k (photos of people and dogs; blurry at this size).")] = "shapes",
+    rerank_with: Annotated[Path | None, typer.Option(help="Captioner folder: draw --candidates samples per picture and "
+                                                          "keep the one it finds the sentence most likely for.")] = None,
+    candidates: Annotated[int, typer.Option(min=1, max=256, help="Samples per picture with --rerank-with.")] = 8,
 ) -> None:
     """Draw 64x64 pictures from sentences and write them as one PNG (one row per sentence)."""
     import warnings
@@ -50,6 +53,10 @@ def generate(
             raise I2TError(f"--data must be one of: {', '.join(SHIPPED)} (or pass --model DIR)")
         model = default_model_dir("generator", data)
     gen = load_generator(model)
+    if rerank_with is not None:
+        from img2text2img.rerank import reranked
+
+        gen = reranked(gen, rerank_with, candidates)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", PromptWarning)
         images = gen.generate(prompts, n=n, seed=seed, temperature=temperature)

@@ -23,6 +23,9 @@ def roundtrip_eval(
     out: Annotated[Path, typer.Option(help="Folder for roundtrip.json and report.html.")] = Path("runs/roundtrip"),
     data_dir: Annotated[Path | None, typer.Option(help="Where the dataset is (else $I2T_DATA, then ../shared).")] = None,
     seed: Annotated[int, typer.Option(help="Seed for caption sampling, unrelated-photo pairing and generator noise.")] = 0,
+    rerank_with: Annotated[Path | None, typer.Option(help="Captioner folder (not the judge): each drawing is the best of "
+                                                          "--candidates samples by its likelihood of the sentence.")] = None,
+    candidates: Annotated[int, typer.Option(min=1, max=256, help="Samples per drawing with --rerank-with.")] = 8,
 ) -> None:
     """Send captions through the generator and back through the captioner; score BLEU between the bounds
     (upper: captioner on the real photo; lower: on a grey image / an unrelated photo). Writes OUT/roundtrip.json and
@@ -39,8 +42,13 @@ def roundtrip_eval(
     torch.manual_seed(seed)
     ds = load_dataset(data, data_dir)
     key = "shapes" if ds.name.startswith("shape") else ds.name
-    cap = load_model(captioner or default_model_dir("captioner", key), kind="captioner")
+    judge = captioner or default_model_dir("captioner", key)
+    cap = load_model(judge, kind="captioner")
     gen = load_model(generator or default_model_dir("generator", key), kind="generator")
+    if rerank_with is not None:
+        from img2text2img.rerank import reranked
+
+        gen = reranked(gen, rerank_with, candidates, judge=judge)
     enc = None
     if encoder != "none":
         from img2text2img.models.encoders import create_encoder
@@ -55,6 +63,8 @@ def roundtrip_eval(
         task = bar.add_task("rt", total=None)
         result = evaluate_roundtrip(ds, *fns, split=split, limit=limit, captions_per_image=per_image, seed=seed,
                                     progress=lambda done, total: bar.update(task, completed=done, total=total))
+    if rerank_with is not None:
+        result.scores["reranker"] = {"captioner": str(rerank_with), "candidates": candidates}
     paths = write_report(result, out, title=f"img2text2img round trip on {ds.name} {split} ({result.scores['n_pairs']} captions)")
     s = result.scores
     t = Table(title=f"round trip: {ds.name} {split}, {s['n_images']} images, {s['n_pairs']} captions")

@@ -33,7 +33,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 from img2text2img.config import config_from_dict, config_to_dict
 from img2text2img.errors import I2TError
 from img2text2img.registry import Registry
-from img2text2img.vocab import END_ID, PAD_ID, START_ID, SharedEmbedding, Vocabulary
+from img2text2img.vocab import END_ID, PAD_ID, START_ID, SharedEmbedding, Vocabulary, pad_batch
 
 KIND = "captioner"
 
@@ -555,6 +555,30 @@ class Captioner(nn.Module):
             pooled, grid = self.encode_images(images[i:i + batch_size])
             out.extend(self.decode_features(pooled, grid, beam_size=beam_size, max_len=max_len))
         return out
+
+    @torch.inference_mode()
+    def text_logprob(self, images: Sequence, texts: Sequence[str], batch_size: int = 32) -> torch.Tensor:
+        """How likely this captioner finds each text for its image: the summed log-probability of the words and
+        <end> of `texts[i]` given `images[i]` (PIL), teacher-forced, dropout off -> FloatTensor [len(images)].
+
+        Why: it lets a captioner judge pictures it did not draw, which is what reranking a generator's samples
+        needs (`img2text2img.rerank`). Words outside this captioner's vocabulary count as <unk>, as in training."""
+        if len(images) != len(texts):
+            raise I2TError(f"{len(images)} images but {len(texts)} texts")
+        was_training = self.training
+        self.eval()
+        try:
+            out = []
+            for i in range(0, len(images), batch_size):
+                pooled, grid = self.encode_images(images[i:i + batch_size])
+                tokens = pad_batch([self.vocab.encode(t, max_len=self.config.max_len)
+                                    for t in texts[i:i + batch_size]]).to(pooled.device)
+                logits, _ = self.decoder(pooled.float(), grid.float() if self.config.uses_grid else None, tokens)
+                logp = torch.log_softmax(logits.float(), -1).gather(2, tokens[:, 1:, None])[..., 0]
+                out.append((logp * (tokens[:, 1:] != PAD_ID)).sum(1).cpu())
+        finally:
+            self.train(was_training)
+        return torch.cat(out) if out else torch.zeros(0)
 
 
 # ---------------------------------------------------------------------------------------------------------------

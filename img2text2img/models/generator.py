@@ -670,8 +670,9 @@ class Generator(nn.Module):
 
 
 def load_generator(model: Generator | str | Path | None = None, device: str = "cpu") -> Generator:
-    """A `Generator` as given, loaded from a checkpoint / run folder, or (None) the default shipped in the package."""
-    if isinstance(model, Generator):
+    """A `Generator` as given (or anything that draws like one, e.g. `rerank.RerankedGenerator`), loaded from a
+    checkpoint / run folder, or (None) the default shipped in the package."""
+    if model is not None and not isinstance(model, (str, Path)):
         return model
     from img2text2img.models import load_model
 
