@@ -1,6 +1,7 @@
 """Captioner: tiny decoders on the shapes set, decoding, checkpoints, CLI."""
 from __future__ import annotations
 
+import copy
 import json
 import re
 from pathlib import Path
@@ -12,6 +13,7 @@ from img2text2img.data import load_dataset, load_image
 from img2text2img.errors import I2TError
 from img2text2img.models.captioner import (
     Captioner,
+    EnsembleDecoder,
     beam_search,
     captioner_config,
     create_captioner,
@@ -79,6 +81,22 @@ def test_beam_width_one_equals_greedy(shapes, decoder):
         b_ids, b_lp = beam_search(model.decoder, pooled, grid, 1, 12)
     assert torch.equal(g_ids, b_ids)
     assert torch.allclose(g_lp, b_lp, atol=1e-5)
+
+
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_beam_search_keeps_per_image_state_without_regathering(shapes, decoder):
+    """Skipping the re-gather of per-image state (an image's beams only continue its own beams) changes nothing:
+    the same search with every state key re-gathered gives the same words and scores, for an ensemble too."""
+    torch.manual_seed(4)
+    single = create_captioner(f"small_cnn+{decoder}-tiny", shapes["vocab"], feature_dim=64).eval()
+    pooled, grid = shapes["pooled"][:8], shapes["grid"][:8]
+    for dec in (single.decoder, EnsembleDecoder([single.decoder, copy.deepcopy(single.decoder)]).eval()):
+        with torch.no_grad():
+            fast = beam_search(dec, pooled, grid, 4, 12)
+            dec.per_image_state = frozenset()  # an instance attribute hides the class's: re-gather everything
+            slow = beam_search(dec, pooled, grid, 4, 12)
+        assert torch.equal(fast[0], slow[0]) and torch.allclose(fast[1], slow[1])
+    assert decoder == "lstm" or type(single.decoder).per_image_state
 
 
 @pytest.mark.parametrize("decoder", DECODERS)

@@ -226,6 +226,8 @@ class MergeBLSTMDecoder(nn.Module):
     model stays causal; training batches all B*(T-1) prefixes into one packed LSTM call.
     """
 
+    per_image_state = frozenset({"img"})  # state that depends on the image only (see `beam_search`)
+
     def __init__(self, cfg: CaptionerConfig):
         super().__init__()
         self.embed = SharedEmbedding(cfg.vocab_size, cfg.embed_dim)
@@ -279,6 +281,8 @@ class MergeBLSTMDecoder(nn.Module):
 
 class SoftAttentionDecoder(nn.Module):
     """Show, Attend and Tell (soft): each step attends over the N grid cells with the previous hidden state."""
+
+    per_image_state = frozenset({"feats", "att"})  # state that depends on the image only (see `beam_search`)
 
     def __init__(self, cfg: CaptionerConfig):
         super().__init__()
@@ -355,6 +359,8 @@ class EnsembleDecoder(nn.Module):
     def __init__(self, members: Sequence[nn.Module]):
         super().__init__()
         self.members = nn.ModuleList(members)
+        self.per_image_state = frozenset(f"{i}.{k}" for i, m in enumerate(members)
+                                         for k in getattr(m, "per_image_state", ()))
 
     def init_state(self, pooled, grid):
         return {f"{i}.{k}": v for i, m in enumerate(self.members) for k, v in m.init_state(pooled, grid).items()}
@@ -585,8 +591,9 @@ class Captioner(nn.Module):
 # Search
 
 
-def _select(state: dict[str, torch.Tensor], idx: torch.Tensor) -> dict[str, torch.Tensor]:
-    return {k: v.index_select(0, idx) for k, v in state.items()}
+def _select(state: dict[str, torch.Tensor], idx: torch.Tensor, keep: frozenset = frozenset()) -> dict[str, torch.Tensor]:
+    """The state's rows `idx`; keys in `keep` are passed through as they are."""
+    return {k: (v if k in keep else v.index_select(0, idx)) for k, v in state.items()}
 
 
 def _never_emit(logp: torch.Tensor) -> torch.Tensor:
@@ -659,6 +666,7 @@ def beam_search(decoder: nn.Module, pooled, grid, beam_size: int, max_len: int,
     dev = pooled.device
     state = decoder.init_state(pooled, grid)
     state = _select(state, torch.arange(B, device=dev).repeat_interleave(k))  # [B*k, ...]
+    per_image = getattr(decoder, "per_image_state", frozenset())
     prefix = torch.full((B * k, 1), START_ID, dtype=torch.long, device=dev)
     scores = torch.full((B, k), -math.inf, device=dev)
     scores[:, 0] = 0.0  # all beams start identical: keep one alive so the first step does not pick duplicates
@@ -676,7 +684,9 @@ def beam_search(decoder: nn.Module, pooled, grid, beam_size: int, max_len: int,
         beam = flat // V
         word = flat % V
         src = (torch.arange(B, device=dev)[:, None] * k + beam).view(-1)  # [B*k] rows to continue
-        state = _select(state, src)
+        # a beam only ever continues a beam of its own image, so per-image state (the attention's projected grid,
+        # the largest tensors here) is already in the right rows: re-gathering it was ~15% of batched decoding
+        state = _select(state, src, per_image)
         prefix = torch.cat([prefix.index_select(0, src), word.view(-1, 1)], 1)
         was_done = done.index_select(0, src)
         lengths = lengths.index_select(0, src) + (~was_done).float()
