@@ -29,11 +29,13 @@ def tag(images: Sequence, model=None, top: int = 10):
     return _tag(images, model=model, top=top)
 
 
-def generate(prompts: str | Sequence[str], model=None, n: int = 1, seed: int = 0):
-    """Draw `n` 64x64 pictures per prompt as PIL images; the same seed gives the same pictures."""
+def generate(prompts: str | Sequence[str], model=None, n: int = 1, seed: int = 0, rerank_with=None,
+             candidates: int = 8):
+    """Draw `n` 64x64 pictures per prompt as PIL images; the same seed gives the same pictures. With `rerank_with`
+    (a captioner or its folder) each picture is the best of `candidates` samples by that captioner."""
     from img2text2img.models.generator import generate_images
 
-    return generate_images(prompts, model=model, n=n, seed=seed)
+    return generate_images(prompts, model=model, n=n, seed=seed, rerank_with=rerank_with, candidates=candidates)
 
 
 __all__ = ["caption", "generate", "load_model", "tag"]

@@ -85,6 +85,14 @@ def test_reranking_refuses_the_judge_and_deterministic_generators(tmp_path):
     assert RerankedGenerator(pixel, _ScriptedReranker(), candidates=1).candidates == 1
 
 
+def test_python_api_generate_with_a_reranker():
+    import img2text2img as i2t
+
+    pics = i2t.generate("a red circle", n=2, seed=1, rerank_with=SHAPES_CAPTIONER, candidates=3)
+    again = i2t.generate("a red circle", n=2, seed=1, rerank_with=SHAPES_CAPTIONER, candidates=3)
+    assert len(pics) == 2 and [p.tobytes() for p in pics] == [p.tobytes() for p in again]
+
+
 def test_cli_generate_and_roundtrip_with_a_reranker(tmp_path, capsys):
     from img2text2img.cli import main
 
