@@ -81,23 +81,15 @@ class RerankedGenerator:
         return images[torch.arange(len(best)), best]
 
 
-def _weights_sha(folder: str | Path) -> str | None:
-    import json
-
-    from img2text2img.models import resolve_checkpoint_dir
-
-    cfg = resolve_checkpoint_dir(folder) / "config.json"
-    return json.loads(cfg.read_text()).get("weights_sha256") if cfg.exists() else None
-
-
 def reranked(generator, reranker, candidates: int = 8, judge: str | Path | None = None) -> RerankedGenerator:
     """Wrap `generator` with a reranking captioner given as a `Captioner` or a checkpoint / run folder. With `judge`
     (the folder of the captioner that will score the drawings), a reranker holding the judge's weights is refused."""
     if isinstance(reranker, (str, Path)):
-        if judge is not None and _weights_sha(reranker) is not None and _weights_sha(reranker) == _weights_sha(judge):
+        from img2text2img.models import load_model, weights_sha256
+
+        sha = weights_sha256(reranker)
+        if judge is not None and sha is not None and sha == weights_sha256(judge):
             raise I2TError(f"the reranker {reranker} has the judge's weights: it would pick exactly what it then "
                            "scores; rerank with another captioner")
-        from img2text2img.models import load_model
-
         reranker = load_model(reranker, kind="captioner")
     return RerankedGenerator(generator, reranker, candidates)

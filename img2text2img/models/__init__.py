@@ -27,6 +27,15 @@ def resolve_checkpoint_dir(path: str | Path) -> Path:
     return path
 
 
+def weights_sha256(path: str | Path) -> str | None:
+    """The sha256 of a checkpoint's weights as its config.json records it (None without one), without loading or
+    hashing the weights: how scripts and training runs name exactly which model they used or compared against."""
+    import json
+
+    cfg = resolve_checkpoint_dir(path) / "config.json"
+    return json.loads(cfg.read_text(encoding="utf-8")).get("weights_sha256") if cfg.exists() else None
+
+
 def load_model(path: str | Path, kind: str | None = None, device: str = "cpu"):
     """Load any checkpoint folder (or training run folder) as a ready-to-use model in eval mode."""
     from img2text2img.checkpoint import load_checkpoint

@@ -7,7 +7,6 @@ more CPU than the model.
 """
 from __future__ import annotations
 
-import json
 import random
 import warnings
 from dataclasses import dataclass
@@ -403,7 +402,7 @@ def train_generator(kind_or_preset: str, data: str, cfg: TrainConfig, *, data_di
         hflip = ds.name != "shapes"
     reader, run_info = None, {}
     if critic is not None:
-        from img2text2img.models import resolve_checkpoint_dir
+        from img2text2img.models import weights_sha256
         from img2text2img.models.captioner import load_captioner
 
         if model.config.kind == "gan":
@@ -411,10 +410,9 @@ def train_generator(kind_or_preset: str, data: str, cfg: TrainConfig, *, data_di
         reader = CaptionCritic(load_captioner(critic), model.vocab, critic_weight, critic_shift, critic_target,
                                critic_tv)
         # The reader by the weights read now: its folder may hold another captioner by the time anyone looks.
-        meta = json.loads((resolve_checkpoint_dir(critic) / "config.json").read_text(encoding="utf-8"))
-        run_info = {"critic": str(critic), "critic_weights_sha256": meta.get("weights_sha256"),
-                       "critic_weight": critic_weight, "critic_shift": critic_shift, "critic_target": critic_target,
-                       "critic_tv": critic_tv}
+        run_info = {"critic": str(critic), "critic_weights_sha256": weights_sha256(critic),
+                    "critic_weight": critic_weight, "critic_shift": critic_shift, "critic_target": critic_target,
+                    "critic_tv": critic_tv}
     feats = None
     if perceptual is not None:
         if model.config.kind == "gan":
