@@ -545,3 +545,54 @@ def test_a_pixel_generator_gains_a_latent_code_and_draws_as_before(shapes, tmp_p
     made = load_model(tmp_path / "vae" / "last")
     assert made.config.kind == "vae" and made.config.z_dim == 4 and made.config.prior == "learned"
     assert made.config.kl_warmup == 10  # the vae-tiny preset's warm-up: this code starts untrained
+
+
+def test_fit_palette_keeps_every_colour_of_the_shapes_set(shapes):
+    """A palette generator can only draw colours its palette has: each of the set's exact colours must be in it,
+    even the rare ones (a random or farthest-point k-means start merges yellow with orange)."""
+    from img2text2img.data.shapes import BACKGROUNDS, COLOURS
+    from img2text2img.models.generator import fit_palette
+
+    _, _, data = shapes
+    palette = fit_palette(data.images, 16) * 255
+    assert palette.shape == (16, 3)
+    present = {tuple(c) for c in data.images.permute(0, 2, 3, 1).reshape(-1, 3).unique(dim=0).tolist()}
+    wanted = [c for c in [*COLOURS.values(), *BACKGROUNDS.values()] if c in present]
+    assert len(wanted) >= 9
+    for colour in wanted:
+        assert float((palette - torch.tensor(colour, dtype=torch.float32)).norm(dim=1).min()) < 12, colour
+
+
+def test_palette_generator_learns_draws_only_palette_colours_and_round_trips(shapes, tmp_path):
+    from img2text2img.models.generator import fit_palette
+
+    _, vocab, data = shapes
+    dset = ImageCaptionDataset(data)
+    fixed = collate([dset[i] for i in range(32)])
+    torch.manual_seed(0)
+    model = create_generator("vae-attn-tiny", vocab, output="palette", palette_size=16).train()
+    model.palette.copy_(fit_palette(data.images, 16))
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+
+    def fixed_recon() -> float:
+        with torch.no_grad():
+            return model(*fixed, step=10_000)[2]["recon"]
+
+    start = fixed_recon()
+    for step, (ids, images) in _batches(data, 50):
+        fake, loss, _ = model(ids, images, step)
+        assert fake.requires_grad  # training draws the expected colour, so the critic / perceptual terms can steer
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert fixed_recon() < 0.5 * start
+    a = model.generate(PROMPTS, n=2, seed=3)
+    colours = a.permute(0, 2, 3, 1).reshape(-1, 3)
+    assert torch.cdist(colours, model.palette).min(1).values.max() < 1e-3  # every pixel one palette colour
+    assert torch.equal(a, model.generate(PROMPTS, n=2, seed=3))
+    model.save(tmp_path / "ck")
+    loaded = load_model(tmp_path / "ck")
+    assert loaded.config.output == "palette" and torch.equal(loaded.palette, model.palette)
+    assert torch.equal(loaded.generate(PROMPTS, n=2, seed=3), a)
+    with pytest.raises(I2TError, match="palette"):
+        create_generator("gan-tiny", vocab, output="palette")

@@ -125,6 +125,12 @@ def train_generator_cmd(
                                                "activations (default 0: ReLU). A pixel generator on shapes can "
                                                "lose a whole ReLU stage early and draw flat grey for good; 0.2 "
                                                "keeps it alive. A fresh run only.")] = None,
+    output: Annotated[str | None, typer.Option(help="rgb (a colour per pixel, pixel loss) or palette (each pixel "
+                                               "picks one of --palette-size colours fitted to the training "
+                                               "pictures, cross-entropy loss; draws hard edges). A fresh run "
+                                               "only; not for gan.")] = None,
+    palette_size: Annotated[int | None, typer.Option(min=2, max=256, help="Colours of a palette generator "
+                                                     "(default 16).")] = None,
 ) -> None:
     """Train a text-to-image generator; a sample grid for fixed prompts is written at every checkpoint."""
     import torch
@@ -140,7 +146,7 @@ def train_generator_cmd(
                               critic=critic, critic_weight=critic_weight,
                               critic_shift=critic_shift, critic_target=critic_target,
                               critic_tv=critic_tv, prior=prior, adv_weight=adv_weight, z_dim=z_dim, beta=beta,
-                              z_dropout=z_dropout, leak=leak,
+                              z_dropout=z_dropout, leak=leak, output=output, palette_size=palette_size,
                               perceptual=perceptual, perceptual_weight=perceptual_weight,
                               perceptual_size=perceptual_size)
     write_run_summary(out, summary)

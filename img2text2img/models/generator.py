@@ -68,6 +68,8 @@ class GeneratorConfig:
     adv_weight: float = 0.0  # vae: weight of a matching-aware discriminator's hinge loss on its drawings (VAE-GAN)
     z_dropout: float = 0.0  # vae: fraction of training drawings made from the prior's mean instead of the posterior's z
     leak: float = 0.0  # negative slope of the decoder's activations (0 = ReLU); see ImageDecoder
+    output: str = "rgb"  # rgb: a colour per pixel (pixel loss) | palette: a choice among palette colours (see below)
+    palette_size: int = 16  # palette output: colours in the palette, fitted to the training images (fit_palette)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -97,6 +99,12 @@ class GeneratorConfig:
             raise I2TError(f"leak must be in [0, 1), not {self.leak}")
         if self.recon_loss not in ("mse", "l1"):
             raise I2TError(f"recon_loss must be mse or l1, not {self.recon_loss!r}")
+        if self.output not in ("rgb", "palette"):
+            raise I2TError(f"output must be rgb or palette, not {self.output!r}")
+        if self.output == "palette" and self.kind == "gan":
+            raise I2TError("palette output is trained by its cross-entropy; a gan has no such loss (use rgb)")
+        if not 2 <= self.palette_size <= 256:
+            raise I2TError(f"palette_size must be between 2 and 256, not {self.palette_size}")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -197,7 +205,7 @@ class WordAttention(nn.Module):
 
 
 class ImageDecoder(nn.Module):
-    """Vector [B, D] -> image [B, 3, S, S] in [0, 1].
+    """Vector [B, D] -> image [B, 3, S, S] in [0, 1] (or, with `palette_size` K, logits [B, K, S, S]).
 
     dense -> C0 x 4 x 4 -> (2x transposed conv, BN, ReLU) per stage up to S/2 -> 3x3 conv to 3*4 channels ->
     pixel shuffle to S. The last, most expensive doubling is a free reshuffle of channels into pixels, which keeps
@@ -208,8 +216,9 @@ class ImageDecoder(nn.Module):
     4x4 map; on shapes this is what makes the colours appear within a few hundred steps."""
 
     def __init__(self, in_dim: int, channels: Sequence[int], film: bool = False, word_dim: int = 0,
-                 word_attention: int = 0, refine: int = 0, leak: float = 0.0):
+                 word_attention: int = 0, refine: int = 0, leak: float = 0.0, palette_size: int = 0):
         super().__init__()
+        self.palette_size = palette_size  # > 0: per-pixel logits over that many colours instead of RGB
         c0 = channels[0]
         self.leak = leak
         self.fc = nn.Sequential(nn.Linear(in_dim, c0 * 16))  # a Sequential so checkpoints keep the key "fc.0"
@@ -231,7 +240,7 @@ class ImageDecoder(nn.Module):
         n_stages = len(channels) - 1
         self.refine_from = n_stages - refine
         self.refiners = nn.ModuleList(_Refine(co, leak) for co in channels[1 + self.refine_from:])
-        self.to_rgb = nn.Conv2d(channels[-1], 3 * 4, 3, padding=1)
+        self.to_rgb = nn.Conv2d(channels[-1], (palette_size or 3) * 4, 3, padding=1)
         self.shuffle = nn.PixelShuffle(2)
 
     def forward(self, v: torch.Tensor, words: torch.Tensor | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -246,7 +255,8 @@ class ImageDecoder(nn.Module):
                 x = self.attend[i](x, words, mask)
             if i >= self.refine_from:
                 x = self.refiners[i - self.refine_from](x)
-        return torch.sigmoid(self.shuffle(self.to_rgb(x)))  # B x 3 x S x S
+        out = self.shuffle(self.to_rgb(x))  # B x 3 x S x S, or B x K x S x S palette logits
+        return out if self.palette_size else torch.sigmoid(out)
 
 
 def _activate(x: torch.Tensor, leak: float) -> torch.Tensor:
@@ -305,6 +315,42 @@ class Discriminator(nn.Module):
         return self.out(self.joint(torch.cat([f, t], 1)).flatten(1)).squeeze(1)  # B
 
 
+def fit_palette(images: torch.Tensor, k: int, seed: int = 0, sample: int = 200_000, iters: int = 15,
+                separation: float = 0.12) -> torch.Tensor:
+    """The `k` colours a palette generator draws with: k-means over the pixels of `images` ([N, 3, H, W], uint8 or
+    [0, 1]) -> [k, 3] in [0, 1].
+
+    Started from the densest colours rather than at random or at the farthest ones: the most common colours (on a
+    coarse grid), each at least `separation` away from those already taken. The colour of one small shape is a
+    tiny share of the pixels, yet far denser than the blends along its edges; a random or farthest-point start
+    spends centres on those blends and lets k-means merge yellow with orange, after which the generator could
+    never draw either. Farthest points fill up if too few dense colours are far enough apart."""
+    x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
+    px = x.permute(0, 2, 3, 1).reshape(-1, 3)
+    gen = torch.Generator().manual_seed(int(seed))
+    if px.shape[0] > sample:
+        px = px[torch.randint(px.shape[0], (sample,), generator=gen)]
+    bins, inverse, counts = (px * 31).round().unique(dim=0, return_inverse=True, return_counts=True)
+    means = torch.zeros(len(bins), 3).index_add_(0, inverse, px) / counts.unsqueeze(1)
+    centres: list[torch.Tensor] = []
+    for i in counts.argsort(descending=True).tolist():
+        if len(centres) == k:
+            break
+        if all(float((means[i] - c).norm()) >= separation for c in centres):
+            centres.append(means[i])
+    dist = torch.cdist(px, torch.stack(centres)).min(1).values.pow(2)
+    while len(centres) < k:
+        centres.append(px[dist.argmax()])
+        dist = torch.minimum(dist, (px - centres[-1]).pow(2).sum(1))
+    c = torch.stack(centres)
+    for _ in range(iters):
+        assign = torch.cdist(px, c).argmin(1)
+        sums = torch.zeros_like(c).index_add_(0, assign, px)
+        n = torch.bincount(assign, minlength=k).unsqueeze(1)
+        c = torch.where(n > 0, sums / n.clamp(min=1), c)  # an empty cluster keeps its centre
+    return c.clamp(0, 1)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Prompts
 
@@ -353,7 +399,11 @@ class Generator(nn.Module):
         self.text = TextEncoder(config.vocab_size, config.embed_dim, config.text_hidden, config.text_layers, config.dropout)
         self.decoder = ImageDecoder(self.text.out_dim + config.z_dim, config.channels, config.film,
                                     word_dim=config.text_hidden, word_attention=config.word_attention,
-                                    refine=config.refine, leak=config.leak)
+                                    refine=config.refine, leak=config.leak,
+                                    palette_size=config.palette_size if config.output == "palette" else 0)
+        if config.output == "palette":
+            # Fitted to the training pictures before training (fit_palette); a buffer, so it is saved with the weights.
+            self.register_buffer("palette", torch.zeros(config.palette_size, 3))
         if config.kind == "vae":
             self.image_encoder = _down_stack(config.enc_channels, spectral=False)
             side = config.image_size // 2 ** len(config.enc_channels)
@@ -400,6 +450,10 @@ class Generator(nn.Module):
 
         With a learned prior the noise is mapped through it, so a temperature scales the spread around what the
         sentence predicts rather than around the origin."""
+        return self._image(self._decode(ids, z))
+
+    def _decode(self, ids: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
+        """`draw` before `_image`: the decoder's raw output, which is what the pixel loss is taken of."""
         s, words = self._text(ids)
         if self.config.z_dim:
             if z is None:
@@ -407,15 +461,39 @@ class Generator(nn.Module):
             s = torch.cat([s, self._from_noise(s, z)], dim=1)
         return self.decoder(s, **words)
 
+    def _image(self, out: torch.Tensor) -> torch.Tensor:
+        """The decoder's output as a picture. RGB output is one already. Palette logits become, in training, the
+        expected colour (differentiable, for the critic and perceptual terms) and, in eval mode, each pixel's most
+        likely colour: the mode, not the mean, so where the model is unsure of an edge it still draws a hard one in
+        the dataset's own colours instead of a blend of the possible pictures."""
+        if self.config.output != "palette":
+            return out
+        if self.training:
+            return torch.einsum("bkhw,kc->bchw", out.softmax(1), self.palette.to(out.dtype))
+        return self.palette.to(out.dtype)[out.argmax(1)].permute(0, 3, 1, 2)
+
+    def palette_targets(self, real: torch.Tensor) -> torch.Tensor:
+        """Images [B, 3, S, S] in [0, 1] -> index of each pixel's nearest palette colour [B, S, S]."""
+        pal = self.palette.to(real.dtype)
+        d = (real[:, None] - pal[None, :, :, None, None]).pow(2).sum(2)  # B x K x S x S
+        return d.argmin(1)
+
     def generator_parameters(self) -> list[nn.Parameter]:
         """Everything but the discriminator (the GAN's generator optimizer gets these)."""
         return [p for n, p in self.named_parameters() if not n.startswith("discriminator.")]
 
-    def _recon(self, fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-        """Mean pixel loss. With `fg_weight` > 0, pixels that differ from the image's border colour (its median over
-        the outer ring: the background of a shapes picture) weigh 1 + fg_weight: a small shape is a few percent of
-        the pixels, so an unweighted loss learns the background first and the shapes only very slowly."""
-        err = (fake - real) ** 2 if self.config.recon_loss == "mse" else (fake - real).abs()
+    def _recon(self, out: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+        """Mean pixel loss of the decoder's output `out`: MSE / L1 for RGB, cross-entropy against each pixel's
+        nearest palette colour for palette logits. With `fg_weight` > 0, pixels that differ from the image's border
+        colour (its median over the outer ring: the background of a shapes picture) weigh 1 + fg_weight: a small
+        shape is a few percent of the pixels, so an unweighted loss learns the background first and the shapes
+        only very slowly."""
+        if self.config.output == "palette":
+            err = F.cross_entropy(out, self.palette_targets(real), reduction="none").unsqueeze(1)  # B x 1 x S x S
+        elif self.config.recon_loss == "mse":
+            err = (out - real) ** 2
+        else:
+            err = (out - real).abs()
         if self.config.fg_weight <= 0:
             return err.mean()
         border = torch.cat([real[:, :, 0], real[:, :, -1], real[:, :, :, 0], real[:, :, :, -1]], dim=2)  # B x 3 x 4S
@@ -448,8 +526,8 @@ class Generator(nn.Module):
             z = torch.zeros(ids.shape[0], cfg.z_dim, device=ids.device) if cfg.z_dim else None
             return self.draw(ids, z), None, {}
         if cfg.kind == "pixel":
-            fake = self.draw(ids)
-            recon = self._recon(fake, images)
+            out = self._decode(ids)
+            fake, recon = self._image(out), self._recon(out, images)
             logs = {"recon": recon.item()}
             loss = recon + self._perceptual_term(perceptual, fake, images, logs)
             return fake, loss + self._critic_term(critic, fake, ids, logs), logs
@@ -470,8 +548,8 @@ class Generator(nn.Module):
             # same pixel loss, makes the sentence pathway alone draw what the sentence pins down.
             drop = torch.rand(z.shape[0], 1, device=z.device) < cfg.z_dropout
             z = torch.where(drop, p_mu, z)
-        fake = self.decoder(torch.cat([s, z], 1), **words)
-        recon = self._recon(fake, images)
+        out = self.decoder(torch.cat([s, z], 1), **words)
+        fake, recon = self._image(out), self._recon(out, images)
         kl_terms = p_logvar - logvar + (logvar.exp() + (mu - p_mu).pow(2)) * torch.exp(-p_logvar) - 1
         kl = 0.5 * kl_terms.sum(1).mean() / images[0].numel()
         beta = cfg.beta * min(1.0, step / cfg.kl_warmup) if cfg.kl_warmup > 0 else cfg.beta
@@ -481,7 +559,7 @@ class Generator(nn.Module):
         prior_fake = None
         if return_prior or (critic is not None and critic.target == "prior"):
             noise = torch.randn_like(z) * cfg.sample_temperature
-            prior_fake = self.decoder(torch.cat([s, self._from_noise(s, noise)], 1), **words)
+            prior_fake = self._image(self.decoder(torch.cat([s, self._from_noise(s, noise)], 1), **words))
         if critic is not None:
             drawn = prior_fake if critic.target == "prior" else fake
             loss = loss + self._critic_term(critic, drawn, ids, logs)

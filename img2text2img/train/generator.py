@@ -397,6 +397,10 @@ def train_generator(kind_or_preset: str, data: str, cfg: TrainConfig, *, data_di
                            else "starts from --init-from (the network is kept)"))
     size = model.config.image_size
     train = load_image_captions(ds, "train", model.vocab, size, limit, model.config.max_tokens)
+    if model.config.output == "palette" and not resuming and init_from is None:
+        from img2text2img.models.generator import fit_palette
+
+        model.palette.copy_(fit_palette(train.images, model.config.palette_size, seed=cfg.seed))
     val = load_image_captions(ds, "val", model.vocab, size, 256, model.config.max_tokens) if "val" in ds.splits else None
     if hflip is None:
         hflip = ds.name != "shapes"
