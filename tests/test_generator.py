@@ -596,3 +596,23 @@ def test_palette_generator_learns_draws_only_palette_colours_and_round_trips(sha
     assert torch.equal(loaded.generate(PROMPTS, n=2, seed=3), a)
     with pytest.raises(I2TError, match="palette"):
         create_generator("gan-tiny", vocab, output="palette")
+
+
+def test_init_from_switches_an_rgb_generator_to_palette_output(shapes, tmp_path):
+    """Only the output head is new: the decoder's other weights carry over, and the palette is fitted."""
+    from img2text2img.train.engine import TrainConfig
+    from img2text2img.train.generator import train_generator
+
+    ds, _, data = shapes
+    train_generator("vae-tiny", str(ds.root), TrainConfig(out=str(tmp_path / "a"), max_steps=2, batch_size=8,
+                                                          checkpoint_every=2, progress=False))
+    start = load_model(tmp_path / "a" / "last")
+    cfg = TrainConfig(out=str(tmp_path / "b"), max_steps=2, batch_size=8, checkpoint_every=2, progress=False, lr=0.0)
+    train_generator("vae-tiny", str(ds.root), cfg, init_from=tmp_path / "a" / "last", output="palette",
+                    palette_size=12)
+    after = load_model(tmp_path / "b" / "last")
+    assert after.config.output == "palette" and after.palette.shape == (12, 3)
+    assert after.decoder.to_rgb.weight.shape[0] == 12 * 4
+    assert torch.equal(after.decoder.ups[0].weight, start.decoder.ups[0].weight)  # lr 0: kept as trained
+    grey = torch.tensor([128, 128, 128]) / 255  # a shapes background: must be one of the fitted colours
+    assert float((after.palette - grey).norm(dim=1).min()) < 0.03

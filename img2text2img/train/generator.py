@@ -302,8 +302,10 @@ class GeneratorTask(TrainTask):
 
 
 # Config fields a run started with `init_from` may change: each adds a part that starts neutral (the learned prior
-# as N(0, I), a fresh discriminator), so the trained weights stay valid.
-_EXTENSIONS = ("prior", "adv_weight")
+# as N(0, I), a fresh discriminator) or replaces only the last layer (a palette output head, fitted palette), so the
+# trained weights stay valid.
+_EXTENSIONS = ("prior", "adv_weight", "output", "palette_size")
+_OUTPUT_HEAD = ("decoder.to_rgb.", "palette")
 _LOSS_WEIGHTS = ("beta", "z_dropout")
 
 
@@ -315,8 +317,13 @@ def _extend(model: Generator, ck, changes: dict) -> Generator:
     if not changes:
         return model
     extended = Generator(replace(model.config, **changes), vocab=model.vocab).train()
-    missing, unexpected = extended.load_state_dict(ck.state_dict, strict=False)
-    kept = [k for k in missing if not k.startswith(("prior_net.", "discriminator."))]
+    state = ck.state_dict
+    new_head = {"output", "palette_size"} & set(changes)
+    if new_head:  # the decoder's features are kept; the layer that turns them into colours starts afresh
+        state = {k: v for k, v in state.items() if not k.startswith(_OUTPUT_HEAD)}
+    missing, unexpected = extended.load_state_dict(state, strict=False)
+    fresh = ("prior_net.", "discriminator.") + (_OUTPUT_HEAD if new_head else ())
+    kept = [k for k in missing if not k.startswith(fresh)]
     if kept or unexpected:
         raise I2TError(f"cannot change {', '.join(changes)} of {ck.path}: weights do not fit "
                        f"(missing {kept[:3]}, unexpected {unexpected[:3]})")
@@ -397,7 +404,8 @@ def train_generator(kind_or_preset: str, data: str, cfg: TrainConfig, *, data_di
                            else "starts from --init-from (the network is kept)"))
     size = model.config.image_size
     train = load_image_captions(ds, "train", model.vocab, size, limit, model.config.max_tokens)
-    if model.config.output == "palette" and not resuming and init_from is None:
+    if model.config.output == "palette" and not resuming and (init_from is None or ck.config.get("output") != "palette"
+                                                                or ck.config.get("palette_size") != model.config.palette_size):
         from img2text2img.models.generator import fit_palette
 
         model.palette.copy_(fit_palette(train.images, model.config.palette_size, seed=cfg.seed))
