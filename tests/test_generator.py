@@ -581,11 +581,13 @@ def test_palette_generator_learns_draws_only_palette_colours_and_round_trips(sha
     start = fixed_recon()
     for step, (ids, images) in _batches(data, 50):
         fake, loss, _ = model(ids, images, step)
-        assert fake.requires_grad  # training draws the expected colour, so the critic / perceptual terms can steer
+        assert fake.requires_grad  # straight-through: the critic / perceptual terms can steer the logits
         opt.zero_grad()
         loss.backward()
         opt.step()
     assert fixed_recon() < 0.5 * start
+    fake = model(*fixed, step=10_000)[0]  # ... while what they judge is the hard picture a user gets
+    assert torch.cdist(fake.detach().permute(0, 2, 3, 1).reshape(-1, 3), model.palette).min(1).values.max() < 1e-3
     a = model.generate(PROMPTS, n=2, seed=3)
     colours = a.permute(0, 2, 3, 1).reshape(-1, 3)
     assert torch.cdist(colours, model.palette).min(1).values.max() < 1e-3  # every pixel one palette colour

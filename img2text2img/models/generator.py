@@ -462,15 +462,20 @@ class Generator(nn.Module):
         return self.decoder(s, **words)
 
     def _image(self, out: torch.Tensor) -> torch.Tensor:
-        """The decoder's output as a picture. RGB output is one already. Palette logits become, in training, the
-        expected colour (differentiable, for the critic and perceptual terms) and, in eval mode, each pixel's most
+        """The decoder's output as a picture. RGB output is one already. Palette logits become each pixel's most
         likely colour: the mode, not the mean, so where the model is unsure of an edge it still draws a hard one in
-        the dataset's own colours instead of a blend of the possible pictures."""
+        the dataset's own colours instead of a blend of the possible pictures. In training the gradient is that of
+        the expected colour (straight-through), so the critic and perceptual terms judge exactly the picture a user
+        gets yet can still steer the logits; judging the soft blend instead would let them reward greys that the
+        mode never draws."""
         if self.config.output != "palette":
             return out
-        if self.training:
-            return torch.einsum("bkhw,kc->bchw", out.softmax(1), self.palette.to(out.dtype))
-        return self.palette.to(out.dtype)[out.argmax(1)].permute(0, 3, 1, 2)
+        palette = self.palette.to(out.dtype)
+        hard = palette[out.argmax(1)].permute(0, 3, 1, 2)
+        if not (self.training and torch.is_grad_enabled()):
+            return hard
+        soft = torch.einsum("bkhw,kc->bchw", out.softmax(1), palette)
+        return soft + (hard - soft).detach()
 
     def palette_targets(self, real: torch.Tensor) -> torch.Tensor:
         """Images [B, 3, S, S] in [0, 1] -> index of each pixel's nearest palette colour [B, S, S]."""
