@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from results_doc import cpu_model, replace_section  # scripts/ is on sys.path when a script runs
+from results_doc import cpu_model, doc_for, replace_section  # scripts/ is on sys.path when a script runs
 
 ROOT = Path(__file__).resolve().parent.parent
 BEGIN, END = "<!-- captioner:begin -->", "<!-- captioner:end -->"
@@ -450,7 +450,7 @@ def main(argv: list[str] | None = None) -> int:
         ship_best(results_dir, args.runs)
     if args.ship_shapes:
         ship_shapes(args.ship_shapes, results_dir)
-    print(write_table(results_dir, Path(args.doc)))
+    print(write_table(results_dir, doc_for(results_dir, Path(args.doc), ROOT)))
     return 0
 
 

@@ -31,3 +31,13 @@ def replace_section(doc: Path, section: str, begin: str, end: str) -> None:
         new = old.rstrip("\n") + "\n\n" + section + "\n"
     doc.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(doc, new)
+
+
+def doc_for(results: Path, doc: Path, root: Path) -> Path:
+    """The document a run may rewrite. The repository's RESULTS.md sections are generated from docs/results only: a
+    run whose rows go to another folder (a scratch evaluation) and that names no --doc writes RESULTS.md beside its
+    rows instead, or it would replace a published table with its own few rows (as a benchmark run once did)."""
+    repo_results, repo_doc = root / "docs" / "results", root / "docs" / "RESULTS.md"
+    if Path(results).resolve() != repo_results.resolve() and Path(doc).resolve() == repo_doc.resolve():
+        return Path(results) / "RESULTS.md"
+    return Path(doc)

@@ -27,7 +27,7 @@ import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 
-from results_doc import replace_section  # scripts/ is on sys.path when a script runs
+from results_doc import doc_for, replace_section  # scripts/ is on sys.path when a script runs
 
 ROOT = Path(__file__).resolve().parent.parent
 BEGIN, END = "<!-- generator:begin -->", "<!-- generator:end -->"
@@ -239,8 +239,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.ship:
         rec = json.loads((args.results / f"generator-{args.data}-{args.ship}.json").read_text())
         print(f"shipped {args.ship} to {ship(rec)}")
-    replace_section(args.doc, section(args.results), BEGIN, END)
-    print(f"updated {args.doc}")
+    doc = doc_for(args.results, args.doc, ROOT)
+    replace_section(doc, section(args.results), BEGIN, END)
+    print(f"updated {doc}")
     return 0
 
 

@@ -19,7 +19,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from results_doc import replace_section  # scripts/ is on sys.path when a script runs
+from results_doc import doc_for, replace_section  # scripts/ is on sys.path when a script runs
 
 ROOT = Path(__file__).resolve().parent.parent
 BEGIN, END = "<!-- roundtrip:begin -->", "<!-- roundtrip:end -->"
@@ -128,8 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.report_only:
         r = run(args.data, args.limit, args.per_image, args.seed, args.results, args.encoder, args.oracle)
         print(json.dumps(r["scores"], indent=2))
-    replace_section(args.doc, section(args.results), BEGIN, END)
-    print(f"updated {args.doc}")
+    doc = doc_for(args.results, args.doc, ROOT)
+    replace_section(doc, section(args.results), BEGIN, END)
+    print(f"updated {doc}")
     return 0
 
 
