@@ -7,7 +7,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from results_doc import doc_for, replace_section  # noqa: E402
+from results_doc import doc_for, replace_section
 
 
 def test_a_scratch_results_folder_never_rewrites_the_published_doc(tmp_path):
