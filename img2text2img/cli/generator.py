@@ -127,8 +127,9 @@ def train_generator_cmd(
                                                "keeps it alive. A fresh run only.")] = None,
     output: Annotated[str | None, typer.Option(help="rgb (a colour per pixel, pixel loss) or palette (each pixel "
                                                "picks one of --palette-size colours fitted to the training "
-                                               "pictures, cross-entropy loss; draws hard edges). A fresh run "
-                                               "only; not for gan.")] = None,
+                                               "pictures, cross-entropy loss; draws hard edges). A fresh run, "
+                                               "or --init-from an rgb run (only the output head starts afresh); "
+                                               "not for gan.")] = None,
     palette_size: Annotated[int | None, typer.Option(min=2, max=256, help="Colours of a palette generator "
                                                      "(default 16).")] = None,
 ) -> None:

@@ -11,6 +11,10 @@ convolutional decoder; they differ only in what the decoder is given besides the
 - `gan`:   conditional DCGAN: decoder(z, sentence) against a spectral-norm discriminator that sees (image, sentence)
   and is matching-aware (a real image with a mismatched sentence is a negative); hinge loss.
 
+Any of pixel / vae can draw in RGB (a colour per pixel under a pixel loss) or from a palette (`output="palette"`:
+logits over K colours fitted to the training pictures, cross-entropy, drawn as each pixel's most likely colour), which
+keeps edges hard where an RGB decoder averages the outlines it is unsure of.
+
 The public entry points are `Generator.generate(prompts, n, seed)` (a tensor in [0, 1], deterministic for a seed
 through a private `torch.Generator`) and `generate_images(prompts, model, n, seed)` (PIL images; `model=None` loads
 the small generator shipped in `img2text2img/pretrained/generator/`).
