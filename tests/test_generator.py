@@ -605,7 +605,7 @@ def test_init_from_switches_an_rgb_generator_to_palette_output(shapes, tmp_path)
     from img2text2img.train.engine import TrainConfig
     from img2text2img.train.generator import train_generator
 
-    ds, _, data = shapes
+    ds, _, _ = shapes
     train_generator("vae-tiny", str(ds.root), TrainConfig(out=str(tmp_path / "a"), max_steps=2, batch_size=8,
                                                           checkpoint_every=2, progress=False))
     start = load_model(tmp_path / "a" / "last")
