@@ -304,7 +304,8 @@ class GeneratorTask(TrainTask):
 # Config fields a run started with `init_from` may change: each adds a part that starts neutral (the learned prior
 # as N(0, I), a fresh discriminator) or replaces only the last layer (a palette output head, fitted palette), so the
 # trained weights stay valid.
-_EXTENSIONS = ("prior", "adv_weight", "output", "palette_size")
+_OUTPUT_FIELDS = ("output", "palette_size")  # a change to either means a new output head (and palette)
+_EXTENSIONS = ("prior", "adv_weight", *_OUTPUT_FIELDS)
 _OUTPUT_HEAD = ("decoder.to_rgb.", "palette")
 _LOSS_WEIGHTS = ("beta", "z_dropout")
 
@@ -318,7 +319,7 @@ def _extend(model: Generator, ck, changes: dict) -> Generator:
         return model
     extended = Generator(replace(model.config, **changes), vocab=model.vocab).train()
     state = ck.state_dict
-    new_head = {"output", "palette_size"} & set(changes)
+    new_head = set(_OUTPUT_FIELDS) & set(changes)
     if new_head:  # the decoder's features are kept; the layer that turns them into colours starts afresh
         state = {k: v for k, v in state.items() if not k.startswith(_OUTPUT_HEAD)}
     missing, unexpected = extended.load_state_dict(state, strict=False)
@@ -404,8 +405,8 @@ def train_generator(kind_or_preset: str, data: str, cfg: TrainConfig, *, data_di
                            else "starts from --init-from (the network is kept)"))
     size = model.config.image_size
     train = load_image_captions(ds, "train", model.vocab, size, limit, model.config.max_tokens)
-    if model.config.output == "palette" and not resuming and (init_from is None or ck.config.get("output") != "palette"
-                                                                or ck.config.get("palette_size") != model.config.palette_size):
+    new_head = init_from is None or any(ck.config.get(f) != getattr(model.config, f) for f in _OUTPUT_FIELDS)
+    if model.config.output == "palette" and not resuming and new_head:  # a kept palette head keeps its palette
         from img2text2img.models.generator import fit_palette
 
         model.palette.copy_(fit_palette(train.images, model.config.palette_size, seed=cfg.seed))
