@@ -46,6 +46,13 @@ def _batches(data, n_steps, bs=16, seed=0):
         yield step, collate([dset[i] for i in idx])
 
 
+def _tiny_config(folder: Path, steps: int = 2, **kw):
+    """A training run of `steps` steps into `folder`: batch 8, one checkpoint at the end, no progress bar."""
+    from img2text2img.train.engine import TrainConfig
+
+    return TrainConfig(out=str(folder), max_steps=steps, batch_size=8, checkpoint_every=steps, progress=False, **kw)
+
+
 @pytest.mark.parametrize("preset,ratio", [("pixel-tiny", 0.85), ("vae-tiny", 0.5), ("vae-attn-tiny", 0.5), ("vae-attn-refine-tiny", 0.5)])
 def test_pixel_and_vae_loss_falls(shapes, preset, ratio):
     _, vocab, data = shapes
@@ -257,11 +264,10 @@ def test_train_generator_init_from_and_critic(shapes, tmp_path):
     from img2text2img.train.generator import train_generator
 
     ds, vocab, _ = shapes
-    first = train_generator("vae-tiny", str(ds.root), TrainConfig(out=str(tmp_path / "a"), max_steps=2, batch_size=8,
-                                                                  checkpoint_every=2, progress=False))
+    first = train_generator("vae-tiny", str(ds.root), _tiny_config(tmp_path / "a"))
     assert first["steps"] == 2
     start = load_model(tmp_path / "a" / "last")
-    cfg = TrainConfig(out=str(tmp_path / "b"), max_steps=2, batch_size=8, checkpoint_every=2, progress=False, lr=0.0)
+    cfg = _tiny_config(tmp_path / "b", lr=0.0)
     summary = train_generator("vae-tiny", str(ds.root), cfg, init_from=tmp_path / "a" / "last",
                               critic=_reader(vocab, tmp_path / "reader"), critic_weight=0.5)
     assert summary["critic_weight"] == 0.5 and summary["init_from"].endswith("last")
@@ -275,7 +281,6 @@ def test_train_generator_init_from_and_critic(shapes, tmp_path):
 
 
 def test_a_vae_continues_as_a_pixel_generator_that_draws_its_z0_picture(shapes, tmp_path):
-    from img2text2img.train.engine import TrainConfig
     from img2text2img.train.generator import train_generator
 
     ds, vocab, _ = shapes
@@ -293,7 +298,7 @@ def test_a_vae_continues_as_a_pixel_generator_that_draws_its_z0_picture(shapes, 
         pixel.without_latent()
 
     vae.save(tmp_path / "a" / "last")
-    cfg = TrainConfig(out=str(tmp_path / "b"), max_steps=2, batch_size=8, checkpoint_every=2, progress=False)
+    cfg = _tiny_config(tmp_path / "b")
     summary = train_generator("pixel-tiny", str(ds.root), cfg, init_from=tmp_path / "a" / "last")
     assert summary["steps"] == 2 and load_model(tmp_path / "b" / "last").config.kind == "pixel"
 
@@ -365,14 +370,12 @@ def test_learned_prior_and_adversarial_term_train_and_round_trip(shapes, tmp_pat
 
 
 def test_init_from_adds_a_neutral_learned_prior_and_discriminator(shapes, tmp_path):
-    from img2text2img.train.engine import TrainConfig
     from img2text2img.train.generator import train_generator
 
     ds, _, _ = shapes
-    train_generator("vae-tiny", str(ds.root), TrainConfig(out=str(tmp_path / "a"), max_steps=2, batch_size=8,
-                                                          checkpoint_every=2, progress=False))
+    train_generator("vae-tiny", str(ds.root), _tiny_config(tmp_path / "a"))
     start = load_model(tmp_path / "a" / "last")
-    cfg = TrainConfig(out=str(tmp_path / "b"), max_steps=3, batch_size=8, checkpoint_every=3, progress=False, lr=0.0)
+    cfg = _tiny_config(tmp_path / "b", 3, lr=0.0)
     summary = train_generator("vae-tiny", str(ds.root), cfg, init_from=tmp_path / "a" / "last", prior="learned",
                               adv_weight=0.1)
     assert summary["steps"] == 3
@@ -387,40 +390,35 @@ def test_init_from_adds_a_neutral_learned_prior_and_discriminator(shapes, tmp_pa
 
 
 def test_z_dim_and_beta_options_and_continued_runs_refuse_what_they_cannot_change(shapes, tmp_path):
-    from img2text2img.train.engine import TrainConfig
     from img2text2img.train.generator import train_generator
 
     ds, _, _ = shapes
 
-    def cfg(name, **kw):
-        return TrainConfig(out=str(tmp_path / name), max_steps=2, batch_size=8, checkpoint_every=2, progress=False, **kw)
-
-    train_generator("vae-tiny", str(ds.root), cfg("a"), z_dim=3, beta=2.5)
+    train_generator("vae-tiny", str(ds.root), _tiny_config(tmp_path / "a"), z_dim=3, beta=2.5)
     made = load_model(tmp_path / "a" / "last")
     assert made.config.z_dim == 3 and made.config.beta == 2.5
     # beta is a loss weight: a run started from another may change it; the code size would change the network
-    train_generator("vae-tiny", str(ds.root), cfg("b"), init_from=tmp_path / "a" / "last", beta=6.0)
+    train_generator("vae-tiny", str(ds.root), _tiny_config(tmp_path / "b"), init_from=tmp_path / "a" / "last", beta=6.0)
     assert load_model(tmp_path / "b" / "last").config.beta == 6.0
     with pytest.raises(I2TError, match="--z-dim cannot change when a run starts from --init-from"):
-        train_generator("vae-tiny", str(ds.root), cfg("c"), init_from=tmp_path / "a" / "last", z_dim=5)
+        train_generator("vae-tiny", str(ds.root), _tiny_config(tmp_path / "c"), 
+                        init_from=tmp_path / "a" / "last", z_dim=5)
     # resuming with the options the run was started with is fine; with others it is refused, not ignored
-    train_generator("vae-tiny", str(ds.root), TrainConfig(out=str(tmp_path / "a"), max_steps=3, batch_size=8,
-                                                          checkpoint_every=3, progress=False, resume=True),
+    train_generator("vae-tiny", str(ds.root), _tiny_config(tmp_path / "a", 3, resume=True),
                     z_dim=3, beta=2.5)
     with pytest.raises(I2TError, match="--beta cannot change when a run resumes"):
-        train_generator("vae-tiny", str(ds.root), cfg("a", resume=True), beta=1.0)
+        train_generator("vae-tiny", str(ds.root), _tiny_config(tmp_path / "a", resume=True), beta=1.0)
     # a pixel model has no code to size: one line, not a failure at the first training step
     with pytest.raises(I2TError, match="pixel generator has no latent code"):
-        train_generator("pixel-tiny", str(ds.root), cfg("d"), z_dim=4)
+        train_generator("pixel-tiny", str(ds.root), _tiny_config(tmp_path / "d"), z_dim=4)
     # nor a KL weight: refused rather than accepted and unused
     for preset in ("pixel-tiny", "gan-tiny"):
         with pytest.raises(I2TError, match="--beta weighs a vae's KL term"):
-            train_generator(preset, str(ds.root), cfg("e"), beta=2.0)
+            train_generator(preset, str(ds.root), _tiny_config(tmp_path / "e"), beta=2.0)
 
 
 def test_feature_loss_is_zero_on_the_real_image_and_trains_the_drawing(shapes, tmp_path):
     from img2text2img.models.encoders import create_encoder
-    from img2text2img.train.engine import TrainConfig
     from img2text2img.train.generator import FeatureLoss, train_generator
 
     ds, vocab, data = shapes
@@ -455,7 +453,7 @@ def test_feature_loss_is_zero_on_the_real_image_and_trains_the_drawing(shapes, t
         opt.step()
     assert fixed_perceptual() < 0.8 * start
 
-    cfg = TrainConfig(out=str(tmp_path / "run"), max_steps=2, batch_size=8, checkpoint_every=2, progress=False)
+    cfg = _tiny_config(tmp_path / "run")
     summary = train_generator("vae-tiny", str(ds.root), cfg, perceptual="small_cnn", perceptual_weight=0.5,
                               perceptual_size=48)
     assert summary["perceptual"] == "small_cnn" and summary["perceptual_weight"] == 0.5
@@ -487,19 +485,17 @@ def test_z_dropout_draws_the_dropped_part_of_the_batch_from_the_prior_mean(shape
         at_mean = model.draw(ids, torch.zeros(ids.shape[0], model.config.z_dim))
     assert not torch.allclose(fake, at_mean, atol=1e-4)
     # the option reaches the model from the trainer and survives a checkpoint
-    from img2text2img.train.engine import TrainConfig
     from img2text2img.train.generator import train_generator
 
-    def cfg(name):
-        return TrainConfig(out=str(tmp_path / name), max_steps=2, batch_size=8, checkpoint_every=2, progress=False)
-
-    train_generator("vae-tiny", str(ds.root), cfg("a"), z_dropout=0.25)
+    train_generator("vae-tiny", str(ds.root), _tiny_config(tmp_path / "a"), z_dropout=0.25)
     assert load_model(tmp_path / "a" / "last").config.z_dropout == 0.25
     # a loss weight like beta: a run started from another may change it, and the config still checks it
-    train_generator("vae-tiny", str(ds.root), cfg("b"), init_from=tmp_path / "a" / "last", z_dropout=0.5)
+    train_generator("vae-tiny", str(ds.root), _tiny_config(tmp_path / "b"), 
+                    init_from=tmp_path / "a" / "last", z_dropout=0.5)
     assert load_model(tmp_path / "b" / "last").config.z_dropout == 0.5
     with pytest.raises(I2TError, match="z_dropout must be"):
-        train_generator("vae-tiny", str(ds.root), cfg("c"), init_from=tmp_path / "a" / "last", z_dropout=1.5)
+        train_generator("vae-tiny", str(ds.root), _tiny_config(tmp_path / "c"), 
+                        init_from=tmp_path / "a" / "last", z_dropout=1.5)
 
 
 def test_leaky_decoder_keeps_a_gradient_through_a_stage_that_relu_kills(shapes):
@@ -525,11 +521,10 @@ def test_leaky_decoder_keeps_a_gradient_through_a_stage_that_relu_kills(shapes):
 
 def test_a_pixel_generator_gains_a_latent_code_and_draws_as_before(shapes, tmp_path):
     """pixel -> vae keeps every trained weight: until trained on, the VAE draws the pixel model's picture for any z."""
-    from img2text2img.train.engine import TrainConfig
     from img2text2img.train.generator import train_generator
 
     ds, vocab, _ = shapes
-    cfg = TrainConfig(out=str(tmp_path / "pix"), max_steps=3, batch_size=8, checkpoint_every=3, progress=False)
+    cfg = _tiny_config(tmp_path / "pix", 3)
     train_generator("pixel-tiny", str(ds.root), cfg, leak=0.2)
     pixel = load_model(tmp_path / "pix" / "last")
     vae = pixel.with_latent(5, prior="learned").eval()
@@ -540,7 +535,7 @@ def test_a_pixel_generator_gains_a_latent_code_and_draws_as_before(shapes, tmp_p
     with pytest.raises(I2TError, match="only a pixel generator can gain"):
         vae.with_latent(5)
     # through the trainer: --kind vae --init-from a pixel run; the new code is then trained (its KL warms up)
-    cfg = TrainConfig(out=str(tmp_path / "vae"), max_steps=3, batch_size=8, checkpoint_every=3, progress=False)
+    cfg = _tiny_config(tmp_path / "vae", 3)
     train_generator("vae-tiny", str(ds.root), cfg, init_from=tmp_path / "pix" / "last", z_dim=4, prior="learned")
     made = load_model(tmp_path / "vae" / "last")
     assert made.config.kind == "vae" and made.config.z_dim == 4 and made.config.prior == "learned"
@@ -602,14 +597,12 @@ def test_palette_generator_learns_draws_only_palette_colours_and_round_trips(sha
 
 def test_init_from_switches_an_rgb_generator_to_palette_output(shapes, tmp_path):
     """Only the output head is new: the decoder's other weights carry over, and the palette is fitted."""
-    from img2text2img.train.engine import TrainConfig
     from img2text2img.train.generator import train_generator
 
     ds, _, _ = shapes
-    train_generator("vae-tiny", str(ds.root), TrainConfig(out=str(tmp_path / "a"), max_steps=2, batch_size=8,
-                                                          checkpoint_every=2, progress=False))
+    train_generator("vae-tiny", str(ds.root), _tiny_config(tmp_path / "a"))
     start = load_model(tmp_path / "a" / "last")
-    cfg = TrainConfig(out=str(tmp_path / "b"), max_steps=2, batch_size=8, checkpoint_every=2, progress=False, lr=0.0)
+    cfg = _tiny_config(tmp_path / "b", lr=0.0)
     train_generator("vae-tiny", str(ds.root), cfg, init_from=tmp_path / "a" / "last", output="palette",
                     palette_size=12)
     after = load_model(tmp_path / "b" / "last")
