@@ -611,3 +611,25 @@ def test_init_from_switches_an_rgb_generator_to_palette_output(shapes, tmp_path)
     assert torch.equal(after.decoder.ups[0].weight, start.decoder.ups[0].weight)  # lr 0: kept as trained
     grey = torch.tensor([128, 128, 128]) / 255  # a shapes background: must be one of the fitted colours
     assert float((after.palette - grey).norm(dim=1).min()) < 0.03
+
+
+def test_init_from_widens_the_decoder_keeping_what_still_fits(shapes, tmp_path):
+    """--channels / --refine on a trained run: the text encoder, image encoder and the decoder stages whose shapes
+    are unchanged carry over; the widened stages and the new refining block start afresh."""
+    from img2text2img.train.generator import train_generator
+
+    ds, _, _ = shapes
+    train_generator("vae-tiny", str(ds.root), _tiny_config(tmp_path / "a"))
+    start = load_model(tmp_path / "a" / "last")
+    wider = (32, 32, 32, 16)  # vae-tiny's (32, 32, 16, 8) widened at 16 and 32 px
+    train_generator("vae-tiny", str(ds.root), _tiny_config(tmp_path / "b", lr=0.0), init_from=tmp_path / "a" / "last",
+                    channels=wider, refine=1)
+    after = load_model(tmp_path / "b" / "last")
+    assert after.config.channels == wider and after.config.refine == 1 and len(after.decoder.refiners) == 1
+    assert torch.equal(after.decoder.ups[0].weight, start.decoder.ups[0].weight)  # 32 -> 32 at 8 px: kept
+    assert torch.equal(after.text.lstm.weight_ih_l0, start.text.lstm.weight_ih_l0)
+    assert torch.equal(after.image_encoder[0].weight, start.image_encoder[0].weight)
+    assert after.decoder.ups[1].weight.shape != start.decoder.ups[1].weight.shape  # 32 -> 16 became 32 -> 32
+    with pytest.raises(I2TError, match="cannot change"):  # a change outside the decoder still has to fit
+        train_generator("vae-tiny", str(ds.root), _tiny_config(tmp_path / "c"), init_from=tmp_path / "a" / "last",
+                        channels=wider, embed_dim=8)

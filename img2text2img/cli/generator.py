@@ -9,6 +9,7 @@ import typer
 
 from img2text2img.cli import app, eval_app, train_app
 from img2text2img.cli.output import console, warn, write_run_summary
+from img2text2img.errors import I2TError
 
 
 def _show_prompt_warnings(caught: list) -> None:
@@ -39,7 +40,6 @@ def generate(
     """Draw 64x64 pictures from sentences and write them as one PNG (one row per sentence)."""
     import warnings
 
-    from img2text2img.errors import I2TError
     from img2text2img.models.generator import PromptWarning, load_generator, save_grid
 
     if out.exists() and not force:
@@ -132,6 +132,11 @@ def train_generator_cmd(
                                                "not for gan.")] = None,
     palette_size: Annotated[int | None, typer.Option(min=2, max=256, help="Colours of a palette generator "
                                                      "(default 16).")] = None,
+    channels: Annotated[str | None, typer.Option(help="Decoder widths at 4, 8, 16, 32 px, e.g. 128,64,64,32 "
+                                                 "(default: the preset's). With --init-from, decoder weights "
+                                                 "that still fit are kept and the rest start afresh.")] = None,
+    refine: Annotated[int | None, typer.Option(min=0, help="Residual 3x3 blocks after the last N decoder stages "
+                                               "(default: the preset's); can be added with --init-from.")] = None,
 ) -> None:
     """Train a text-to-image generator; a sample grid for fixed prompts is written at every checkpoint."""
     import torch
@@ -141,6 +146,12 @@ def train_generator_cmd(
 
     if threads:
         torch.set_num_threads(threads)
+    widths = None
+    if channels is not None:
+        try:
+            widths = tuple(int(c) for c in channels.split(","))
+        except ValueError:
+            raise I2TError(f"--channels must be comma-separated integers such as 128,64,64,32, not {channels!r}") from None
     cfg = TrainConfig(out=str(out), max_steps=steps, batch_size=batch_size, lr=lr, checkpoint_every=checkpoint_every,
                       seed=seed, resume=resume, device=device, warmup_steps=min(50, steps // 10), log_every=25)
     summary = train_generator(kind, data, cfg, data_dir=data_dir, limit=limit, glove=glove, init_from=init_from,
@@ -148,6 +159,7 @@ def train_generator_cmd(
                               critic_shift=critic_shift, critic_target=critic_target,
                               critic_tv=critic_tv, prior=prior, adv_weight=adv_weight, z_dim=z_dim, beta=beta,
                               z_dropout=z_dropout, leak=leak, output=output, palette_size=palette_size,
+                              channels=widths, refine=refine,
                               perceptual=perceptual, perceptual_weight=perceptual_weight,
                               perceptual_size=perceptual_size)
     write_run_summary(out, summary)

@@ -302,10 +302,12 @@ class GeneratorTask(TrainTask):
 
 
 # Config fields a run started with `init_from` may change: each adds a part that starts neutral (the learned prior
-# as N(0, I), a fresh discriminator) or replaces only the last layer (a palette output head, fitted palette), so the
-# trained weights stay valid.
+# as N(0, I), a fresh discriminator), replaces only the last layer (a palette output head, fitted palette), or
+# re-sizes the decoder (wider late stages, refining blocks: every decoder tensor that still fits is kept, the rest
+# start fresh), so the trained text encoder, image encoder and prior stay valid.
 _OUTPUT_FIELDS = ("output", "palette_size")  # a change to either means a new output head (and palette)
-_EXTENSIONS = ("prior", "adv_weight", *_OUTPUT_FIELDS)
+_DECODER_FIELDS = ("channels", "refine")
+_EXTENSIONS = ("prior", "adv_weight", *_OUTPUT_FIELDS, *_DECODER_FIELDS)
 _OUTPUT_HEAD = ("decoder.to_rgb.", "palette")
 _LOSS_WEIGHTS = ("beta", "z_dropout")
 
@@ -314,6 +316,7 @@ def _extend(model: Generator, ck, changes: dict) -> Generator:
     """`model` (loaded from `ck`) with `changes` to its `_EXTENSIONS` fields: new parts fresh, the rest as trained."""
     from dataclasses import replace
 
+    changes = {k: tuple(v) if isinstance(v, list) else v for k, v in changes.items()}
     changes = {k: v for k, v in changes.items() if getattr(model.config, k) != v}
     if not changes:
         return model
@@ -322,8 +325,13 @@ def _extend(model: Generator, ck, changes: dict) -> Generator:
     new_head = set(_OUTPUT_FIELDS) & set(changes)
     if new_head:  # the decoder's features are kept; the layer that turns them into colours starts afresh
         state = {k: v for k, v in state.items() if not k.startswith(_OUTPUT_HEAD)}
+    resized = bool(set(_DECODER_FIELDS) & set(changes))
+    if resized:  # the early stages usually still fit (they carry where and what); wider ones learn again
+        fits = extended.state_dict()
+        state = {k: v for k, v in state.items()
+                 if not k.startswith("decoder.") or (k in fits and fits[k].shape == v.shape)}
     missing, unexpected = extended.load_state_dict(state, strict=False)
-    fresh = ("prior_net.", "discriminator.") + (_OUTPUT_HEAD if new_head else ())
+    fresh = ("prior_net.", "discriminator.") + (_OUTPUT_HEAD if new_head else ()) + (("decoder.",) if resized else ())
     kept = [k for k in missing if not k.startswith(fresh)]
     if kept or unexpected:
         raise I2TError(f"cannot change {', '.join(changes)} of {ck.path}: weights do not fit "
