@@ -283,6 +283,7 @@ class SoftAttentionDecoder(nn.Module):
     """Show, Attend and Tell (soft): each step attends over the N grid cells with the previous hidden state."""
 
     per_image_state = frozenset({"feats", "att"})  # state that depends on the image only (see `beam_search`)
+    takes_index = True  # forward() accepts features once per image (see Captioner.forward)
 
     def __init__(self, cfg: CaptionerConfig):
         super().__init__()
@@ -313,14 +314,18 @@ class SoftAttentionDecoder(nn.Module):
         ctx = torch.bmm(alpha[:, None], s["feats"])[:, 0]  # [B, P]
         return torch.sigmoid(decode_linear(self.gate, s["h"])) * ctx, alpha
 
-    def forward(self, pooled, grid, tokens):
-        """Steps run on a shrinking batch (captions sorted by length), so padding costs nothing."""
+    def forward(self, pooled, grid, tokens, index=None):
+        """Steps run on a shrinking batch (captions sorted by length), so padding costs nothing; with `index`
+        (see Captioner.forward) the image's grid is projected once for all its captions."""
         B, T = tokens.shape
         lengths = (tokens != PAD_ID).sum(1) - 1  # steps per caption
         order = torch.argsort(lengths, descending=True)
         inv = torch.argsort(order)
         tokens, lengths = tokens[order], lengths[order]
-        s = self.init_state(pooled[order], grid[order])
+        if index is None:
+            s = self.init_state(pooled[order], grid[order])
+        else:
+            s = {k: v[index[order]] for k, v in self.init_state(pooled, grid).items()}
         x = self.drop(self.embed(tokens[:, :-1]))  # [B, T-1, E]
         hs = x.new_zeros(B, T - 1, self.cell.hidden_size)
         alphas = x.new_zeros(B, T - 1, s["feats"].shape[1])
@@ -335,8 +340,12 @@ class SoftAttentionDecoder(nn.Module):
             hs[:bt, t] = h
             alphas[:bt, t] = alpha
         reg = ((1.0 - alphas.sum(1)) ** 2).mean()  # doubly stochastic: each cell attended ~once over the caption
-        # one vocabulary projection for all steps (a single large matmul is far cheaper than T small ones)
-        return self.out(self.drop(hs))[inv], reg
+        # one vocabulary projection for all real steps (a single large matmul is far cheaper than T small ones);
+        # padded positions keep logits of zero, which the loss ignores
+        real = torch.arange(T - 1, device=tokens.device)[None] < lengths[:, None]
+        logits = hs.new_zeros(B, T - 1, self.out.out_features)
+        logits[real] = self.out(self.drop(hs[real]))
+        return logits[inv], reg
 
     def step(self, state, prefix):
         ctx, _ = self._attend(state)
@@ -407,15 +416,21 @@ class Captioner(nn.Module):
     # -- training -----------------------------------------------------------------------------------------------
 
     def forward(self, tokens: torch.Tensor, pooled: torch.Tensor | None = None, grid: torch.Tensor | None = None,
-                images: torch.Tensor | None = None):
+                images: torch.Tensor | None = None, index: torch.Tensor | None = None):
         """Teacher forcing: tokens [B, T] with features pooled [B, D] (+ grid [B, N, D] for attention), or raw
         images [B, 3, S, S] run through the attached encoder (end-to-end training of small encoders).
+        With `index` [B], the features (or images) are given once per image, [U, ...], and caption b belongs to
+        image index[b]: the encoder and the attention decoder's projections then run once per image.
         Returns (logits [B, T-1, V] predicting tokens[:, 1:], auxiliary loss [])."""
         if images is not None:
             if self.encoder is None:
                 raise I2TError("training on images needs an attached encoder")
             pooled, grid = self.encoder(images)
-        return self.decoder(pooled, grid, tokens)
+        if index is None:
+            return self.decoder(pooled, grid, tokens)
+        if getattr(self.decoder, "takes_index", False):
+            return self.decoder(pooled, grid, tokens, index=index)
+        return self.decoder(pooled[index], None if grid is None else grid[index], tokens)
 
     def loss_from_logits(self, logits: torch.Tensor, aux: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """Cross-entropy over real target tokens (label smoothing optional) + alpha_c * attention regulariser."""

@@ -43,6 +43,9 @@ class CaptionTrainOptions:
     init_from: str | None = None  # start from this captioner's weights, configuration and vocabulary
     scst: bool = False  # self-critical training on CIDEr-D (SCSTTask) instead of cross-entropy; needs init_from
     scst_samples: int = 5  # captions sampled per image; each one's baseline is the mean reward of the others
+    # a batch is `batch_size` images with all their captions, so each image's features are projected once per step
+    # instead of once per caption (the attention decoder's largest cost per caption); see CaptionerTask.collate
+    group_images: bool = False
 
 
 class _PairDataset(Dataset):
@@ -165,21 +168,31 @@ class CaptionerTask(TrainTask):
         L = cfg.max_len
         self.pairs = [(self.train_src.row[im], self.vocab.encode(c, max_len=L))
                       for im in train_imgs for c in self.dataset.captions.get(im, [])]
+        # grouped: one example per image, holding all its captions
+        self.groups = [(self.train_src.row[im], [self.vocab.encode(c, max_len=L) for c in self.dataset.captions[im]])
+                       for im in train_imgs if self.dataset.captions.get(im)] if opts.group_images else None
 
     def train_dataset(self) -> Dataset:
-        return _PairDataset(self.pairs)
+        return _PairDataset(self.groups if self.groups is not None else self.pairs)
 
     def collate(self, items):
         rows = torch.tensor([r for r, _ in items], dtype=torch.long)
-        return {"tokens": pad_batch([ids for _, ids in items]), **self.train_src.batch(rows)}
+        if self.groups is None:
+            return {"tokens": pad_batch([ids for _, ids in items]), **self.train_src.batch(rows)}
+        # each image's features once; `index` says which image every caption belongs to
+        index = torch.tensor([i for i, (_, caps) in enumerate(items) for _ in caps], dtype=torch.long)
+        return {"tokens": pad_batch([ids for _, caps in items for ids in caps]), "index": index,
+                **self.train_src.batch(rows)}
 
     def loss(self, model, batch):
-        logits, aux = model(batch["tokens"], batch.get("pooled"), batch.get("grid"), batch.get("images"))
+        logits, aux = model(batch["tokens"], batch.get("pooled"), batch.get("grid"), batch.get("images"),
+                            index=batch.get("index"))
         loss = self.model.loss_from_logits(logits, aux, batch["tokens"])
         return loss, {}
 
-    def sample_lengths(self) -> list[int]:
-        return [len(ids) for _, ids in self.pairs]
+    def sample_lengths(self) -> list[int] | None:
+        # a grouped batch mixes lengths anyway; the decoders skip padding themselves (shrinking batches)
+        return None if self.groups is not None else [len(ids) for _, ids in self.pairs]
 
     def tokens_in(self, batch) -> int:
         return int((batch["tokens"][:, 1:] != PAD_ID).sum())
@@ -257,7 +270,8 @@ class SCSTTask(CaptionerTask):
         # torchrun DistributedDataParallel-wrapped) module, so gradients are synchronised across processes; the
         # step-by-step sampling above runs the bare decoder, which DDP would not see.
         tokens = torch.cat([torch.full_like(ids[:, :1], START_ID), ids], 1)
-        logits, _ = model(tokens, pooled.repeat_interleave(n, 0), None if grid is None else grid.repeat_interleave(n, 0))
+        index = torch.arange(pooled.shape[0], device=ids.device).repeat_interleave(n)  # samples of one image in a row
+        logits, _ = model(tokens, pooled, grid, index=index)
         logp = torch.log_softmax(logits.float(), -1).gather(2, ids[:, :, None])[:, :, 0] * mask
         rows = batch["rows"].repeat_interleave(n).tolist()
         rewards = torch.tensor([self.cider.score(self.vocab.decode_tokens(seq), self.refs[r], key=r)
