@@ -93,20 +93,23 @@ def bench_generate(kind: str, repeat: int) -> dict:
     return {"batch64_images_per_s": 64 / statistics.median(t), "params": sum(p.numel() for p in gen.parameters())}
 
 
-def bench_train_captioner(decoder: str, repeat: int) -> dict:
-    """One optimizer step on cached-feature-shaped input (MobileNetV2: 1280-d, 7x7 grid), batch 64, 16 tokens."""
+def bench_train_captioner(decoder: str, repeat: int, grouped: bool = False) -> dict:
+    """One optimizer step on cached-feature-shaped input (MobileNetV2: 1280-d, 7x7 grid), batch 64, 16 tokens.
+    `grouped`: 13 images x 5 captions (65), each image's features given once (`--group-images`)."""
     import torch
 
     from img2text2img.models.captioner import create_captioner
 
     cap = create_captioner(f"mobilenet_v2+{decoder}", _vocab(), 1280).train()
     opt = torch.optim.AdamW(cap.decoder.parameters(), lr=1e-4)
-    B = 64
-    pooled, grid = torch.randn(B, 1280), torch.randn(B, 49, 1280)
+    B, images = (65, 13) if grouped else (64, 64)
+    pooled, grid = torch.randn(images, 1280), torch.randn(images, 49, 1280)
     tokens = torch.randint(4, 3000, (B, 16))
+    index = torch.arange(images).repeat_interleave(B // images) if grouped else None
 
     def step():
-        loss = cap.loss(tokens, pooled, grid)
+        logits, aux = cap(tokens, pooled, grid, index=index)
+        loss = cap.loss_from_logits(logits, aux, tokens)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -212,6 +215,7 @@ for _k in ("pixel", "vae", "gan"):
     ITEMS[f"train/generator-{_k}"] = (bench_train_generator, (_k,))
 for _d in DECODERS:
     ITEMS[f"train/captioner-{_d}"] = (bench_train_captioner, (_d,))
+ITEMS["train/captioner-attention-grouped"] = (bench_train_captioner, ("attention", True))
 ITEMS["train/captioner-lstm-from-raw-images"] = (bench_train_captioner_from_images, ("lstm",))
 
 
