@@ -633,3 +633,33 @@ def test_init_from_widens_the_decoder_keeping_what_still_fits(shapes, tmp_path):
     with pytest.raises(I2TError, match="cannot change"):  # a change outside the decoder still has to fit
         train_generator("vae-tiny", str(ds.root), _tiny_config(tmp_path / "c"), init_from=tmp_path / "a" / "last",
                         channels=wider, embed_dim=8)
+
+
+def test_shift_tolerant_loss_forgives_a_small_shift_only(shapes):
+    """A drawing that is the real picture moved by 2 px costs what an exact drawing costs under shift_tolerance 2,
+    and more without it; a 4 px move is still paid for."""
+    from dataclasses import replace
+
+    import torch.nn.functional as F
+
+    from img2text2img.models.generator import fit_palette
+
+    _, vocab, data = shapes
+    real = collate([ImageCaptionDataset(data)[i] for i in range(4)])[1]
+    model = create_generator("vae-tiny", vocab, output="palette", palette_size=12)
+    model.palette.copy_(fit_palette(real, 12))
+
+    def logits_of(images):  # confident logits for each pixel's nearest palette colour
+        return F.one_hot(model.palette_targets(images), 12).permute(0, 3, 1, 2).float() * 20
+
+    def loss(tolerance, drawn):
+        model.config = replace(model.config, shift_tolerance=tolerance)
+        return float(model._recon(logits_of(drawn), real))
+
+    moved2 = torch.roll(real, shifts=(2, -1), dims=(2, 3))
+    moved4 = torch.roll(real, shifts=(4, 0), dims=(2, 3))
+    exact = loss(0, real)
+    assert loss(2, real) == pytest.approx(exact, abs=1e-6)
+    assert loss(0, moved2) > exact + 0.1
+    assert loss(2, moved2) < exact + 0.02  # only the wrapped-around rows differ from a replicated edge
+    assert loss(2, moved4) > exact + 0.1

@@ -137,6 +137,11 @@ def train_generator_cmd(
                                                  "that still fit are kept and the rest start afresh.")] = None,
     refine: Annotated[int | None, typer.Option(min=0, help="Residual 3x3 blocks after the last N decoder stages "
                                                "(default: the preset's); can be added with --init-from.")] = None,
+    shift_tolerance: Annotated[int | None, typer.Option(min=0, max=8, help="pixel/vae: score each drawing against "
+                                                        "the real image shifted by up to this many pixels, the "
+                                                        "best-fitting shift (default 0). Keeps shapes crisp where "
+                                                        "the sentence does not fix their exact place; can be "
+                                                        "changed with --init-from.")] = None,
 ) -> None:
     """Train a text-to-image generator; a sample grid for fixed prompts is written at every checkpoint."""
     import torch
@@ -159,7 +164,7 @@ def train_generator_cmd(
                               critic_shift=critic_shift, critic_target=critic_target,
                               critic_tv=critic_tv, prior=prior, adv_weight=adv_weight, z_dim=z_dim, beta=beta,
                               z_dropout=z_dropout, leak=leak, output=output, palette_size=palette_size,
-                              channels=widths, refine=refine,
+                              channels=widths, refine=refine, shift_tolerance=shift_tolerance,
                               perceptual=perceptual, perceptual_weight=perceptual_weight,
                               perceptual_size=perceptual_size)
     write_run_summary(out, summary)

@@ -309,7 +309,7 @@ _OUTPUT_FIELDS = ("output", "palette_size")  # a change to either means a new ou
 _DECODER_FIELDS = ("channels", "refine")
 _EXTENSIONS = ("prior", "adv_weight", *_OUTPUT_FIELDS, *_DECODER_FIELDS)
 _OUTPUT_HEAD = ("decoder.to_rgb.", "palette")
-_LOSS_WEIGHTS = ("beta", "z_dropout")
+_LOSS_WEIGHTS = ("beta", "z_dropout", "shift_tolerance")  # how the loss is taken, not parts of the network
 
 
 def _extend(model: Generator, ck, changes: dict) -> Generator:
@@ -385,7 +385,7 @@ def train_generator(kind_or_preset: str, data: str, cfg: TrainConfig, *, data_di
             model = _extend(model, ck, {k: overrides[k] for k in _EXTENSIONS if overrides.get(k) is not None})
             model.config.kl_warmup = 0  # the KL weight was already warmed up in the run this starts from
         # loss weights, not parts of the network: a continued run may change them (replace re-checks the config)
-        weights = {k: float(overrides[k]) for k in _LOSS_WEIGHTS if overrides.get(k) is not None}
+        weights = {k: type(getattr(model.config, k))(overrides[k]) for k in _LOSS_WEIGHTS if overrides.get(k) is not None}
         if weights:
             from dataclasses import replace
 
