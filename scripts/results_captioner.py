@@ -143,7 +143,7 @@ def run_one(name: str, args, results_dir: Path) -> dict:
         opts = CaptionTrainOptions(model=name, data="flickr8k", min_count=args.min_count, glove=args.glove,
                                    glove_source=args.glove_source,
                                    overrides=overrides, val_images=args.val_images, init_from=args.init_from,
-                                   scst=args.scst, scst_samples=args.scst_samples)
+                                   scst=args.scst, scst_samples=args.scst_samples, group_images=args.group_images)
         cfg = TrainConfig(out=str(run), epochs=args.epochs, max_steps=args.max_steps, batch_size=args.batch_size, lr=args.lr,
                           patience=args.patience, eval_every=args.eval_every, seed=args.seed, progress=True, log_every=25,
                           warmup_steps=args.warmup, resume=(run / "last" / "config.json").exists())
@@ -415,6 +415,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bench", default=None, help="benchmark this captioner folder and record it")
     p.add_argument("--init-from", default=None, metavar="RUN",
                    help="start from this captioner (its config and vocabulary); 'train min' then counts this stage only")
+    p.add_argument("--group-images", action="store_true",
+                   help="train on batches of --batch-size images with all their captions (i2t train captioner --group-images)")
     p.add_argument("--scst", action="store_true", help="self-critical CIDEr-D training (with --init-from)")
     p.add_argument("--scst-samples", type=int, default=5)
     p.add_argument("--ensemble", nargs="+", default=None, metavar="RUN",
