@@ -508,18 +508,18 @@ class Generator(nn.Module):
         if t > 0:
             S = real.shape[-1]
             padded = F.pad(real, (t, t, t, t), mode="replicate")
-            windows = torch.stack([padded[:, :, dy:dy + S, dx:dx + S]
-                                   for dy in range(2 * t + 1) for dx in range(2 * t + 1)])
+            shifts = [(dy, dx) for dy in range(2 * t + 1) for dx in range(2 * t + 1)]  # crop corners in `padded`
             with torch.no_grad():
-                if self.config.output == "palette":  # each window's targets are a crop of the padded image's
+                if self.config.output == "palette":  # each shift's targets are a crop of the padded image's
                     logp = F.log_softmax(out.float(), 1)
                     targets, weights = self.palette_targets(padded), self._fg_weight(padded, real)
                     crops = [(-logp.gather(1, targets[:, None, dy:dy + S, dx:dx + S]), weights[:, :, dy:dy + S, dx:dx + S])
-                             for dy in range(2 * t + 1) for dx in range(2 * t + 1)]
+                             for dy, dx in shifts]
                 else:
-                    crops = [self._pixel_error(out, w) for w in windows]
+                    crops = [self._pixel_error(out, padded[:, :, dy:dy + S, dx:dx + S]) for dy, dx in shifts]
                 best = torch.stack([(e * w).flatten(1).sum(1) / w.flatten(1).sum(1) for e, w in crops], 1).argmin(1)
-            real = windows[best, torch.arange(real.shape[0], device=real.device)]
+            real = torch.stack([padded[b, :, dy:dy + S, dx:dx + S]
+                                for b, (dy, dx) in enumerate(shifts[i] for i in best.tolist())])
         err, weight = self._pixel_error(out, real)
         return (err * weight).sum() / (weight.sum() * err.shape[1])
 

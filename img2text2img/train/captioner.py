@@ -168,9 +168,12 @@ class CaptionerTask(TrainTask):
         L = cfg.max_len
         self.pairs = [(self.train_src.row[im], self.vocab.encode(c, max_len=L))
                       for im in train_imgs for c in self.dataset.captions.get(im, [])]
-        # grouped: one example per image, holding all its captions
-        self.groups = [(self.train_src.row[im], [self.vocab.encode(c, max_len=L) for c in self.dataset.captions[im]])
-                       for im in train_imgs if self.dataset.captions.get(im)] if opts.group_images else None
+        self.groups = None  # grouped: one example per image row, holding all its captions (the pairs, regrouped)
+        if opts.group_images:
+            by_row: dict[int, list[list[int]]] = {}
+            for row, ids in self.pairs:
+                by_row.setdefault(row, []).append(ids)
+            self.groups = list(by_row.items())
 
     def train_dataset(self) -> Dataset:
         return _PairDataset(self.groups if self.groups is not None else self.pairs)
