@@ -2,8 +2,10 @@
 
 Each (encoder, batch size) runs in its own subprocess so that peak RSS (ru_maxrss) belongs to that run alone.
 Throughput is the encoder's forward pass (pooled + grid) on random input of the encoder's own size, in
-`torch.inference_mode()`, after one warm-up pass: `images_per_s` for the plain module, `images_per_s_frozen` for the
-graph-frozen copy that `i2t encode` uses (`Encoder.for_bulk_inference`). Image decoding is not included; the
+`torch.inference_mode()`, after one warm-up pass: `images_per_s` for the plain module, `images_per_s_torchscript` and
+`images_per_s_onnx` for the two frozen copies `Encoder.for_bulk_inference` can build (`max_abs_diff_*`: their largest
+distance from the module's features), and `images_per_s_frozen` for the one `i2t encode` and `i2t caption` use by
+default (ONNX Runtime when installed). Image decoding is not included; the
 end-to-end `i2t encode` time is in docs/BENCHMARKS.md.
 
     python scripts/bench_encoders.py --out docs/bench/encoders.json --iters 3 --threads 2
@@ -44,16 +46,24 @@ def run_one(name: str, batch: int, iters: int, threads: int) -> dict:
         for _ in range(iters):
             enc(x)
         dt = time.perf_counter() - t0
-        fast = enc.for_bulk_inference(x)  # the graph-frozen copy `i2t encode` uses
-        fast(x)  # warm-up
-        t0 = time.perf_counter()
-        for _ in range(iters):
-            fast(x)
-        dt_fast = time.perf_counter() - t0
+        ref = enc(x)[1]
+        fast_rates, diffs = {}, {}
+        for backend in ("torch", "onnx"):
+            fast = enc.for_bulk_inference(x, backend=backend)
+            diffs[backend] = round(float((fast(x)[1] - ref).abs().max()), 7)  # also the warm-up
+            t0 = time.perf_counter()
+            for _ in range(iters):
+                fast(x)
+            fast_rates[backend] = round(batch * iters / (time.perf_counter() - t0), 2)
+    from img2text2img.models.onnx_runtime import backend_choice, onnx_available
+
+    default = "onnx" if backend_choice() == "onnx" or (backend_choice() == "auto" and onnx_available()) else "torch"
     return {"encoder": name, "batch": batch, "iters": iters, "weights": weights, "image_size": S,
             "num_features": enc.num_features, "grid": list(enc.grid_hw),
             "images_per_s": round(batch * iters / dt, 2), "ms_per_batch": round(1000 * dt / iters, 1),
-            "images_per_s_frozen": round(batch * iters / dt_fast, 2),
+            "images_per_s_frozen": fast_rates[default], "default_backend": default,
+            "images_per_s_torchscript": fast_rates["torch"], "images_per_s_onnx": fast_rates["onnx"],
+            "max_abs_diff_torchscript": diffs["torch"], "max_abs_diff_onnx": diffs["onnx"],
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
 
 
@@ -127,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     report = {
-        "what": "encoder forward (pooled + grid) on random input, inference_mode, after 1 warm-up pass; plain module and graph-frozen copy",
+        "what": "encoder forward (pooled + grid) on random input, inference_mode, after 1 warm-up pass; plain module and its frozen TorchScript and ONNX Runtime copies",
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__,
                     "threads": args.threads, "loadavg_at_end": [round(x, 2) for x in os.getloadavg()]},
         "command": "python scripts/bench_encoders.py " + " ".join(argv if argv is not None else sys.argv[1:]),

@@ -189,19 +189,40 @@ def test_mobilenet_v2_sees_a_dog_in_a_flickr8k_photo():
     assert labels[top5[0]] == "flat-coated retriever"
 
 
-def test_bulk_inference_copy_matches_the_module():
+@pytest.mark.parametrize("backend", ["torch", "onnx"])
+def test_bulk_inference_copy_matches_the_module(backend):
+    from img2text2img.models.onnx_runtime import OnnxEncoder
+
     torch.manual_seed(0)
     enc = create_encoder("mobilenet_v2", pretrained=False).eval()
     x = torch.randn(3, 3, 224, 224)
     with torch.inference_mode():
-        fast = enc.for_bulk_inference(x)
-        assert fast is not enc  # the graph-frozen copy was built
+        fast = enc.for_bulk_inference(x, backend=backend)
+        assert isinstance(fast, OnnxEncoder) == (backend == "onnx")  # the frozen copy of the asked kind was built
+        assert fast is not enc
         for a, b in zip(enc(x), fast(x[:3])):
             assert torch.allclose(a, b, atol=1e-4, rtol=1e-4)
         p, g = fast(x[:1])  # any batch size
         assert p.shape == (1, 1280) and g.shape == (1, 49, 1280)
+        if backend == "onnx":  # and any image size
+            p2, g2 = fast(x[:2, :, :160, :160])
+            assert g2.shape == (2, 25, 1280) and torch.allclose(p2, enc(x[:2, :, :160, :160])[0], atol=1e-4)
     enc.set_trainable_blocks(1)
-    assert enc.for_bulk_inference(x) is enc  # fine-tuning keeps the plain module
+    assert enc.for_bulk_inference(x, backend=backend) is enc  # fine-tuning keeps the plain module
+
+
+def test_bulk_inference_backend_setting(monkeypatch):
+    from img2text2img.models.onnx_runtime import OnnxEncoder
+
+    enc = create_encoder("mobilenet_v3_small", pretrained=False).eval()
+    x = torch.randn(1, 3, 96, 96)
+    monkeypatch.setenv("I2T_ENCODER_BACKEND", "torch")
+    assert isinstance(enc.for_bulk_inference(x), torch.jit.ScriptModule)
+    monkeypatch.setenv("I2T_ENCODER_BACKEND", "auto")
+    assert isinstance(enc.for_bulk_inference(x), OnnxEncoder)  # onnxruntime is a dependency, so auto picks it
+    monkeypatch.setenv("I2T_ENCODER_BACKEND", "tensorrt")
+    with pytest.raises(I2TError, match="I2T_ENCODER_BACKEND"):
+        enc.for_bulk_inference(x)
 
 
 def test_int8_encoder_close_to_fp32():
