@@ -227,12 +227,17 @@ def _resolve_device(device: str) -> torch.device:
 
 @torch.inference_mode()
 def _encode_into(encoder: Any, paths: Sequence[Path], pooled: np.ndarray, grid: np.ndarray | None, start: int,
-                 batch_size: int, num_workers: int, device: torch.device, on_batch: Any, advance: Any) -> None:
+                 batch_size: int, num_workers: int, device: torch.device, on_batch: Any, advance: Any,
+                 mirror_average: bool = False) -> None:
     run = None
     for rows, x in _batches(paths, start, encoder.transform(), batch_size, num_workers):
         x = x.to(device)
         if run is None:
             run = encoder.for_bulk_inference(x)
+            if mirror_average:
+                from img2text2img.models.encoders import MirrorAverage
+
+                run = MirrorAverage(run, encoder.grid_hw)
         p, g = run(x)
         lo, hi = int(rows[0]), int(rows[-1]) + 1  # rows are consecutive: the loader does not shuffle
         pooled[lo:hi] = p.float().cpu().numpy().astype(np.float16)
@@ -264,13 +269,15 @@ def encode_dataset(
     use_cache: bool = True,
     device: str = "cpu",
     data_dir: str | Path | None = None,
+    mirror_average: bool = False,
 ) -> FeatureCache:
     """Features of `images` (default: every captioned image of `dataset`) from the named encoder, cached.
 
     `dataset` is a `CaptionDataset` or a name for `load_dataset` ("flickr8k", "shapes", a folder). Pass `encoder` to
     reuse an already built `Encoder` (its name, weights hash and preprocessing form the key). A finished cache for
     the same key is opened at once; a cache of the whole dataset also serves any subset of its images, and a grid
-    cache also serves `grid=False`. `use_cache=False` encodes into memory and touches no files.
+    cache also serves `grid=False`. `use_cache=False` encodes into memory and touches no files. `mirror_average`:
+    each image's features are the mean of its own and its mirror image's (`MirrorAverage`; a cache of its own).
     """
     from img2text2img import locations
     from img2text2img.data import CaptionDataset, load_dataset
@@ -289,18 +296,21 @@ def encode_dataset(
     dev = _resolve_device(device)
     encoder = encoder.to(dev).eval()
     desc = {**encoder.describe(), "weights_sha256": encoder.fingerprint()}
+    if mirror_average:  # only then, so that the keys of existing caches stay what they were
+        desc["views"] = "mirror-average"
     root = str(Path(ds.root).resolve())
     paths = [ds.image_path(i) for i in images]
     grid_hw = list(encoder.grid_hw)
     n, D, N = len(images), encoder.num_features, grid_hw[0] * grid_hw[1]
-    label = f"encode {encoder.name}"
+    label = f"encode {encoder.name}" + (" (+ mirror)" if mirror_average else "")
 
     if not use_cache:
         pooled = np.zeros((n, D), np.float16)
         grid_arr = np.zeros((n, N, D), np.float16) if grid else None
         t0 = time.perf_counter()
         with _progress_bar(progress, n, 0, label) as advance:
-            _encode_into(encoder, paths, pooled, grid_arr, 0, batch_size, num_workers, dev, lambda hi: None, advance)
+            _encode_into(encoder, paths, pooled, grid_arr, 0, batch_size, num_workers, dev, lambda hi: None, advance,
+                         mirror_average)
         meta = {"version": CACHE_VERSION, **cache_key(desc, root, images, grid), "images": images,
                 "grid_hw": grid_hw, "complete": True}
         return FeatureCache(meta, {m: i for i, m in enumerate(images)}, pooled, grid_arr, None,
@@ -354,7 +364,8 @@ def encode_dataset(
 
         t0 = time.perf_counter()
         with _progress_bar(progress, n, done, label) as advance:
-            _encode_into(encoder, paths, pooled, grid_arr, done, batch_size, num_workers, dev, on_batch, advance)
+            _encode_into(encoder, paths, pooled, grid_arr, done, batch_size, num_workers, dev, on_batch, advance,
+                         mirror_average)
         seconds = time.perf_counter() - t0
         pooled = grid_arr = None  # close the memory maps before the folder is renamed
         meta.update(complete=True, seconds=round(seconds, 1), resumed_from=done)

@@ -211,6 +211,19 @@ def test_bulk_inference_copy_matches_the_module(backend):
     assert enc.for_bulk_inference(x, backend=backend) is enc  # fine-tuning keeps the plain module
 
 
+def test_mirror_average_swaps_the_mirror_grid_back():
+    """An encoder whose grid is the image itself is mirror-equivariant: averaging it with its mirror view (grid
+    swapped back) must give back exactly the plain features; a grid left mirrored would not."""
+    from img2text2img.models.encoders import MirrorAverage
+
+    def run(x):
+        return x.mean((2, 3)), x.flatten(2).transpose(1, 2)
+
+    x = torch.randn(2, 3, 4, 6)
+    p, g = MirrorAverage(run, (4, 6))(x)
+    assert torch.allclose(p, run(x)[0], atol=1e-6) and torch.allclose(g, run(x)[1], atol=1e-6)
+
+
 def test_bulk_inference_backend_setting(monkeypatch):
     from img2text2img.models.onnx_runtime import OnnxEncoder
 

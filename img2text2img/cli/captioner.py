@@ -19,6 +19,10 @@ def caption(
                                              "was tuned for on the validation split (5 for the shipped captioner).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON line per image: file, caption, logprob, ms.")] = False,
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
+    mirror_average: Annotated[bool | None, typer.Option(
+        "--mirror-average/--no-mirror-average",
+        help="Read each photo together with its mirror image (features averaged): better captions on Flickr8k, "
+             "half the encoding speed. Default: what the model was trained with.")] = None,
 ) -> None:
     """Write one caption per image. Bad files in a folder are skipped and listed at the end (exit code 2)."""
     import torch
@@ -28,6 +32,8 @@ def caption(
 
     inputs = ImageInputs(paths)
     cap = load_captioner(model, device=str(pick_device(device)))
+    if mirror_average is not None:
+        cap.config.mirror_average = mirror_average
     cap.ensure_encoder()
     with torch.inference_mode():
         for f, img in inputs:
@@ -73,6 +79,9 @@ def train_captioner_cmd(
                                                     "Flickr8k images = 65 captions), so each image's features are "
                                                     "projected once, not once per caption: faster training of the "
                                                     "attention decoder.")] = False,
+    mirror_average: Annotated[bool, typer.Option(help="Train (and later caption) on the mean of each photo's "
+                                                      "and its mirror image's features (a feature cache of its "
+                                                      "own).")] = False,
 ) -> None:
     """Train a captioner on cached encoder features (teacher forcing, Adam + cosine schedule, early stopping on
     validation BLEU-4, a checkpoint per epoch). With --scst, fine-tune a trained one on its own sampled captions,
@@ -90,6 +99,8 @@ def train_captioner_cmd(
     overrides: dict = {} if label_smoothing is None else {"label_smoothing": label_smoothing}
     if dropout is not None:
         overrides["dropout"] = dropout
+    if mirror_average:
+        overrides["mirror_average"] = True
     opts = CaptionTrainOptions(model=model, data=data, data_dir=str(data_dir) if data_dir else None, min_count=min_count,
                                glove=glove, overrides=overrides, val_images=val_images,
                                init_from=str(init_from) if init_from else None, scst=scst, scst_samples=scst_samples,
@@ -113,6 +124,10 @@ def eval_captioner_cmd(
     coco: Annotated[bool, typer.Option(help="Also the COCO metrics (pycocoevalcap + Java).")] = True,
     limit: Annotated[int | None, typer.Option(help="Only the first N images of the split.")] = None,
     out: Annotated[Path | None, typer.Option(help="Write the scores as JSON here.")] = None,
+    mirror_average: Annotated[bool | None, typer.Option(
+        "--mirror-average/--no-mirror-average",
+        help="Read each photo together with its mirror image (features averaged): better captions on Flickr8k, "
+             "half the encoding speed. Default: what the model was trained with.")] = None,
 ) -> None:
     """Score a captioner against all references of a split: nltk BLEU-1..4 and COCO BLEU, METEOR, ROUGE-L, CIDEr-D."""
     from img2text2img.checkpoint import write_text_atomic
@@ -120,6 +135,8 @@ def eval_captioner_cmd(
     from img2text2img.train.captioner import evaluate_captioner
 
     cap = load_captioner(model)
+    if mirror_average is not None:
+        cap.config.mirror_average = mirror_average
     if not coco:
         warn("COCO metrics off: only nltk BLEU")
     scores = evaluate_captioner(cap, data, split, beam_size=beam, coco=coco,

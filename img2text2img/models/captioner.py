@@ -56,6 +56,9 @@ class CaptionerConfig:
     # the beam width a caption call uses when none is given; with length_alpha, the search chosen on the validation
     # split for this model (scripts/tune_decoding.py), so that a default call decodes the way the model was scored
     beam_size: int = 3
+    # features are the mean of the photo's and its mirror image's (`MirrorAverage`): in training (the feature cache)
+    # and in captioning; switching it on for a model trained without it also helps (docs/RESULTS.md)
+    mirror_average: bool = False
     encoder_weights_sha256: str = ""  # fingerprint of the encoder weights the decoder was trained on
     store_encoder: bool = False  # random-init encoders keep their weights in the checkpoint
     members: int = 1  # > 1: an ensemble of this many decoders of this type, trained apart (`ensemble_captioners`)
@@ -541,6 +544,10 @@ class Captioner(nn.Module):
         if cached is None or cached[0] is not enc or cached[1] != _encoder_key(enc, device):
             fast = enc.for_bulk_inference(x) if hasattr(enc, "for_bulk_inference") else enc
             self._fast_encoder = (enc, _encoder_key(enc, device), fast)
+        if self.config.mirror_average:
+            from img2text2img.models.encoders import MirrorAverage
+
+            return MirrorAverage(self._fast_encoder[2], enc.grid_hw)(x)
         return self._fast_encoder[2](x)
 
     def use_int8(self, calibration: Sequence | torch.Tensor | None) -> bool:

@@ -114,6 +114,24 @@ def encoder_spec(name: str) -> EncoderSpec:
 # The encoder module
 
 
+class MirrorAverage:
+    """images -> (pooled, grid): the mean of the encoder's features for each image and for its mirror image (left
+    and right swapped), the mirror's grid swapped back so that each cell averages the same place in the photo.
+
+    Why: the encoder's features shift with the photo's orientation while a caption (almost never about left and
+    right) does not; averaging the two views removes some of that noise. `grid_hw` is the (h, w) of the grid `run`
+    returns for these images. Both views run as one batch."""
+
+    def __init__(self, run: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]], grid_hw: tuple[int, int]):
+        self.run, self.grid_hw = run, tuple(grid_hw)
+
+    def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        B, (h, w) = images.shape[0], self.grid_hw
+        pooled, grid = self.run(torch.cat([images, images.flip(-1)]))
+        mirrored = grid[B:].reshape(B, h, w, -1).flip(2).reshape(B, h * w, -1)
+        return (pooled[:B] + pooled[B:]) / 2, (grid[:B] + mirrored) / 2
+
+
 class Encoder(nn.Module):
     """A frozen-by-default CNN trunk. forward(images [B,3,S,S]) -> (pooled [B, D], grid [B, N, D]).
 

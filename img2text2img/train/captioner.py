@@ -96,7 +96,7 @@ def load_features(model: Captioner, dataset: CaptionDataset, images: list[str], 
 
     # A cache of the whole dataset serves any split, so one encoding pass feeds training and evaluation.
     cache = encode_dataset(model.config.encoder, dataset, images=images, grid=model.config.uses_grid,
-                           cache_dir=cache_dir, progress=progress)
+                           cache_dir=cache_dir, progress=progress, mirror_average=model.config.mirror_average)
     pooled = cache.pooled_for(images).half()
     grid = cache.grid_for(images).half() if model.config.uses_grid else None
     sha = cache.encoder.get("weights_sha256") or ""
