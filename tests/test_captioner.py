@@ -458,3 +458,22 @@ def test_weight_average_of_captioners(shapes, tmp_path):
         average_captioners([members[0], lstm])
     with pytest.raises(I2TError, match="at least two"):
         average_captioners([members[0]])
+
+
+@pytest.mark.skipif(not (SHIPPED_SHAPES / "config.json").exists(), reason="shapes captioner not shipped yet")
+def test_beam_search_drops_finished_images_without_changing_results():
+    """Images whose beams have all ended leave the batch (beam_search). With a trained captioner, captions of
+    different lengths end at different steps, so the batch shrinks several times; every image must still get
+    exactly the words and score it gets when decoded alone."""
+    from img2text2img.models.captioner import load_captioner
+
+    model = load_captioner(SHIPPED_SHAPES)
+    ds = load_dataset("shapes")
+    images = [load_image(ds.image_path(i)) for i in ds.split("val")[:12]]
+    with torch.no_grad():
+        pooled, grid = model.encode_images(images)
+        together = model.decode_features(pooled, grid, beam_size=3)
+        alone = [model.decode_features(pooled[i:i + 1], grid[i:i + 1], beam_size=3)[0] for i in range(12)]
+    assert len({len(r.tokens) for r in together}) >= 2  # images did finish at different steps
+    assert [r.text for r in together] == [r.text for r in alone]
+    assert [r.logprob for r in together] == pytest.approx([r.logprob for r in alone], abs=1e-4)
