@@ -152,7 +152,7 @@ def run_one(name: str, args, results_dir: Path) -> dict:
         write_text_atomic(summary_file, json.dumps(summary, indent=2, default=str))
     summary = json.loads(summary_file.read_text())
     model = load_captioner(run / "best")
-    decoding = apply_decoding(model, args.beam, args.length_alpha)
+    decoding = apply_decoding(model, args.beam, args.length_alpha, True if args.mirror_average else None)
     val = ({} if summary.get("partial_cache") else
            evaluate_captioner(model, "flickr8k", "val", coco=False))  # both at the search apply_decoding set
     test = evaluate_captioner(model, "flickr8k", "test", coco=True)
@@ -177,13 +177,17 @@ def run_one(name: str, args, results_dir: Path) -> dict:
     return rec
 
 
-def apply_decoding(model, beam: int | None, length_alpha: float | None) -> dict:
-    """Set the model's own search (what a caption call uses by default) -> the two config fields as set."""
+def apply_decoding(model, beam: int | None, length_alpha: float | None, mirror_average: bool | None = None) -> dict:
+    """Set the model's own search (what a caption call uses by default) and whether it reads photos with their
+    mirror image -> those config fields as set."""
     if beam is not None:
         model.config.beam_size = beam
     if length_alpha is not None:
         model.config.length_alpha = length_alpha
-    return {"beam_size": model.config.beam_size, "length_alpha": model.config.length_alpha}
+    if mirror_average is not None:
+        model.config.mirror_average = mirror_average
+    return {"beam_size": model.config.beam_size, "length_alpha": model.config.length_alpha,
+            "mirror_average": model.config.mirror_average}
 
 
 def bench(path: str, beam: int | None = None, n: int = 64) -> dict:
@@ -233,7 +237,8 @@ def ship_best(results_dir: Path, runs: str) -> dict:
         print(f"{r['model']} scores higher on validation but its run folder is gone; not shipped")
     model = load_captioner(Path(runs) / best.get("run", best["model"]) / "best")
     cfg = best.get("config") or {}
-    apply_decoding(model, cfg.get("beam_size"), cfg.get("length_alpha"))  # ship the search it was scored with
+    # ship the search (and the mirror reading) it was scored with
+    apply_decoding(model, cfg.get("beam_size"), cfg.get("length_alpha"), cfg.get("mirror_average"))
     path = save_shipped(model, default_captioner_dir(), metrics={"test": best["test"], "val": best["val"]},
                         info={"source_run": best["model"], "date": best["date"]})
     size = sum(f.stat().st_size for f in path.iterdir()) / 1e6
@@ -335,6 +340,8 @@ def write_table(results_dir: Path, doc: Path) -> str:
         text += ["Rows decoded with another search (beam width and length normalisation chosen on the validation "
                  "split with `scripts/tune_decoding.py`, docs/results/decoding-*.json): " + "; ".join(
                      f"{r['model']}: beam {r['beam']}, length_alpha {r['config']['length_alpha']}"
+                     + (", each photo read with its mirror image (`--mirror-average`)"
+                        if r["config"].get("mirror_average") else "")
                      + (f", the weights of `{r['run']}`" if r.get("run", r["model"]) != r["model"] else "")
                      for r in searches) + ".", ""]
     averages = [r for r in recs if is_combination(r, "average")]
@@ -398,6 +405,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--decoding-of", default=None, metavar="RUN",
                    help="re-score this finished run (a folder under --runs) with --beam/--length-alpha as a new row "
                         "named by --tag; nothing is trained")
+    p.add_argument("--mirror-average", action="store_true",
+                   help="score (and ship) the model reading each photo with its mirror image (features averaged); "
+                        "recorded like --beam")
     p.add_argument("--glove", action="store_true")
     p.add_argument("--glove-source", default=None, help='GloVe file/folder, or "kumo" (the full 400k-word package)')
     p.add_argument("--overrides", default="", help="JSON dict of CaptionerConfig overrides")
