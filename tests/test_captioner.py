@@ -477,3 +477,17 @@ def test_beam_search_drops_finished_images_without_changing_results():
     assert len({len(r.tokens) for r in together}) >= 2  # images did finish at different steps
     assert [r.text for r in together] == [r.text for r in alone]
     assert [r.logprob for r in together] == pytest.approx([r.logprob for r in alone], abs=1e-4)
+
+
+@pytest.mark.skipif(not (SHIPPED_SHAPES / "config.json").exists(), reason="shapes captioner not shipped yet")
+def test_several_batches_encoded_ahead_give_the_same_captions():
+    """caption_images encodes the next batch on a second thread while it decodes this one; the captions must be
+    those of each batch on its own, in order."""
+    from img2text2img.models.captioner import load_captioner
+
+    model = load_captioner(SHIPPED_SHAPES)
+    ds = load_dataset("shapes")
+    images = [load_image(ds.image_path(i)) for i in ds.split("val")[:10]]
+    ahead = model.caption_images(images, beam_size=3, batch_size=4)  # 3 batches
+    alone = [r for i in range(0, 10, 4) for r in model.caption_images(images[i:i + 4], beam_size=3, batch_size=4)]
+    assert [r.text for r in ahead] == [r.text for r in alone] and len(ahead) == 10

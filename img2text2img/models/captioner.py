@@ -576,12 +576,27 @@ class Captioner(nn.Module):
     @torch.inference_mode()
     def caption_images(self, images: Sequence, beam_size: int | None = None, max_len: int | None = None,
                        batch_size: int = 32) -> list[CaptionResult]:
-        """Caption PIL images (any size; the encoder's transform resizes them), `batch_size` at a time."""
+        """Caption PIL images (any size; the encoder's transform resizes them), `batch_size` at a time.
+
+        With more than one batch, the next batch is encoded on a second thread while this one is decoded: the
+        encoder (ONNX Runtime or TorchScript) runs without the GIL, and the decoder's many small per-word steps
+        leave the cores idle part of the time. Each batch is encoded and decoded exactly as it would be alone."""
         self.eval()
+        batches = [images[i:i + batch_size] for i in range(0, len(images), batch_size)]
         out: list[CaptionResult] = []
-        for i in range(0, len(images), batch_size):
-            pooled, grid = self.encode_images(images[i:i + batch_size])
-            out.extend(self.decode_features(pooled, grid, beam_size=beam_size, max_len=max_len))
+        if len(batches) < 2:
+            for batch in batches:
+                out.extend(self.decode_features(*self.encode_images(batch), beam_size=beam_size, max_len=max_len))
+            return out
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(1, thread_name_prefix="i2t-encode") as pool:
+            pending = pool.submit(self.encode_images, batches[0])
+            for j in range(len(batches)):
+                pooled, grid = pending.result()
+                if j + 1 < len(batches):
+                    pending = pool.submit(self.encode_images, batches[j + 1])
+                out.extend(self.decode_features(pooled, grid, beam_size=beam_size, max_len=max_len))
         return out
 
     @torch.inference_mode()
