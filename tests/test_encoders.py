@@ -233,6 +233,14 @@ def test_bulk_inference_backend_setting(monkeypatch):
     assert isinstance(enc.for_bulk_inference(x), torch.jit.ScriptModule)
     monkeypatch.setenv("I2T_ENCODER_BACKEND", "auto")
     assert isinstance(enc.for_bulk_inference(x), OnnxEncoder)  # onnxruntime is a dependency, so auto picks it
+    import img2text2img.models.onnx_runtime as ort_module
+
+    def broken(*a, **k):
+        raise RuntimeError("no exporter here")
+
+    monkeypatch.setattr(ort_module, "OnnxEncoder", broken)  # asked for onnx and it fails: warn, TorchScript
+    with pytest.warns(UserWarning, match="no exporter here"):
+        assert isinstance(enc.for_bulk_inference(x, backend="onnx"), torch.jit.ScriptModule)
     monkeypatch.setenv("I2T_ENCODER_BACKEND", "tensorrt")
     with pytest.raises(I2TError, match="I2T_ENCODER_BACKEND"):
         enc.for_bulk_inference(x)
