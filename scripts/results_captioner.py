@@ -364,7 +364,8 @@ def write_table(results_dir: Path, doc: Path) -> str:
             text.append(f"- `{b['model']}`" + (f" at beam {b['beam']}" if b.get("beam", 3) != 3 else "") +
                         f": {b['batched_images_per_s']} images/s batched, "
                         f"{b['single_image_ms_median']} ms per single image (median), {b['threads']} threads, "
-                        f"{b.get('date', 'undated')}")
+                        + (f"encoder backend {b['encoder_backend']}, " if b.get("encoder_backend") else "")
+                        + f"{b.get('date', 'undated')}")
         int8 = ROOT / "docs" / "bench" / "int8.json"
         if int8.exists():
             q = json.loads(int8.read_text())

@@ -2,9 +2,9 @@
 
 Why: EfficientNet-Lite0 and the MobileNets are mostly depthwise convolutions, which PyTorch's CPU kernels run far
 below what the machine can do. ONNX Runtime's CPU kernels do them better: on this project's 2-core machine the
-EfficientNet-Lite0 trunk encodes 52.9 images/s at batch 32 against 31.3 for the graph-frozen TorchScript copy
-(17.8 vs 26.8 ms for one image), with feature maps equal to ~2e-5 (`scripts/bench_encoders.py --backend both`).
-The encoder is most of the time of batched captioning, so this is what brings it past 30 images/s.
+EfficientNet-Lite0 trunk encodes 52.5 images/s at batch 32 against 29.3 for the graph-frozen TorchScript copy, with
+feature maps within 2e-5 (docs/bench/encoders-backends.json, `scripts/bench_encoders.py`).
+The encoder is most of the time of batched captioning, so this is most of its gain this session (17 -> 26-30 images/s).
 
 The trunk is exported in memory once per process (about a second; nothing is written to disk, nothing is
 downloaded), so the `.onnx` file never has to be kept in step with the weights. Only a frozen encoder in eval mode on
