@@ -11,6 +11,13 @@ from img2text2img.cli import app, eval_app, train_app
 from img2text2img.cli.output import ImageInputs, console, warn, write_run_summary
 
 
+# the same switch on `i2t caption` and `i2t eval captioner`; None keeps the model's own setting
+MirrorAverageOption = Annotated[bool | None, typer.Option(
+    "--mirror-average/--no-mirror-average",
+    help="Read each photo together with its mirror image (features averaged): better captions on Flickr8k, half the "
+         "encoding speed. Default: what the model was trained with.")]
+
+
 @app.command("caption")
 def caption(
     paths: Annotated[list[Path], typer.Argument(help="Image files and/or folders of images.")],
@@ -19,10 +26,7 @@ def caption(
                                              "was tuned for on the validation split (5 for the shipped captioner).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON line per image: file, caption, logprob, ms.")] = False,
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
-    mirror_average: Annotated[bool | None, typer.Option(
-        "--mirror-average/--no-mirror-average",
-        help="Read each photo together with its mirror image (features averaged): better captions on Flickr8k, "
-             "half the encoding speed. Default: what the model was trained with.")] = None,
+    mirror_average: MirrorAverageOption = None,
 ) -> None:
     """Write one caption per image. Bad files in a folder are skipped and listed at the end (exit code 2)."""
     import torch
@@ -124,10 +128,7 @@ def eval_captioner_cmd(
     coco: Annotated[bool, typer.Option(help="Also the COCO metrics (pycocoevalcap + Java).")] = True,
     limit: Annotated[int | None, typer.Option(help="Only the first N images of the split.")] = None,
     out: Annotated[Path | None, typer.Option(help="Write the scores as JSON here.")] = None,
-    mirror_average: Annotated[bool | None, typer.Option(
-        "--mirror-average/--no-mirror-average",
-        help="Read each photo together with its mirror image (features averaged): better captions on Flickr8k, "
-             "half the encoding speed. Default: what the model was trained with.")] = None,
+    mirror_average: MirrorAverageOption = None,
 ) -> None:
     """Score a captioner against all references of a split: nltk BLEU-1..4 and COCO BLEU, METEOR, ROUGE-L, CIDEr-D."""
     from img2text2img.checkpoint import write_text_atomic

@@ -704,7 +704,7 @@ def beam_search(decoder: nn.Module, pooled, grid, beam_size: int, max_len: int,
     <pad> at no cost, so it keeps its score and competes with the live beams. The final choice ranks beams by
     logprob / length ** length_alpha (length counts words plus <end>), which stops beam search preferring very short
     captions. Once all k beams of an image have finished, nothing can change its result, so the image leaves the
-    batch: the decoder stops spending steps on it (a third of batched decoding at beam 3 on Flickr8k photos).
+    batch: the decoder stops spending steps on it (a fifth of batched decoding at beam 3 on Flickr8k photos).
     """
     B, k = pooled.shape[0], beam_size
     dev = pooled.device
@@ -760,7 +760,7 @@ def beam_search(decoder: nn.Module, pooled, grid, beam_size: int, max_len: int,
             scores, images = scores.index_select(0, keep), images.index_select(0, keep)
     else:  # max_len reached with beams still open
         finish(torch.arange(scores.shape[0], device=dev))
-    width = max(int(t.numel()) for t in best_ids)
+    width = max((int(t.numel()) for t in best_ids), default=0)
     ids = torch.full((B, width), PAD_ID, dtype=torch.long, device=dev)
     for i, t in enumerate(best_ids):
         ids[i, :t.numel()] = t
