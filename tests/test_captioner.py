@@ -491,3 +491,29 @@ def test_several_batches_encoded_ahead_give_the_same_captions():
     ahead = model.caption_images(images, beam_size=3, batch_size=4)  # 3 batches
     alone = [r for i in range(0, 10, 4) for r in model.caption_images(images[i:i + 4], beam_size=3, batch_size=4)]
     assert [r.text for r in ahead] == [r.text for r in alone] and len(ahead) == 10
+
+
+@pytest.mark.skipif(not (SHIPPED_SHAPES / "config.json").exists(), reason="shapes captioner not shipped yet")
+def test_mirror_average_is_saved_and_used_when_captioning(tmp_path):
+    """`mirror_average` survives save -> load, and captioning then decodes the mean of each photo's and its mirror
+    image's features, not the photo's own."""
+    from img2text2img.models.captioner import load_captioner
+    from img2text2img.models.encoders import MirrorAverage
+
+    model = load_captioner(SHIPPED_SHAPES)
+    ds = load_dataset("shapes")
+    images = [load_image(ds.image_path(i)) for i in ds.split("val")[:6]]
+    plain = model.encode_images(images)
+    model.config.mirror_average = True
+    model.save(tmp_path / "m")
+    again = load_captioner(tmp_path / "m")
+    assert again.config.mirror_average
+    both = again.encode_images(images)
+    enc = again.ensure_encoder()
+    x = torch.stack([enc.transform()(im) for im in images])
+    with torch.no_grad():
+        want = MirrorAverage(enc, enc.grid_hw)(x)
+    assert torch.allclose(both[0], want[0], atol=1e-4) and torch.allclose(both[1], want[1], atol=1e-4)
+    assert not torch.allclose(both[1], plain[1], atol=1e-3)
+    assert [r.text for r in again.caption_images(images, beam_size=3)] == \
+        [r.text for r in again.decode_features(*both, beam_size=3)]
