@@ -55,9 +55,9 @@ def run_one(name: str, batch: int, iters: int, threads: int) -> dict:
             for _ in range(iters):
                 fast(x)
             fast_rates[backend] = round(batch * iters / (time.perf_counter() - t0), 2)
-    from img2text2img.models.onnx_runtime import backend_choice, onnx_available
+    from img2text2img.models.onnx_runtime import uses_onnx
 
-    default = "onnx" if backend_choice() == "onnx" or (backend_choice() == "auto" and onnx_available()) else "torch"
+    default = "onnx" if uses_onnx() else "torch"
     return {"encoder": name, "batch": batch, "iters": iters, "weights": weights, "image_size": S,
             "num_features": enc.num_features, "grid": list(enc.grid_hw),
             "images_per_s": round(batch * iters / dt, 2), "ms_per_batch": round(1000 * dt / iters, 1),

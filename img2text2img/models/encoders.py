@@ -114,6 +114,11 @@ def encoder_spec(name: str) -> EncoderSpec:
 # The encoder module
 
 
+def pooled_and_grid(fmap: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A feature map [B, D, h, w] as every encoder path returns it: (pooled [B, D], grid [B, h*w, D])."""
+    return fmap.mean(dim=(2, 3)), fmap.flatten(2).transpose(1, 2)
+
+
 class MirrorAverage:
     """images -> (pooled, grid): the mean of the encoder's features for each image and for its mirror image (left
     and right swapped), the mirror's grid swapped back so that each cell averages the same place in the photo.
@@ -189,10 +194,7 @@ class Encoder(nn.Module):
         return self.spec.features(self.model, images)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        fmap = self.feature_map(images)  # B x D x h x w
-        pooled = fmap.mean(dim=(2, 3))  # B x D
-        grid = fmap.flatten(2).transpose(1, 2)  # B x (h*w) x D
-        return pooled, grid
+        return pooled_and_grid(self.feature_map(images))
 
     def for_bulk_inference(self, example: torch.Tensor,
                            backend: str | None = None) -> Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
@@ -206,14 +208,14 @@ class Encoder(nn.Module):
         is converted (a trace must not capture training behaviour); anything else, or a conversion that fails,
         returns `self`. `example` is one batch of input; the result accepts any batch size.
         """
-        from img2text2img.models.onnx_runtime import OnnxEncoder, backend_choice, onnx_available
+        from img2text2img.models.onnx_runtime import OnnxEncoder, backend_choice, uses_onnx
 
         choice = backend_choice(backend)
         if self.training or self.trainable_blocks or example.device.type != "cpu":
             return self
         import warnings
 
-        if choice == "onnx" or (choice == "auto" and onnx_available()):
+        if uses_onnx(choice):
             try:
                 return OnnxEncoder(self, example)
             except Exception as e:  # noqa: BLE001 - an exporter or runtime failure: TorchScript is still correct

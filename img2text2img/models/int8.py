@@ -34,6 +34,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from img2text2img.models.encoders import pooled_and_grid
+
 Run = Callable[[nn.Module, torch.Tensor], torch.Tensor]  # (trunk, images [B,3,S,S]) -> fmap [B, D, h, w]
 
 
@@ -253,5 +255,4 @@ class QuantizedEncoder:
     def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if tuple(images.shape[-2:]) != self.image_hw:
             raise ValueError(f"int8 encoder was calibrated for {self.image_hw} images, got {tuple(images.shape[-2:])}")
-        fmap = self.trunk(images)  # B x D x h x w, fp32
-        return fmap.mean(dim=(2, 3)), fmap.flatten(2).transpose(1, 2)
+        return pooled_and_grid(self.trunk(images))  # the trunk's map is B x D x h x w, fp32

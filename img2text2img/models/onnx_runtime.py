@@ -4,7 +4,8 @@ Why: EfficientNet-Lite0 and the MobileNets are mostly depthwise convolutions, wh
 below what the machine can do. ONNX Runtime's CPU kernels do them better: on this project's 2-core machine the
 EfficientNet-Lite0 trunk encodes 52.5 images/s at batch 32 against 29.3 for the graph-frozen TorchScript copy, with
 feature maps within 2e-5 (docs/bench/encoders-backends.json, `scripts/bench_encoders.py`).
-The encoder is most of the time of batched captioning, so this is most of its gain this session (17 -> 26-30 images/s).
+The encoder is most of the time of batched captioning, so this is most of why the shipped captioner went from
+17 to 26-30 images/s at beam 3 (docs/BENCHMARKS.md).
 
 The trunk is exported in memory once per process (about a second; nothing is written to disk, nothing is
 downloaded), so the `.onnx` file never has to be kept in step with the weights. Only a frozen encoder in eval mode on
@@ -19,6 +20,8 @@ import warnings
 import torch
 from torch import nn
 
+from img2text2img.models.encoders import pooled_and_grid
+
 BACKENDS = ("auto", "onnx", "torch")
 BACKEND_ENV = "I2T_ENCODER_BACKEND"
 
@@ -32,6 +35,12 @@ def backend_choice(backend: str | None = None) -> str:
 
         raise I2TError(f"encoder backend {choice!r} is not one of {', '.join(BACKENDS)} (set by {BACKEND_ENV})")
     return choice
+
+
+def uses_onnx(backend: str | None = None) -> bool:
+    """Whether bulk inference with this backend choice runs in ONNX Runtime (what "auto" resolves to here)."""
+    choice = backend_choice(backend)
+    return choice == "onnx" or (choice == "auto" and onnx_available())
 
 
 def onnx_available() -> bool:
@@ -77,9 +86,7 @@ class OnnxEncoder:
         # ends: spinning on, they took the cores from the torch decoder that runs next (one photo 139 vs 78 ms)
         options.add_session_config_entry("session.force_spinning_stop", "1")
         self.session = ort.InferenceSession(buf.getvalue(), options, providers=["CPUExecutionProvider"])
-        self.threads = options.intra_op_num_threads
 
     def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = images.detach().to("cpu", torch.float32).contiguous().numpy()
-        fmap = torch.from_numpy(self.session.run(["fmap"], {"images": x})[0])
-        return fmap.mean(dim=(2, 3)), fmap.flatten(2).transpose(1, 2)
+        return pooled_and_grid(torch.from_numpy(self.session.run(["fmap"], {"images": x})[0]))
