@@ -289,6 +289,15 @@ def default_model_dir(kind: str, data: str) -> Path:
     return path
 
 
+def rule_based_drawings(prompts: list[str], seed: int) -> list[Image.Image]:
+    """A `GenerateFn` for the shapes set: each prompt drawn by the exact drawing rules (`data.shapes.draw_caption`,
+    prompt i with seed + i; whatever a prompt leaves open is picked at random). Why: the round trip of this perfect
+    generator is the ceiling any learned shapes generator can reach, so scores are read against it."""
+    from img2text2img.data.shapes import draw_caption
+
+    return [draw_caption(p, seed + i) for i, p in enumerate(prompts)]
+
+
 def model_functions(captioner, generator, encoder=None, beam_size: int | None = None
                     ) -> tuple[CaptionFn, GenerateFn, EmbedFn | None]:
     """Wrap loaded models as the callables `evaluate_roundtrip` takes (`beam_size=None`: the captioner's own search,

@@ -44,12 +44,10 @@ def run(data: str, limit: int, per_image: int, seed: int, out_dir: Path, encoder
     if oracle:  # the rule-based perfect drawing of each caption: the ceiling for any learned shapes generator
         if key != "shapes":
             raise SystemExit("--oracle needs --data shapes (only there are the drawing rules known)")
-        from img2text2img.data.shapes import draw_caption
+        from img2text2img.roundtrip import rule_based_drawings
 
         name, drawer = f"{key}-oracle", "rule-based drawing of the caption (oracle)"
-
-        def generate_fn(prompts: list[str], seed: int) -> list:
-            return [draw_caption(p, seed + i) for i, p in enumerate(prompts)]
+        generate_fn = rule_based_drawings
 
     t = time.time()
     result = evaluate_roundtrip(ds, caption_fn, generate_fn, embed_fn, limit=limit, captions_per_image=per_image,

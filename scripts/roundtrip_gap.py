@@ -3,7 +3,7 @@
     i2t roundtrip-eval --data shapes --split val --limit 300 --encoder none --seed 0 --out /tmp/rt
     python scripts/roundtrip_gap.py /tmp/rt/roundtrip.json --split val --limit 300 --seed 0
 
-The ceiling is the same round trip with each prompt drawn by the exact drawing rules (`data.shapes.draw_caption`,
+The ceiling is the same round trip with each prompt drawn by the exact drawing rules (`roundtrip.rule_based_drawings`,
 whatever the prompt leaves open picked at random), read by the same shipped shapes captioner. Both runs send the
 same prompts (same split, limit and seed), so the per-prompt sentence BLEU-4 can be compared row by row. Why: the
 normalised score says how far a generator is from the ceiling, not where; a generator that misses mostly on
@@ -29,20 +29,15 @@ def ceiling_rows(split: str, limit: int, seed: int, threads: int) -> tuple[list[
     import torch
 
     from img2text2img.data import load_dataset
-    from img2text2img.data.shapes import draw_caption
     from img2text2img.models import load_model
-    from img2text2img.roundtrip import default_model_dir, evaluate_roundtrip
+    from img2text2img.roundtrip import default_model_dir, evaluate_roundtrip, model_functions, rule_based_drawings
 
     torch.set_num_threads(threads)
     captioner = load_model(default_model_dir("captioner", "shapes"), kind="captioner")
-
-    def caption_fn(images):
-        return [r.text for r in captioner.caption_images(images)]
-
-    def draw_fn(prompts, s):
-        return [draw_caption(p, s + i) for i, p in enumerate(prompts)]
-
-    result = evaluate_roundtrip(load_dataset("shapes"), caption_fn, draw_fn, None, split=split, limit=limit, seed=seed)
+    generator = load_model(default_model_dir("generator", "shapes"), kind="generator")
+    caption_fn, _, _ = model_functions(captioner, generator)  # the judge reads as in `i2t roundtrip-eval`
+    result = evaluate_roundtrip(load_dataset("shapes"), caption_fn, rule_based_drawings, None, split=split,
+                                limit=limit, seed=seed)
     return [vars(r) for r in result.rows], result.scores["normalised_bleu4"]
 
 
