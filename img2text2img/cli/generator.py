@@ -137,6 +137,11 @@ def train_generator_cmd(
                                                  "that still fit are kept and the rest start afresh.")] = None,
     refine: Annotated[int | None, typer.Option(min=0, help="Residual 3x3 blocks after the last N decoder stages "
                                                "(default: the preset's); can be added with --init-from.")] = None,
+    decoder: Annotated[str | None, typer.Option(help="conv (one decoder draws the whole picture; the default) or "
+                                                "layers (a background colour and one flat-coloured mask per "
+                                                "thing the prompt names; rgb output). With --init-from, the text "
+                                                "encoder and latent code are kept and the decoder starts afresh.")] = None,
+    layers: Annotated[int | None, typer.Option(min=1, max=8, help="layers decoder: how many layers (default 3).")] = None,
     shift_tolerance: Annotated[int | None, typer.Option(min=0, max=8, help="pixel/vae: score each drawing against "
                                                         "the real image shifted by up to this many pixels, the "
                                                         "best-fitting shift (default 0). Keeps shapes crisp where "
@@ -165,6 +170,7 @@ def train_generator_cmd(
                               critic_tv=critic_tv, prior=prior, adv_weight=adv_weight, z_dim=z_dim, beta=beta,
                               z_dropout=z_dropout, leak=leak, output=output, palette_size=palette_size,
                               channels=widths, refine=refine, shift_tolerance=shift_tolerance,
+                              decoder=decoder, layers=layers,
                               perceptual=perceptual, perceptual_weight=perceptual_weight,
                               perceptual_size=perceptual_size)
     write_run_summary(out, summary)

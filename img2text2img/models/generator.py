@@ -27,6 +27,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -76,6 +77,8 @@ class GeneratorConfig:
     palette_size: int = 16  # palette output: colours in the palette, fitted to the training images (fit_palette)
     shift_tolerance: int = 0  # pixel/vae: the pixel loss is taken against the real image shifted by up to this
     # many pixels, whichever shift fits the drawing best (see _recon)
+    decoder: str = "conv"  # conv: one decoder draws the whole picture | layers: one layer per thing named (LayeredDecoder)
+    layers: int = 3  # layers decoder: how many layers (things a prompt can name) over the background
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -111,6 +114,12 @@ class GeneratorConfig:
             raise I2TError("palette output is trained by its cross-entropy; a gan has no such loss (use rgb)")
         if not 2 <= self.palette_size <= 256:
             raise I2TError(f"palette_size must be between 2 and 256, not {self.palette_size}")
+        if self.decoder not in ("conv", "layers"):
+            raise I2TError(f"decoder must be conv or layers, not {self.decoder!r}")
+        if self.decoder == "layers" and (self.output != "rgb" or self.word_attention):
+            raise I2TError("a layers decoder draws rgb layers bound to words already (no palette, no word_attention)")
+        if not 1 <= self.layers <= 8:
+            raise I2TError(f"layers must be between 1 and 8, not {self.layers}")
         if not 0 <= self.shift_tolerance <= 8:
             raise I2TError(f"shift_tolerance must be between 0 and 8 pixels, not {self.shift_tolerance}")
 
@@ -133,12 +142,15 @@ _preset("vae-attn", kind="vae", z_dim=32, film=True, word_attention=2, fg_weight
 _preset("pixel-attn", kind="pixel", film=True, word_attention=2, fg_weight=4.0)
 _preset("vae-attn-refine", kind="vae", z_dim=32, film=True, word_attention=2, fg_weight=4.0, refine=1,
         channels=(128, 64, 32, 32))
+_preset("vae-layers", kind="vae", z_dim=8, film=True, leak=0.2, prior="learned", beta=2.0, fg_weight=4.0,
+        decoder="layers")
 _TINY = dict(film=True, embed_dim=16, text_hidden=32, channels=(32, 32, 16, 8), enc_channels=(8, 16, 16, 32))
 _preset("pixel-tiny", kind="pixel", **_TINY)
 _preset("vae-tiny", kind="vae", z_dim=8, kl_warmup=10, **_TINY)
 _preset("gan-tiny", kind="gan", z_dim=8, **_TINY)
 _preset("vae-attn-tiny", kind="vae", z_dim=8, kl_warmup=10, word_attention=2, **_TINY)
 _preset("vae-attn-refine-tiny", kind="vae", z_dim=8, kl_warmup=10, word_attention=2, refine=1, **_TINY)
+_preset("vae-layers-tiny", kind="vae", z_dim=8, kl_warmup=10, prior="learned", decoder="layers", leak=0.2, **_TINY)
 
 
 def list_generators() -> list[str]:
@@ -213,7 +225,8 @@ class WordAttention(nn.Module):
 
 
 class ImageDecoder(nn.Module):
-    """Vector [B, D] -> image [B, 3, S, S] in [0, 1] (or, with `palette_size` K, logits [B, K, S, S]).
+    """Vector [B, D] -> image [B, 3, S, S] in [0, 1] (or, with `logits` K > 0, raw logits [B, K, S, S]: a palette
+    generator's per-pixel choice among K colours, a layer's mask).
 
     dense -> C0 x 4 x 4 -> (2x transposed conv, BN, ReLU) per stage up to S/2 -> 3x3 conv to 3*4 channels ->
     pixel shuffle to S. The last, most expensive doubling is a free reshuffle of channels into pixels, which keeps
@@ -224,9 +237,9 @@ class ImageDecoder(nn.Module):
     4x4 map; on shapes this is what makes the colours appear within a few hundred steps."""
 
     def __init__(self, in_dim: int, channels: Sequence[int], film: bool = False, word_dim: int = 0,
-                 word_attention: int = 0, refine: int = 0, leak: float = 0.0, palette_size: int = 0):
+                 word_attention: int = 0, refine: int = 0, leak: float = 0.0, logits: int = 0):
         super().__init__()
-        self.palette_size = palette_size  # > 0: per-pixel logits over that many colours instead of RGB
+        self.logits = logits  # > 0: that many per-pixel logits instead of RGB
         c0 = channels[0]
         self.leak = leak
         self.fc = nn.Sequential(nn.Linear(in_dim, c0 * 16))  # a Sequential so checkpoints keep the key "fc.0"
@@ -248,7 +261,7 @@ class ImageDecoder(nn.Module):
         n_stages = len(channels) - 1
         self.refine_from = n_stages - refine
         self.refiners = nn.ModuleList(_Refine(co, leak) for co in channels[1 + self.refine_from:])
-        self.to_rgb = nn.Conv2d(channels[-1], (palette_size or 3) * 4, 3, padding=1)
+        self.to_rgb = nn.Conv2d(channels[-1], (logits or 3) * 4, 3, padding=1)
         self.shuffle = nn.PixelShuffle(2)
 
     def forward(self, v: torch.Tensor, words: torch.Tensor | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -264,7 +277,64 @@ class ImageDecoder(nn.Module):
             if i >= self.refine_from:
                 x = self.refiners[i - self.refine_from](x)
         out = self.shuffle(self.to_rgb(x))  # B x 3 x S x S, or B x K x S x S palette logits
-        return out if self.palette_size else torch.sigmoid(out)
+        return out if self.logits else torch.sigmoid(out)
+
+
+class Layers(NamedTuple):
+    """A `LayeredDecoder`'s output: per-pixel logits of which layer shows [B, L+1, S, S] (0 = the background) and
+    each layer's one colour [B, L+1, 3] in [0, 1]."""
+
+    logits: torch.Tensor
+    colours: torch.Tensor
+
+    def soft(self) -> torch.Tensor:
+        """The expected picture [B, 3, S, S]: what the pixel loss is taken of, so masks get a gradient at edges."""
+        return torch.einsum("blhw,blc->bchw", self.logits.softmax(1), self.colours.to(self.logits.dtype))
+
+    def hard(self) -> torch.Tensor:
+        """Each pixel in the colour of its most likely layer [B, 3, S, S]: hard edges, flat fills."""
+        B, _, H, W = self.logits.shape
+        idx = self.logits.argmax(1).flatten(1)  # B x HW
+        picked = torch.gather(self.colours, 1, idx[..., None].expand(-1, -1, 3))  # B x HW x 3
+        return picked.transpose(1, 2).reshape(B, 3, H, W)
+
+
+class LayeredDecoder(nn.Module):
+    """(sentence [+ z] vector [B, D], the prompt's words) -> `Layers`: a background colour and L layers, each one
+    flat colour under a mask, composed by a per-pixel softmax over the layers.
+
+    Why: one decoder drawing "a small red star to the left of a large blue circle" must bind, at every position,
+    which of the named shapes belongs there; on shapes the single-decoder models read back one-shape prompts well
+    and lose most of their round trip on two-shape ones, whose shapes they draw as blobs of the wrong kind. Here L
+    learned slot queries first take their words (a small transformer decoder over the text LSTM's per-word outputs,
+    self-attention letting the slots share them out), then one shared conv decoder draws each slot's mask on its
+    own, as it would a one-shape picture; the slot's colour and the background's are single RGB values, so fills
+    are flat by construction."""
+
+    def __init__(self, in_dim: int, word_dim: int, channels: Sequence[int], layers: int = 3, slot_dim: int = 64,
+                 film: bool = True, refine: int = 0, leak: float = 0.0):
+        super().__init__()
+        self.layers = layers
+        self.queries = nn.Parameter(torch.randn(layers, slot_dim) * 0.5)
+        self.cond = nn.Linear(in_dim, slot_dim)
+        self.words = nn.Linear(word_dim, slot_dim)
+        block = nn.TransformerDecoderLayer(slot_dim, nhead=4, dim_feedforward=2 * slot_dim, dropout=0.0,
+                                           batch_first=True)
+        self.binder = nn.TransformerDecoder(block, num_layers=2)
+        self.mask = ImageDecoder(in_dim + slot_dim, channels, film=film, refine=refine, leak=leak, logits=1)
+        self.colour = nn.Linear(in_dim + slot_dim, 3)
+        self.background = nn.Linear(in_dim, 3)
+
+    def forward(self, v: torch.Tensor, words: torch.Tensor, mask: torch.Tensor) -> Layers:
+        B, L = v.shape[0], self.layers
+        slots = self.queries.unsqueeze(0) + self.cond(v).unsqueeze(1)  # B x L x d
+        slots = self.binder(slots, self.words(words), memory_key_padding_mask=~mask)  # B x L x d
+        per_slot = torch.cat([v.unsqueeze(1).expand(-1, L, -1), slots], 2).flatten(0, 1)  # BL x (D + d)
+        drawn = self.mask(per_slot)  # BL x 1 x S x S mask logits
+        masks = drawn.view(B, L, *drawn.shape[2:])
+        logits = torch.cat([masks.new_zeros(B, 1, *masks.shape[2:]), masks], 1)
+        colours = torch.cat([self.background(v).unsqueeze(1), self.colour(per_slot).view(B, L, 3)], 1)
+        return Layers(logits, torch.sigmoid(colours))
 
 
 def _activate(x: torch.Tensor, leak: float) -> torch.Tensor:
@@ -405,10 +475,14 @@ class Generator(nn.Module):
         self.config = config
         self.vocab = vocab
         self.text = TextEncoder(config.vocab_size, config.embed_dim, config.text_hidden, config.text_layers, config.dropout)
-        self.decoder = ImageDecoder(self.text.out_dim + config.z_dim, config.channels, config.film,
-                                    word_dim=config.text_hidden, word_attention=config.word_attention,
-                                    refine=config.refine, leak=config.leak,
-                                    palette_size=config.palette_size if config.output == "palette" else 0)
+        in_dim = self.text.out_dim + config.z_dim
+        if config.decoder == "layers":
+            self.decoder = LayeredDecoder(in_dim, config.text_hidden, config.channels, config.layers, film=config.film,
+                                          refine=config.refine, leak=config.leak)
+        else:
+            self.decoder = ImageDecoder(in_dim, config.channels, config.film, word_dim=config.text_hidden,
+                                        word_attention=config.word_attention, refine=config.refine, leak=config.leak,
+                                        logits=config.palette_size if config.output == "palette" else 0)
         if config.output == "palette":
             # Fitted to the training pictures before training (fit_palette); a buffer, so it is saved with the weights.
             self.register_buffer("palette", torch.zeros(config.palette_size, 3))
@@ -432,8 +506,8 @@ class Generator(nn.Module):
         return self.text(ids)
 
     def _text(self, ids: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        """Sentence vector, and the decoder's word inputs when it attends over words."""
-        if not self.config.word_attention:
+        """Sentence vector, and the decoder's word inputs when it reads words (attention, layers)."""
+        if not self.config.word_attention and self.config.decoder != "layers":
             return self.text(ids), {}
         s, words, mask = self.text(ids, words=True)
         return s, {"words": words, "mask": mask}
@@ -476,6 +550,12 @@ class Generator(nn.Module):
         the expected colour (straight-through), so the critic and perceptual terms judge exactly the picture a user
         gets yet can still steer the logits; judging the soft blend instead would let them reward greys that the
         mode never draws."""
+        if isinstance(out, Layers):
+            hard = out.hard()
+            if not (self.training and torch.is_grad_enabled()):
+                return hard
+            soft = out.soft()
+            return soft + (hard - soft).detach()
         if self.config.output != "palette":
             return out
         palette = self.palette.to(out.dtype)
@@ -529,6 +609,8 @@ class Generator(nn.Module):
         the image's border colour (its median over the outer ring: the background of a shapes picture) weigh
         1 + fg_weight: a small shape is a few percent of the pixels, so an unweighted loss learns the background
         first and the shapes only very slowly."""
+        if isinstance(out, Layers):
+            out = out.soft()
         if self.config.output == "palette":
             err = F.cross_entropy(out, self.palette_targets(real), reduction="none").unsqueeze(1)  # B x 1 x S x S
         elif self.config.recon_loss == "mse":
@@ -744,6 +826,8 @@ class Generator(nn.Module):
 
         if self.config.kind != "vae":
             raise I2TError(f"only a vae generator can drop its latent code, not a {self.config.kind}")
+        if self.config.decoder == "layers":  # its slot layers read [sentence, z, slot]: no columns to cut or pad
+            raise I2TError("a layers decoder cannot drop or gain a latent code; train it as the kind it is")
         pixel = Generator(replace(self.config, kind="pixel", z_dim=0, prior="standard", adv_weight=0.0),
                           vocab=self.vocab)
         source = self.state_dict()
@@ -763,6 +847,8 @@ class Generator(nn.Module):
 
         if self.config.kind != "pixel":
             raise I2TError(f"only a pixel generator can gain a latent code, not a {self.config.kind}")
+        if self.config.decoder == "layers":  # its slot layers read [sentence, z, slot]: no columns to cut or pad
+            raise I2TError("a layers decoder cannot drop or gain a latent code; train it as the kind it is")
         vae = Generator(replace(self.config, kind="vae", z_dim=z_dim, prior=prior), vocab=self.vocab)
         source, state = self.state_dict(), vae.state_dict()
         for key, like in state.items():
