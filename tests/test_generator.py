@@ -684,7 +684,7 @@ def test_layers_decoder_draws_flat_layers_and_starts_from_a_conv_run(shapes, tmp
     drawn = model.generate(PROMPTS, n=2, seed=3)
     for picture in drawn:
         assert len(picture.flatten(1).T.unique(dim=0)) <= model.config.layers + 1
-    ids, images = next(_batches(data, 1, bs=4))[1]
+    ids, _ = next(_batches(data, 1, bs=4))[1]
     out = model.train()._decode(ids, torch.zeros(4, model.config.z_dim))
     assert isinstance(out, Layers) and out.logits.shape == (4, model.config.layers + 1, 64, 64)
     model._image(out).sum().backward()  # straight-through: the hard picture's gradient reaches the mask logits
