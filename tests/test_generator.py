@@ -691,6 +691,9 @@ def test_layers_decoder_draws_flat_layers_and_starts_from_a_conv_run(shapes, tmp
     assert model.decoder.mask.to_rgb.weight.grad.abs().sum() > 0
     with pytest.raises(I2TError, match="latent code"):
         model.without_latent()
+    ordinal = create_generator("vae-layers-tiny", vocab, ordinal=True).train()
+    ordinal._image(ordinal._decode(ids, torch.zeros(4, 8))).sum().backward()
+    assert ordinal.decoder.objectness.weight.grad.abs().sum() > 0  # the "names a thing" score learns from the picture
     train_generator("vae-attn-tiny", str(ds.root), _tiny_config(tmp_path / "a"))
     start = load_model(tmp_path / "a" / "last")
     train_generator("vae-attn-tiny", str(ds.root), _tiny_config(tmp_path / "b", lr=0.0), init_from=tmp_path / "a" / "last",

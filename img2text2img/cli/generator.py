@@ -142,6 +142,9 @@ def train_generator_cmd(
                                                 "thing the prompt names; rgb output). With --init-from, the text "
                                                 "encoder and latent code are kept and the decoder starts afresh.")] = None,
     layers: Annotated[int | None, typer.Option(min=1, max=8, help="layers decoder: how many layers (default 3).")] = None,
+    ordinal: Annotated[bool | None, typer.Option("--ordinal/--no-ordinal", help="layers decoder: layer k takes the "
+                                                 "k-th thing the prompt names (default: the slots learn how to "
+                                                 "share the words out).")] = None,
     shift_tolerance: Annotated[int | None, typer.Option(min=0, max=8, help="pixel/vae: score each drawing against "
                                                         "the real image shifted by up to this many pixels, the "
                                                         "best-fitting shift (default 0). Keeps shapes crisp where "
@@ -170,7 +173,7 @@ def train_generator_cmd(
                               critic_tv=critic_tv, prior=prior, adv_weight=adv_weight, z_dim=z_dim, beta=beta,
                               z_dropout=z_dropout, leak=leak, output=output, palette_size=palette_size,
                               channels=widths, refine=refine, shift_tolerance=shift_tolerance,
-                              decoder=decoder, layers=layers,
+                              decoder=decoder, layers=layers, ordinal=ordinal,
                               perceptual=perceptual, perceptual_weight=perceptual_weight,
                               perceptual_size=perceptual_size)
     write_run_summary(out, summary)

@@ -79,6 +79,7 @@ class GeneratorConfig:
     # many pixels, whichever shift fits the drawing best (see _recon)
     decoder: str = "conv"  # conv: one decoder draws the whole picture | layers: one layer per thing named (LayeredDecoder)
     layers: int = 3  # layers decoder: how many layers (things a prompt can name) over the background
+    ordinal: bool = False  # layers decoder: layer k takes the k-th thing the prompt names (LayeredDecoder)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -312,13 +313,18 @@ class LayeredDecoder(nn.Module):
     are flat by construction."""
 
     def __init__(self, in_dim: int, word_dim: int, channels: Sequence[int], layers: int = 3, slot_dim: int = 64,
-                 film: bool = True, refine: int = 0, leak: float = 0.0):
+                 film: bool = True, refine: int = 0, leak: float = 0.0, ordinal: bool = False):
         super().__init__()
         self.layers = layers
+        self.nhead = 4
+        # ordinal: each word gets a learned "names a thing" score o_t; slot k's attention is pushed towards words
+        # where the running count of things named reaches k + 1 (the k-th noun, whose LSTM state has read its
+        # adjectives), so slots take the things named in order instead of having to discover a way to share them.
+        self.objectness = nn.Linear(word_dim, 1) if ordinal else None
         self.queries = nn.Parameter(torch.randn(layers, slot_dim) * 0.5)
         self.cond = nn.Linear(in_dim, slot_dim)
         self.words = nn.Linear(word_dim, slot_dim)
-        block = nn.TransformerDecoderLayer(slot_dim, nhead=4, dim_feedforward=2 * slot_dim, dropout=0.0,
+        block = nn.TransformerDecoderLayer(slot_dim, nhead=self.nhead, dim_feedforward=2 * slot_dim, dropout=0.0,
                                            batch_first=True)
         self.binder = nn.TransformerDecoder(block, num_layers=2)
         self.mask = ImageDecoder(in_dim + slot_dim, channels, film=film, refine=refine, leak=leak, logits=1)
@@ -328,7 +334,15 @@ class LayeredDecoder(nn.Module):
     def forward(self, v: torch.Tensor, words: torch.Tensor, mask: torch.Tensor) -> Layers:
         B, L = v.shape[0], self.layers
         slots = self.queries.unsqueeze(0) + self.cond(v).unsqueeze(1)  # B x L x d
-        slots = self.binder(slots, self.words(words), memory_key_padding_mask=~mask)  # B x L x d
+        bias = None
+        if self.objectness is not None:
+            o = torch.sigmoid(self.objectness(words).squeeze(2)) * mask  # B x T
+            count = o.cumsum(1)  # things named up to and including word t
+            k = torch.arange(1, L + 1, device=v.device, dtype=o.dtype)[None, :, None]  # 1 x L x 1
+            bias = torch.log(o + 1e-4)[:, None, :] - 4.0 * (count[:, None, :] - k) ** 2  # B x L x T
+            bias = bias.masked_fill(~mask[:, None, :], float("-inf")).repeat_interleave(self.nhead, 0)
+        slots = self.binder(slots, self.words(words), memory_mask=bias,
+                            memory_key_padding_mask=None if bias is not None else ~mask)  # B x L x d
         per_slot = torch.cat([v.unsqueeze(1).expand(-1, L, -1), slots], 2).flatten(0, 1)  # BL x (D + d)
         drawn = self.mask(per_slot)  # BL x 1 x S x S mask logits
         masks = drawn.view(B, L, *drawn.shape[2:])
@@ -478,7 +492,7 @@ class Generator(nn.Module):
         in_dim = self.text.out_dim + config.z_dim
         if config.decoder == "layers":
             self.decoder = LayeredDecoder(in_dim, config.text_hidden, config.channels, config.layers, film=config.film,
-                                          refine=config.refine, leak=config.leak)
+                                          refine=config.refine, leak=config.leak, ordinal=config.ordinal)
         else:
             self.decoder = ImageDecoder(in_dim, config.channels, config.film, word_dim=config.text_hidden,
                                         word_attention=config.word_attention, refine=config.refine, leak=config.leak,
