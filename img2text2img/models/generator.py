@@ -328,7 +328,9 @@ class LayeredDecoder(nn.Module):
                                            batch_first=True)
         self.binder = nn.TransformerDecoder(block, num_layers=2)
         self.mask = ImageDecoder(in_dim + slot_dim, channels, film=film, refine=refine, leak=leak, logits=1)
-        self.colour = nn.Linear(in_dim + slot_dim, 3)
+        # A layer's colour is read from its slot alone: given the sentence too, the easy fit is the colour of the
+        # whole prompt, the blend of all the colours named, the same for every layer.
+        self.colour = nn.Linear(slot_dim, 3)
         self.background = nn.Linear(in_dim, 3)
 
     def forward(self, v: torch.Tensor, words: torch.Tensor, mask: torch.Tensor) -> Layers:
@@ -347,7 +349,7 @@ class LayeredDecoder(nn.Module):
         drawn = self.mask(per_slot)  # BL x 1 x S x S mask logits
         masks = drawn.view(B, L, *drawn.shape[2:])
         logits = torch.cat([masks.new_zeros(B, 1, *masks.shape[2:]), masks], 1)
-        colours = torch.cat([self.background(v).unsqueeze(1), self.colour(per_slot).view(B, L, 3)], 1)
+        colours = torch.cat([self.background(v).unsqueeze(1), self.colour(slots)], 1)
         return Layers(logits, torch.sigmoid(colours))
 
 
