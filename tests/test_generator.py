@@ -702,3 +702,20 @@ def test_layers_decoder_draws_flat_layers_and_starts_from_a_conv_run(shapes, tmp
     assert after.config.decoder == "layers" and after.config.word_attention == 0
     assert torch.equal(after.text.lstm.weight_ih_l0, start.text.lstm.weight_ih_l0)
     assert torch.equal(after.posterior.weight, start.posterior.weight)
+
+
+def test_layer_window_keeps_a_layer_to_its_strongest_place():
+    """A layer whose mask says 'here' strongly and 'there' weakly keeps 'here' and loses 'there'; the hard drawing
+    of a one-blob layer is untouched."""
+    from img2text2img.models.generator import LayeredDecoder
+
+    dec = LayeredDecoder(8, 8, (8, 8, 8, 8), layers=1, window=0.2)
+    masks = torch.full((1, 1, 64, 64), -5.0)
+    masks[..., 8:20, 8:20] = 8.0  # the shape, top left
+    masks[..., 44:56, 44:56] = 3.0  # a fainter copy, bottom right
+    kept = masks - dec._outside_window(masks)
+    assert (kept[..., 8:20, 8:20] > 0).all()
+    assert (kept[..., 44:56, 44:56] < 0).all()
+    single = torch.full((1, 1, 64, 64), -5.0)
+    single[..., 26:38, 26:38] = 8.0
+    assert torch.equal(single - dec._outside_window(single) > 0, single > 0)

@@ -145,6 +145,10 @@ def train_generator_cmd(
     ordinal: Annotated[bool | None, typer.Option("--ordinal/--no-ordinal", help="layers decoder: layer k takes the "
                                                  "k-th thing the prompt names (default: the slots learn how to "
                                                  "share the words out).")] = None,
+    window: Annotated[float | None, typer.Option(min=0.0, max=1.0, help="layers decoder: keep each layer within "
+                                                 "this radius (a fraction of the side) of its own peak, so a layer "
+                                                 "draws one thing, not copies of it at places it might be (0 = off; "
+                                                 "can be added with --init-from).")] = None,
     shift_tolerance: Annotated[int | None, typer.Option(min=0, max=8, help="pixel/vae: score each drawing against "
                                                         "the real image shifted by up to this many pixels, the "
                                                         "best-fitting shift (default 0). Keeps shapes crisp where "
@@ -173,7 +177,7 @@ def train_generator_cmd(
                               critic_tv=critic_tv, prior=prior, adv_weight=adv_weight, z_dim=z_dim, beta=beta,
                               z_dropout=z_dropout, leak=leak, output=output, palette_size=palette_size,
                               channels=widths, refine=refine, shift_tolerance=shift_tolerance,
-                              decoder=decoder, layers=layers, ordinal=ordinal,
+                              decoder=decoder, layers=layers, ordinal=ordinal, window=window,
                               perceptual=perceptual, perceptual_weight=perceptual_weight,
                               perceptual_size=perceptual_size)
     write_run_summary(out, summary)

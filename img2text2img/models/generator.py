@@ -80,6 +80,7 @@ class GeneratorConfig:
     decoder: str = "conv"  # conv: one decoder draws the whole picture | layers: one layer per thing named (LayeredDecoder)
     layers: int = 3  # layers decoder: how many layers (things a prompt can name) over the background
     ordinal: bool = False  # layers decoder: layer k takes the k-th thing the prompt names (LayeredDecoder)
+    window: float = 0.0  # layers decoder: > 0 keeps each layer within this radius (fraction of the side) of its peak
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -313,14 +314,18 @@ class LayeredDecoder(nn.Module):
     are flat by construction."""
 
     def __init__(self, in_dim: int, word_dim: int, channels: Sequence[int], layers: int = 3, slot_dim: int = 64,
-                 film: bool = True, refine: int = 0, leak: float = 0.0, ordinal: bool = False):
+                 film: bool = True, refine: int = 0, leak: float = 0.0, ordinal: bool = False, window: float = 0.0):
         super().__init__()
         self.layers = layers
+        self.window = window
         self.nhead = 4
         # ordinal: each word gets a learned "names a thing" score o_t; slot k's attention is pushed towards words
         # where the running count of things named reaches k + 1 (the k-th noun, whose LSTM state has read its
         # adjectives), so slots take the things named in order instead of having to discover a way to share them.
         self.objectness = nn.Linear(word_dim, 1) if ordinal else None
+        if ordinal:  # start with few words counted (o ~ 0.12): a score of 0.5 everywhere counts every other word as
+            # a thing named, all layers are then present, attention settles on fixed word offsets and o never learns
+            nn.init.constant_(self.objectness.bias, -2.0)
         self.queries = nn.Parameter(torch.randn(layers, slot_dim) * 0.5)
         self.cond = nn.Linear(in_dim, slot_dim)
         self.words = nn.Linear(word_dim, slot_dim)
@@ -336,21 +341,44 @@ class LayeredDecoder(nn.Module):
     def forward(self, v: torch.Tensor, words: torch.Tensor, mask: torch.Tensor) -> Layers:
         B, L = v.shape[0], self.layers
         slots = self.queries.unsqueeze(0) + self.cond(v).unsqueeze(1)  # B x L x d
-        bias = None
+        bias = present = None
         if self.objectness is not None:
             o = torch.sigmoid(self.objectness(words).squeeze(2)) * mask  # B x T
             count = o.cumsum(1)  # things named up to and including word t
             k = torch.arange(1, L + 1, device=v.device, dtype=o.dtype)[None, :, None]  # 1 x L x 1
             bias = torch.log(o + 1e-4)[:, None, :] - 4.0 * (count[:, None, :] - k) ** 2  # B x L x T
+            # Layer k shows only if the prompt names at least k things: without this gate the spare layers of a
+            # one-shape prompt draw copies of its shape elsewhere (their attention falls on the only noun there is).
+            present = (count[:, -1:] - k[:, :, 0] + 1).clamp(0, 1)  # B x L
             bias = bias.masked_fill(~mask[:, None, :], float("-inf")).repeat_interleave(self.nhead, 0)
         slots = self.binder(slots, self.words(words), memory_mask=bias,
                             memory_key_padding_mask=None if bias is not None else ~mask)  # B x L x d
         per_slot = torch.cat([v.unsqueeze(1).expand(-1, L, -1), slots], 2).flatten(0, 1)  # BL x (D + d)
         drawn = self.mask(per_slot)  # BL x 1 x S x S mask logits
         masks = drawn.view(B, L, *drawn.shape[2:])
+        if self.window > 0:
+            masks = masks - self._outside_window(masks)
+        if present is not None:
+            # soft in training (so the count learns); when drawing, a layer is on or off: a faint spare layer
+            # still wins the pixels where its mask is confident and draws a shape the prompt never named
+            gate = torch.log(present + 1e-4) if self.training else torch.where(present >= 0.5, 0.0, -1e4)
+            masks = masks + gate.to(masks.dtype)[:, :, None, None]
         logits = torch.cat([masks.new_zeros(B, 1, *masks.shape[2:]), masks], 1)
         colours = torch.cat([self.background(v).unsqueeze(1), self.colour(slots)], 1)
         return Layers(logits, torch.sigmoid(colours))
+
+    def _outside_window(self, masks: torch.Tensor) -> torch.Tensor:
+        """Penalty [B, L, S, S] on a layer's logits beyond `window` of its peak (the soft-argmax of its own logits,
+        held fixed): one layer, one thing. Without it a layer unsure where its shape goes draws it at two or three
+        of the places it might be, and the judge counts shapes the prompt never named."""
+        S = masks.shape[-1]
+        with torch.no_grad():
+            pos = (torch.arange(S, device=masks.device, dtype=torch.float32) + 0.5) / S
+            p = masks.float().flatten(2).softmax(-1).view_as(masks)  # B x L x S x S
+            cy = (p.sum(3) * pos).sum(2)[:, :, None, None]
+            cx = (p.sum(2) * pos).sum(2)[:, :, None, None]
+            dist = ((pos[None, None, :, None] - cy) ** 2 + (pos[None, None, None, :] - cx) ** 2).sqrt()
+            return (400.0 * F.relu(dist - self.window) ** 2).to(masks.dtype)
 
 
 def _activate(x: torch.Tensor, leak: float) -> torch.Tensor:
@@ -494,7 +522,8 @@ class Generator(nn.Module):
         in_dim = self.text.out_dim + config.z_dim
         if config.decoder == "layers":
             self.decoder = LayeredDecoder(in_dim, config.text_hidden, config.channels, config.layers, film=config.film,
-                                          refine=config.refine, leak=config.leak, ordinal=config.ordinal)
+                                          refine=config.refine, leak=config.leak, ordinal=config.ordinal,
+                                          window=config.window)
         else:
             self.decoder = ImageDecoder(in_dim, config.channels, config.film, word_dim=config.text_hidden,
                                         word_attention=config.word_attention, refine=config.refine, leak=config.leak,

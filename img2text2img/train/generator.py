@@ -306,7 +306,7 @@ class GeneratorTask(TrainTask):
 # re-sizes the decoder (wider late stages, refining blocks: every decoder tensor that still fits is kept, the rest
 # start fresh), so the trained text encoder, image encoder and prior stay valid.
 _OUTPUT_FIELDS = ("output", "palette_size")  # a change to either means a new output head (and palette)
-_DECODER_FIELDS = ("channels", "refine", "decoder", "layers", "ordinal", "word_attention")
+_DECODER_FIELDS = ("channels", "refine", "decoder", "layers", "ordinal", "window", "word_attention")
 _EXTENSIONS = ("prior", "adv_weight", *_OUTPUT_FIELDS, *_DECODER_FIELDS)
 _OUTPUT_HEAD = ("decoder.to_rgb.", "palette")
 _LOSS_WEIGHTS = ("beta", "z_dropout", "shift_tolerance")  # how the loss is taken, not parts of the network
