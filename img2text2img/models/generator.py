@@ -13,7 +13,8 @@ convolutional decoder; they differ only in what the decoder is given besides the
 
 Any of pixel / vae can draw in RGB (a colour per pixel under a pixel loss) or from a palette (`output="palette"`:
 logits over K colours fitted to the training pictures, cross-entropy, drawn as each pixel's most likely colour), which
-keeps edges hard where an RGB decoder averages the outlines it is unsure of.
+keeps edges hard where an RGB decoder averages the outlines it is unsure of. With `decoder="layers"` the picture is
+instead a background colour and a few flat-coloured masks, one per thing the prompt names (`LayeredDecoder`).
 
 The public entry points are `Generator.generate(prompts, n, seed)` (a tensor in [0, 1], deterministic for a seed
 through a private `torch.Generator`) and `generate_images(prompts, model, n, seed)` (PIL images; `model=None` loads
