@@ -19,6 +19,7 @@ from img2text2img.models.generator import (
     PromptWarning,
     create_generator,
     generate_images,
+    generator_config,
     list_generators,
     save_grid,
 )
@@ -529,7 +530,7 @@ def test_a_pixel_generator_gains_a_latent_code_and_draws_as_before(shapes, tmp_p
     """pixel -> vae keeps every trained weight: until trained on, the VAE draws the pixel model's picture for any z."""
     from img2text2img.train.generator import train_generator
 
-    ds, vocab, _ = shapes
+    ds, _, _ = shapes
     cfg = _tiny_config(tmp_path / "pix", 3)
     train_generator("pixel-tiny", str(ds.root), cfg, leak=0.2)
     pixel = load_model(tmp_path / "pix" / "last")
@@ -702,6 +703,17 @@ def test_layers_decoder_draws_flat_layers_and_starts_from_a_conv_run(shapes, tmp
     assert after.config.decoder == "layers" and after.config.word_attention == 0
     assert torch.equal(after.text.lstm.weight_ih_l0, start.text.lstm.weight_ih_l0)
     assert torch.equal(after.posterior.weight, start.posterior.weight)
+    # a shipped (drawing-only) conv checkpoint may start a layers run: text encoder and prior kept, the image
+    # encoder new, its KL weight warmed up again; the same checkpoint with its decoder kept is refused
+    start.save(tmp_path / "shipped", full=False)
+    with pytest.raises(I2TError, match="drawing weights only"):
+        train_generator("vae-attn-tiny", str(ds.root), _tiny_config(tmp_path / "c"), init_from=tmp_path / "shipped")
+    train_generator("vae-attn-tiny", str(ds.root), _tiny_config(tmp_path / "d", lr=0.0), init_from=tmp_path / "shipped",
+                    decoder="layers")
+    fresh = load_model(tmp_path / "d" / "last")
+    assert fresh.config.decoder == "layers" and fresh.config.kl_warmup == generator_config("vae-attn-tiny").kl_warmup
+    assert torch.equal(fresh.text.lstm.weight_ih_l0, start.text.lstm.weight_ih_l0)
+    assert not torch.equal(fresh.posterior.weight, start.posterior.weight)
 
 
 def test_layer_window_keeps_a_layer_to_its_strongest_place():

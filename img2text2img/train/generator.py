@@ -309,6 +309,7 @@ _OUTPUT_FIELDS = ("output", "palette_size")  # a change to either means a new ou
 _DECODER_FIELDS = ("channels", "refine", "decoder", "layers", "ordinal", "window", "word_attention")
 _EXTENSIONS = ("prior", "adv_weight", *_OUTPUT_FIELDS, *_DECODER_FIELDS)
 _OUTPUT_HEAD = ("decoder.to_rgb.", "palette")
+_POSTERIOR = ("image_encoder.", "posterior.")  # a VAE's image -> code network: training runs only
 _LOSS_WEIGHTS = ("beta", "z_dropout", "shift_tolerance")  # how the loss is taken, not parts of the network
 
 
@@ -331,7 +332,10 @@ def _extend(model: Generator, ck, changes: dict) -> Generator:
         state = {k: v for k, v in state.items()
                  if not k.startswith("decoder.") or (k in fits and fits[k].shape == v.shape)}
     missing, unexpected = extended.load_state_dict(state, strict=False)
-    fresh = ("prior_net.", "discriminator.") + (_OUTPUT_HEAD if new_head else ()) + (("decoder.",) if resized else ())
+    # A new kind of decoder reads the code afresh, so a drawing-only checkpoint (no image encoder) may start one:
+    # what it keeps is the text encoder and the learned prior.
+    fresh = (("prior_net.", "discriminator.") + (_OUTPUT_HEAD if new_head else ()) + (("decoder.",) if resized else ())
+             + (_POSTERIOR if "decoder" in changes else ()))
     kept = [k for k in missing if not k.startswith(fresh)]
     if kept or unexpected:
         raise I2TError(f"cannot change {', '.join(changes)} of {ck.path}: weights do not fit "
@@ -382,10 +386,14 @@ def train_generator(kind_or_preset: str, data: str, cfg: TrainConfig, *, data_di
         if model.config.kind != wanted:
             raise I2TError(f"{init_from} is a {model.config.kind} generator, not {kind_or_preset}")
         if not gained:
-            if model.config.kind != "pixel" and len(ck.state_dict) < len(model.state_dict()):
-                raise I2TError(f"{init_from} holds drawing weights only; start from a training run's last/ checkpoint")
+            new_decoder = overrides.get("decoder") not in (None, model.config.decoder)
+            if model.config.kind != "pixel" and len(ck.state_dict) < len(model.state_dict()) and not new_decoder:
+                raise I2TError(f"{init_from} holds drawing weights only; start from a training run's last/ checkpoint"
+                               " (or replace its decoder with --decoder, which starts the image encoder afresh too)")
             model = _extend(model, ck, {k: overrides[k] for k in _EXTENSIONS if overrides.get(k) is not None})
-            model.config.kl_warmup = 0  # the KL weight was already warmed up in the run this starts from
+            # the KL weight was already warmed up in the run this starts from, unless its code starts afresh here
+            fresh_code = not any(k.startswith(_POSTERIOR) for k in ck.state_dict)
+            model.config.kl_warmup = preset.kl_warmup if fresh_code else 0
         # loss weights, not parts of the network: a continued run may change them (replace re-checks the config)
         weights = {k: type(getattr(model.config, k))(overrides[k]) for k in _LOSS_WEIGHTS if overrides.get(k) is not None}
         if weights:
