@@ -101,7 +101,7 @@ def test_gan_discriminator_learns_and_generator_moves(shapes):
 
 
 @pytest.mark.parametrize("preset", ["pixel-tiny", "vae-tiny", "gan-tiny", "vae-attn-tiny", "vae-attn-refine-tiny",
-                                    "vae-layers-tiny"])
+                                    "vae-layers-tiny", "vae-sprites-tiny"])
 def test_seed_determinism_and_save_load_identity(shapes, preset, tmp_path):
     _, vocab, _ = shapes
     torch.manual_seed(1)
@@ -714,6 +714,55 @@ def test_layers_decoder_draws_flat_layers_and_starts_from_a_conv_run(shapes, tmp
     assert fresh.config.decoder == "layers" and fresh.config.kl_warmup == generator_config("vae-attn-tiny").kl_warmup
     assert torch.equal(fresh.text.lstm.weight_ih_l0, start.text.lstm.weight_ih_l0)
     assert not torch.equal(fresh.posterior.weight, start.posterior.weight)
+
+
+def test_sprites_are_fitted_shapes_placed_where_the_conv_mask_is(shapes, tmp_path):
+    """fit_sprites cuts the shapes out of the training pictures: from squares and circles it makes one template of
+    each (a square's corner is inside, a circle's is not); a sprite is drawn at its conv mask's centroid; a sprites
+    generator trains (loss falls), keeps its fitted templates, and draws flat layers."""
+    from img2text2img.data.shapes import draw_caption
+    from img2text2img.models.generator import SpriteMasks, fit_sprites
+    from img2text2img.train.generator import train_generator
+
+    pics = [draw_caption(f"a {size} {colour} {shape} in the {place}", seed=i)
+            for i, (size, colour, shape, place) in enumerate(
+                (size, colour, shape, place) for size in ("large", "small") for colour in ("red", "blue")
+                for shape in ("square", "circle") for place in ("center", "top left"))]
+    images = torch.stack([torch.from_numpy(np.array(p)).permute(2, 0, 1) for p in pics])
+    templates = torch.sigmoid(fit_sprites(images, 2))
+    corner = templates[:, 23, 23]  # ~0.47 of the template's half-side along both axes
+    assert sorted((corner > 0.5).tolist()) == [False, True]  # one square, one circle
+    assert (templates[:, 16, 16] > 0.5).all()  # both are filled in the middle
+    sprite = SpriteMasks(4, 64, templates=2).eval()
+    sprite.templates.copy_(fit_sprites(images, 2))
+    placing = torch.full((1, 1, 64, 64), -9.0)
+    placing[..., 40:56, 4:20] = 9.0  # the conv mask: a 16 px square, bottom left
+    drawn = sprite(torch.zeros(1, 4), placing)[0, 0] > 0
+    ys, xs = drawn.nonzero(as_tuple=True)
+    assert abs(float(ys.float().mean()) - 47.5) < 1.5 and abs(float(xs.float().mean()) - 11.5) < 1.5
+
+    ds, vocab, data = shapes
+    summary = train_generator("vae-sprites-tiny", str(ds.root), _tiny_config(tmp_path / "s", 40))
+    assert summary["steps"] == 40
+    model = load_model(tmp_path / "s" / "last")
+    fitted = fit_sprites(load_image_captions(ds, "train", model.vocab).images, 8, seed=0)
+    assert torch.equal(model.decoder.sprite.templates, fitted)  # held, not trained
+    for picture in model.generate(PROMPTS, n=2, seed=3):
+        assert len(picture.flatten(1).T.unique(dim=0)) <= model.config.layers + 1
+    torch.manual_seed(0)
+    fresh = create_generator("vae-sprites-tiny", vocab).train()
+    fresh.decoder.sprite.templates.copy_(fitted)
+    fixed = collate([ImageCaptionDataset(data)[i] for i in range(32)])
+    with torch.no_grad():
+        start = fresh(*fixed, step=10_000)[2]["recon"]
+    opt = torch.optim.Adam(fresh.parameters(), lr=3e-3)
+    for step, (ids, pictures) in _batches(data, 50):
+        _, loss, _ = fresh(ids, pictures, step)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        assert fresh(*fixed, step=10_000)[2]["recon"] < 0.6 * start
 
 
 def test_layer_window_keeps_a_layer_to_its_strongest_place():

@@ -149,6 +149,13 @@ def train_generator_cmd(
                                                  "this radius (a fraction of the side) of its own peak, so a layer "
                                                  "draws one thing, not copies of it at places it might be (0 = off; "
                                                  "can be added with --init-from).")] = None,
+    masks: Annotated[str | None, typer.Option(help="layers decoder: how each layer's mask is drawn: conv (a conv "
+                                              "net per layer; the default) or sprites (a soft choice among "
+                                              "--sprites learned template masks, moved and scaled into place: "
+                                              "shapes keep their corners at every place and size; can be "
+                                              "switched with --init-from).")] = None,
+    sprites: Annotated[int | None, typer.Option(min=1, max=256, help="sprites masks: how many template masks "
+                                                "(default 16).")] = None,
     shift_tolerance: Annotated[int | None, typer.Option(min=0, max=8, help="pixel/vae: score each drawing against "
                                                         "the real image shifted by up to this many pixels, the "
                                                         "best-fitting shift (default 0). Keeps shapes crisp where "
@@ -177,7 +184,7 @@ def train_generator_cmd(
                               critic_tv=critic_tv, prior=prior, adv_weight=adv_weight, z_dim=z_dim, beta=beta,
                               z_dropout=z_dropout, leak=leak, output=output, palette_size=palette_size,
                               channels=widths, refine=refine, shift_tolerance=shift_tolerance,
-                              decoder=decoder, layers=layers, ordinal=ordinal, window=window,
+                              decoder=decoder, layers=layers, ordinal=ordinal, window=window, masks=masks, sprites=sprites,
                               perceptual=perceptual, perceptual_weight=perceptual_weight,
                               perceptual_size=perceptual_size)
     write_run_summary(out, summary)

@@ -82,6 +82,8 @@ class GeneratorConfig:
     layers: int = 3  # layers decoder: how many layers (things a prompt can name) over the background
     ordinal: bool = False  # layers decoder: layer k takes the k-th thing the prompt names (LayeredDecoder)
     window: float = 0.0  # layers decoder: > 0 keeps each layer within this radius (fraction of the side) of its peak
+    masks: str = "conv"  # layers decoder: conv (a conv net draws each layer's mask) | sprites (SpriteMasks)
+    sprites: int = 16  # sprites masks: how many learned template masks the layers choose among
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -121,6 +123,12 @@ class GeneratorConfig:
             raise I2TError(f"decoder must be conv or layers, not {self.decoder!r}")
         if self.decoder == "layers" and (self.output != "rgb" or self.word_attention):
             raise I2TError("a layers decoder draws rgb layers bound to words already (no palette, no word_attention)")
+        if self.masks not in ("conv", "sprites"):
+            raise I2TError(f"masks must be conv or sprites, not {self.masks!r}")
+        if self.masks == "sprites" and (self.decoder != "layers" or not self.ordinal):
+            raise I2TError("sprite masks are an ordinal layers decoder's (decoder='layers', ordinal=True)")
+        if not 1 <= self.sprites <= 256:
+            raise I2TError(f"sprites must be between 1 and 256, not {self.sprites}")
         if not 1 <= self.layers <= 8:
             raise I2TError(f"layers must be between 1 and 8, not {self.layers}")
         if not 0 <= self.shift_tolerance <= 8:
@@ -147,6 +155,8 @@ _preset("vae-attn-refine", kind="vae", z_dim=32, film=True, word_attention=2, fg
         channels=(128, 64, 32, 32))
 _preset("vae-layers", kind="vae", z_dim=8, film=True, leak=0.2, prior="learned", beta=2.0, fg_weight=4.0,
         decoder="layers")
+_preset("vae-sprites", kind="vae", z_dim=8, film=True, leak=0.2, prior="learned", beta=2.0, fg_weight=4.0,
+        decoder="layers", ordinal=True, masks="sprites")
 _TINY = dict(film=True, embed_dim=16, text_hidden=32, channels=(32, 32, 16, 8), enc_channels=(8, 16, 16, 32))
 _preset("pixel-tiny", kind="pixel", **_TINY)
 _preset("vae-tiny", kind="vae", z_dim=8, kl_warmup=10, **_TINY)
@@ -154,6 +164,8 @@ _preset("gan-tiny", kind="gan", z_dim=8, **_TINY)
 _preset("vae-attn-tiny", kind="vae", z_dim=8, kl_warmup=10, word_attention=2, **_TINY)
 _preset("vae-attn-refine-tiny", kind="vae", z_dim=8, kl_warmup=10, word_attention=2, refine=1, **_TINY)
 _preset("vae-layers-tiny", kind="vae", z_dim=8, kl_warmup=10, prior="learned", decoder="layers", leak=0.2, **_TINY)
+_preset("vae-sprites-tiny", kind="vae", z_dim=8, kl_warmup=10, prior="learned", decoder="layers", ordinal=True,
+        masks="sprites", sprites=8, leak=0.2, **_TINY)
 
 
 def list_generators() -> list[str]:
@@ -315,7 +327,8 @@ class LayeredDecoder(nn.Module):
     are flat by construction."""
 
     def __init__(self, in_dim: int, word_dim: int, channels: Sequence[int], layers: int = 3, slot_dim: int = 64,
-                 film: bool = True, refine: int = 0, leak: float = 0.0, ordinal: bool = False, window: float = 0.0):
+                 film: bool = True, refine: int = 0, leak: float = 0.0, ordinal: bool = False, window: float = 0.0,
+                 masks: str = "conv", sprites: int = 16, side: int = 64):
         super().__init__()
         self.layers = layers
         self.window = window
@@ -334,6 +347,9 @@ class LayeredDecoder(nn.Module):
                                            batch_first=True)
         self.binder = nn.TransformerDecoder(block, num_layers=2)
         self.mask = ImageDecoder(in_dim + slot_dim, channels, film=film, refine=refine, leak=leak, logits=1)
+        # A sprite's shape is chosen from the word that names its thing alone: given z as well, the VAE's code
+        # (which has seen the picture) told the shape, and drawings from the prior then picked it at random.
+        self.sprite = SpriteMasks(word_dim, side, sprites) if masks == "sprites" else None
         # A layer's colour is read from its slot alone: given the sentence too, the easy fit is the colour of the
         # whole prompt, the blend of all the colours named, the same for every layer.
         self.colour = nn.Linear(slot_dim, 3)
@@ -351,11 +367,16 @@ class LayeredDecoder(nn.Module):
             # Layer k shows only if the prompt names at least k things: without this gate the spare layers of a
             # one-shape prompt draw copies of its shape elsewhere (their attention falls on the only noun there is).
             present = (count[:, -1:] - k[:, :, 0] + 1).clamp(0, 1)  # B x L
-            bias = bias.masked_fill(~mask[:, None, :], float("-inf")).repeat_interleave(self.nhead, 0)
+            bias = bias.masked_fill(~mask[:, None, :], float("-inf"))
+            pointer = bias.softmax(2)  # B x L x T: which word names layer k's thing
+            bias = bias.repeat_interleave(self.nhead, 0)
         slots = self.binder(slots, self.words(words), memory_mask=bias,
                             memory_key_padding_mask=None if bias is not None else ~mask)  # B x L x d
         per_slot = torch.cat([v.unsqueeze(1).expand(-1, L, -1), slots], 2).flatten(0, 1)  # BL x (D + d)
         drawn = self.mask(per_slot)  # BL x 1 x S x S mask logits
+        if self.sprite is not None:
+            named = torch.einsum("blt,btd->bld", pointer, words).flatten(0, 1)  # BL x word_dim
+            drawn = self.sprite(named, drawn)
         masks = drawn.view(B, L, *drawn.shape[2:])
         if self.window > 0:
             masks = masks - self._outside_window(masks)
@@ -380,6 +401,51 @@ class LayeredDecoder(nn.Module):
             cx = (p.sum(2) * pos).sum(2)[:, :, None, None]
             dist = ((pos[None, None, :, None] - cy) ** 2 + (pos[None, None, None, :] - cx) ** 2).sqrt()
             return (400.0 * F.relu(dist - self.window) ** 2).to(masks.dtype)
+
+
+class SpriteMasks(nn.Module):
+    """(layer vectors [N, D], the layer's conv mask logits [N, 1, S, S]) -> mask logits [N, 1, S, S]: one of K
+    template masks, put where the conv mask is (its centroid) at the size its area says.
+
+    Why: a conv net drawing each mask has to learn every shape again at every place and size; on shapes its stars,
+    crosses and triangles stayed blobs after thousands of steps, and the judge read them as circles and diamonds.
+    A template is one shape cut from the pictures, and moving or scaling it keeps its corners. The conv mask still says where and how big (it learns that quickly, and a sprite placed by its own
+    regression gets no gradient towards a place it does not yet overlap). The templates are cut from the training
+    pictures (fit_sprites) and held; the choice among them is hard, straight-through in training, so a layer draws
+    one whole shape, never a blend of two."""
+
+    OUTSIDE = 8.0  # mask logit beyond a template's box: the layer does not show there
+
+    def __init__(self, in_dim: int, side: int, templates: int = 16, resolution: int = 32, hidden: int = 128):
+        super().__init__()
+        self.side = side
+        # Fitted to the training pictures before training (fit_sprites) and then held: trained on, a template
+        # shared by layers placed a pixel or two apart learns their average, and its corners blur (a buffer, so it
+        # is saved with the weights, like a palette).
+        self.register_buffer("templates", torch.zeros(templates, resolution, resolution))  # K x R x R mask logits
+        # box half-size per template as a multiple of the square root of the mask's area (a square's side)
+        self.scale = nn.Parameter(torch.full((templates,), math.log(2.0)))  # the frame fit_sprites cuts shapes in
+        self.pick = nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, templates))
+
+    def forward(self, v: torch.Tensor, placing: torch.Tensor) -> torch.Tensor:
+        """v: what picks the template [N, D]; placing: the conv mask logits that place it [N, 1, S, S]."""
+        N, S = v.shape[0], self.side
+        soft = self.pick(v).float().softmax(1)  # N x K
+        hard = F.one_hot(soft.argmax(1), soft.shape[1]).to(soft.dtype)
+        choice = hard + soft - soft.detach() if self.training else hard
+        template = torch.einsum("nk,khw->nhw", choice, self.templates.float()).unsqueeze(1)  # N x 1 x R x R
+        p = torch.sigmoid(placing.float())[:, 0]  # N x S x S: how much of each pixel the conv mask covers
+        mass = p.sum((1, 2)) + 1e-3
+        pos = (torch.arange(S, device=v.device, dtype=p.dtype) + 0.5) / S * 2 - 1
+        cx = (p.sum(1) * pos).sum(1) / mass  # the mask's centroid, in [-1, 1]
+        cy = (p.sum(2) * pos).sum(1) / mass
+        s = ((mass / S**2).sqrt() * (choice @ self.scale).exp()).clamp(min=0.02)  # box half-size / half-side
+        zero = torch.zeros_like(s)
+        # a picture point p samples the template at (p - centre) / s
+        theta = torch.stack([torch.stack([1 / s, zero, -cx / s], 1), torch.stack([zero, 1 / s, -cy / s], 1)], 1)
+        grid = F.affine_grid(theta, [N, 1, S, S], align_corners=False)
+        drawn = F.grid_sample(template + self.OUTSIDE, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        return (drawn - self.OUTSIDE).to(placing.dtype)  # N x 1 x S x S
 
 
 def _activate(x: torch.Tensor, leak: float) -> torch.Tensor:
@@ -474,6 +540,72 @@ def fit_palette(images: torch.Tensor, k: int, seed: int = 0, sample: int = 200_0
     return c.clamp(0, 1)
 
 
+def _components(fg: torch.Tensor) -> torch.Tensor:
+    """Foreground masks [N, S, S] (bool) -> connected-component labels [N, S, S] (0 = background): each pixel takes
+    the largest pixel number among its 8 neighbours until nothing changes (no scipy needed)."""
+    N, S, _ = fg.shape
+    keep = fg.float()
+    lab = torch.arange(1, S * S + 1, dtype=torch.float32).view(1, S, S).expand(N, -1, -1) * keep
+    for _ in range(S * S):
+        grown = F.max_pool2d(lab.unsqueeze(1), 3, stride=1, padding=1).squeeze(1) * keep
+        if torch.equal(grown, lab):
+            break
+        lab = grown
+    return lab.long()
+
+
+def fit_sprites(images: torch.Tensor, k: int, resolution: int = 32, seed: int = 0, sample: int = 2000,
+                iters: int = 15, threshold: float = 0.15, min_pixels: int = 12) -> torch.Tensor:
+    """The template masks a sprites generator starts from: k-means over the shapes cut out of `images` ([N, 3, S,
+    S], uint8 or [0, 1]) -> mask logits [k, R, R] in the frame `SpriteMasks` draws them in (centred on the shape's
+    centroid, half-size 2 * sqrt(area) / S).
+
+    Why: templates that all start as the same disc get the same gradient, and training found one disc for every
+    shape; started from the shapes the pictures hold, each template is already a different shape and the layers
+    learn which to choose. A shape is a connected region of pixels away from the picture's border colour."""
+    x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
+    gen = torch.Generator().manual_seed(int(seed))
+    if x.shape[0] > sample:
+        x = x[torch.randperm(x.shape[0], generator=gen)[:sample]]
+    N, _, S, _ = x.shape
+    border = torch.cat([x[:, :, 0], x[:, :, -1], x[:, :, :, 0], x[:, :, :, -1]], 2)  # N x 3 x 4S
+    background = border.median(2).values[:, :, None, None]
+    labels = _components((x - background).abs().amax(1) > threshold)
+    masks = []
+    for i in range(N):
+        for lab in labels[i].unique().tolist():
+            m = labels[i] == lab
+            if not lab or int(m.sum()) < min_pixels:
+                continue
+            rows, cols = m.any(1).nonzero(), m.any(0).nonzero()
+            h, w = int(rows[-1] - rows[0]) + 1, int(cols[-1] - cols[0]) + 1
+            if max(h, w) <= 1.5 * min(h, w):  # not two shapes that touch (one region twice as wide as tall)
+                masks.append(m)
+    if len(masks) < k:
+        raise I2TError(f"only {len(masks)} shapes found in the training pictures; {k} sprites need at least {k}")
+    m = torch.stack(masks).float().unsqueeze(1)  # M x 1 x S x S
+    mass = m.sum((1, 2, 3))
+    pos = (torch.arange(S, dtype=torch.float32) + 0.5) / S * 2 - 1
+    cx, cy = (m.sum(2)[:, 0] * pos).sum(1) / mass, (m.sum(3)[:, 0] * pos).sum(1) / mass
+    half = 2 * mass.sqrt() / S
+    zero = torch.zeros_like(half)
+    theta = torch.stack([torch.stack([half, zero, cx], 1), torch.stack([zero, half, cy], 1)], 1)
+    grid = F.affine_grid(theta, [len(m), 1, resolution, resolution], align_corners=False)
+    crops = F.grid_sample(m, grid, mode="bilinear", padding_mode="zeros", align_corners=False).flatten(1)  # M x R^2
+    centres = [crops[int(torch.randint(len(crops), (1,), generator=gen))]]
+    dist = (crops - centres[0]).pow(2).sum(1)
+    while len(centres) < k:  # farthest points first: rare shapes get a template of their own
+        centres.append(crops[dist.argmax()])
+        dist = torch.minimum(dist, (crops - centres[-1]).pow(2).sum(1))
+    c = torch.stack(centres)
+    for _ in range(iters):
+        assign = torch.cdist(crops, c).argmin(1)
+        sums = torch.zeros_like(c).index_add_(0, assign, crops)
+        n = torch.bincount(assign, minlength=k).unsqueeze(1)
+        c = torch.where(n > 0, sums / n.clamp(min=1), c)
+    return (8.0 * (c - 0.5)).view(k, resolution, resolution)  # +-4: inside / outside
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Prompts
 
@@ -524,7 +656,8 @@ class Generator(nn.Module):
         if config.decoder == "layers":
             self.decoder = LayeredDecoder(in_dim, config.text_hidden, config.channels, config.layers, film=config.film,
                                           refine=config.refine, leak=config.leak, ordinal=config.ordinal,
-                                          window=config.window)
+                                          window=config.window, masks=config.masks, sprites=config.sprites,
+                                          side=config.image_size)
         else:
             self.decoder = ImageDecoder(in_dim, config.channels, config.film, word_dim=config.text_hidden,
                                         word_attention=config.word_attention, refine=config.refine, leak=config.leak,

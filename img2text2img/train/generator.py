@@ -306,7 +306,7 @@ class GeneratorTask(TrainTask):
 # re-sizes the decoder (wider late stages, refining blocks: every decoder tensor that still fits is kept, the rest
 # start fresh), so the trained text encoder, image encoder and prior stay valid.
 _OUTPUT_FIELDS = ("output", "palette_size")  # a change to either means a new output head (and palette)
-_DECODER_FIELDS = ("channels", "refine", "decoder", "layers", "ordinal", "window", "word_attention")
+_DECODER_FIELDS = ("channels", "refine", "decoder", "layers", "ordinal", "window", "masks", "sprites", "word_attention")
 _EXTENSIONS = ("prior", "adv_weight", *_OUTPUT_FIELDS, *_DECODER_FIELDS)
 _OUTPUT_HEAD = ("decoder.to_rgb.", "palette")
 _POSTERIOR = ("image_encoder.", "posterior.")  # a VAE's image -> code network: training runs only
@@ -428,6 +428,12 @@ def train_generator(kind_or_preset: str, data: str, cfg: TrainConfig, *, data_di
         from img2text2img.models.generator import fit_palette
 
         model.palette.copy_(fit_palette(train.images, model.config.palette_size, seed=cfg.seed))
+    if model.config.masks == "sprites" and not resuming and (init_from is None or ck.config.get("masks") != "sprites"):
+        from img2text2img.models.generator import fit_sprites
+
+        sprite = model.decoder.sprite
+        with torch.no_grad():
+            sprite.templates.copy_(fit_sprites(train.images, model.config.sprites, sprite.templates.shape[-1], cfg.seed))
     val = load_image_captions(ds, "val", model.vocab, size, 256, model.config.max_tokens) if "val" in ds.splits else None
     if hflip is None:
         hflip = ds.name != "shapes"
