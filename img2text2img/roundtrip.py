@@ -298,17 +298,17 @@ def rule_based_drawings(prompts: list[str], seed: int) -> list[Image.Image]:
     return [draw_caption(p, seed + i) for i, p in enumerate(prompts)]
 
 
-def model_functions(captioner, generator, encoder=None, beam_size: int | None = None
-                    ) -> tuple[CaptionFn, GenerateFn, EmbedFn | None]:
+def model_functions(captioner, generator, encoder=None, beam_size: int | None = None,
+                    temperature: float | None = None) -> tuple[CaptionFn, GenerateFn, EmbedFn | None]:
     """Wrap loaded models as the callables `evaluate_roundtrip` takes (`beam_size=None`: the captioner's own search,
-    so a round trip reads the drawings the way the captioner reads photos)."""
+    so a round trip reads the drawings the way the captioner reads photos; `temperature=None`: the generator's own)."""
     from img2text2img.models.generator import to_pil
 
     def caption_fn(images: list[Image.Image]) -> list[str]:
         return [r.text for r in captioner.caption_images(images, beam_size=beam_size)]
 
     def generate_fn(prompts: list[str], seed: int) -> list[Image.Image]:
-        return to_pil(generator.generate(prompts, n=1, seed=seed))
+        return to_pil(generator.generate(prompts, n=1, seed=seed, temperature=temperature))
 
     embed_fn = None
     if encoder is not None:

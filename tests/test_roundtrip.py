@@ -98,3 +98,21 @@ def test_shipped_model_pairs():
     assert (default_model_dir("generator", "shapes") / "config.json").exists()
     with pytest.raises(I2TError, match="no generator for my-photos ships"):
         default_model_dir("generator", "my-photos")
+
+
+def test_roundtrip_cli_temperature_is_the_generators_noise_scale(tmp_path):
+    """--temperature draws with that noise scale instead of the model's own: at the model's own value it gives the
+    model's own drawings (same scores), at another it gives other drawings, and the JSON says which was used."""
+    import json
+
+    from img2text2img.cli import main
+    from img2text2img.roundtrip import default_model_dir
+
+    own = json.loads((default_model_dir("generator", "shapes") / "config.json").read_text())["config"]["sample_temperature"]
+    runs = {}
+    for name, extra in (("default", []), ("own", ["--temperature", str(own)]), ("hot", ["--temperature", "3.0"])):
+        assert main(["roundtrip-eval", "--limit", "6", "--encoder", "none", "--out", str(tmp_path / name), *extra]) == 0
+        runs[name] = json.loads((tmp_path / name / "roundtrip.json").read_text())
+    recaptions = {k: [r["recaption"] for r in v["rows"]] for k, v in runs.items()}
+    assert recaptions["own"] == recaptions["default"] and runs["own"]["scores"]["temperature"] == own
+    assert recaptions["hot"] != recaptions["default"] and "temperature" not in runs["default"]["scores"]

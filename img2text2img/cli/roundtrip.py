@@ -26,6 +26,8 @@ def roundtrip_eval(
     rerank_with: Annotated[Path | None, typer.Option(help="Captioner folder (not the judge): each drawing is the best of "
                                                           "--candidates samples by its likelihood of the sentence.")] = None,
     candidates: Annotated[int, typer.Option(min=1, max=256, help="Samples per drawing with --rerank-with.")] = 8,
+    temperature: Annotated[float | None, typer.Option(min=0.0, help="Latent noise scale of a vae/gan generator "
+                                                      "(default: the model's own), e.g. to choose it on --split val.")] = None,
 ) -> None:
     """Send captions through the generator and back through the captioner; score BLEU between the bounds
     (upper: captioner on the real photo; lower: on a grey image / an unrelated photo). Writes OUT/roundtrip.json and
@@ -57,7 +59,7 @@ def roundtrip_eval(
             enc = create_encoder(encoder, pretrained=True).eval()
         except I2TError as e:
             warn(f"image->caption->image similarity skipped: {e}")
-    fns = model_functions(cap, gen, enc, beam_size=beam)
+    fns = model_functions(cap, gen, enc, beam_size=beam, temperature=temperature)
     with Progress(TextColumn("[bold]round trip"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, transient=True) as bar:
         task = bar.add_task("rt", total=None)
@@ -65,6 +67,8 @@ def roundtrip_eval(
                                     progress=lambda done, total: bar.update(task, completed=done, total=total))
     if rerank_with is not None:
         result.scores["reranker"] = {"captioner": str(rerank_with), "candidates": candidates}
+    if temperature is not None:
+        result.scores["temperature"] = temperature
     paths = write_report(result, out, title=f"img2text2img round trip on {ds.name} {split} ({result.scores['n_pairs']} captions)")
     s = result.scores
     t = Table(title=f"round trip: {ds.name} {split}, {s['n_images']} images, {s['n_pairs']} captions")
