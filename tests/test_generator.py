@@ -741,6 +741,10 @@ def test_sprites_are_fitted_shapes_placed_where_the_conv_mask_is(shapes, tmp_pat
     ys, xs = drawn.nonzero(as_tuple=True)
     assert abs(float(ys.float().mean()) - 47.5) < 1.5 and abs(float(xs.float().mean()) - 11.5) < 1.5
 
+    with pytest.raises(I2TError, match="ordinal layers decoder"):
+        generator_config("vae-layers", masks="sprites")
+    with pytest.raises(I2TError, match="masks must be conv or sprites"):
+        generator_config("vae-sprites", masks="stamps")
     ds, vocab, data = shapes
     summary = train_generator("vae-sprites-tiny", str(ds.root), _tiny_config(tmp_path / "s", 40))
     assert summary["steps"] == 40
@@ -763,6 +767,30 @@ def test_sprites_are_fitted_shapes_placed_where_the_conv_mask_is(shapes, tmp_pat
         opt.step()
     with torch.no_grad():
         assert fresh(*fixed, step=10_000)[2]["recon"] < 0.6 * start
+
+
+def test_count_term_teaches_how_many_things_a_prompt_names(shapes):
+    """count_shapes counts the separate shapes of a picture; with count_weight the loss holds the ordinal layers'
+    count term (the count against the picture's, and each word's score pushed to 0 or 1), whose gradient reaches the
+    objectness scores; the weight is refused on a decoder without them."""
+    from img2text2img.data.shapes import draw_caption
+    from img2text2img.models.generator import count_shapes
+
+    pics = [draw_caption(t, seed=1) for t in ("a large red circle in the center",
+                                              "a small blue star to the left of a small green square",
+                                              "a small red cross , a small blue circle and a small yellow star")]
+    images = torch.stack([torch.from_numpy(np.array(p)).permute(2, 0, 1) for p in pics]).float() / 255
+    assert count_shapes(images).tolist() == [1, 2, 3]
+    with pytest.raises(I2TError, match="count_weight"):
+        generator_config("vae-layers-tiny", count_weight=0.1)
+    _, vocab, data = shapes
+    torch.manual_seed(0)
+    model = create_generator("vae-sprites-tiny", vocab, count_weight=0.5).train()
+    ids, pictures = next(_batches(data, 1, bs=8))[1]
+    _, loss, logs = model(ids, pictures, step=100)
+    assert logs["count"] > 0
+    loss.backward()
+    assert model.decoder.objectness.weight.grad.abs().sum() > 0
 
 
 def test_layer_window_keeps_a_layer_to_its_strongest_place():

@@ -156,6 +156,10 @@ def train_generator_cmd(
                                               "switched with --init-from).")] = None,
     sprites: Annotated[int | None, typer.Option(min=1, max=256, help="sprites masks: how many template masks "
                                                 "(default 16).")] = None,
+    count_weight: Annotated[float | None, typer.Option(min=0.0, help="ordinal layers decoder: weight of a term "
+                                                       "teaching how many things the prompt names from how many "
+                                                       "separate shapes the picture holds (default 0; can be "
+                                                       "changed with --init-from).")] = None,
     shift_tolerance: Annotated[int | None, typer.Option(min=0, max=8, help="pixel/vae: score each drawing against "
                                                         "the real image shifted by up to this many pixels, the "
                                                         "best-fitting shift (default 0). Keeps shapes crisp where "
@@ -184,7 +188,7 @@ def train_generator_cmd(
                               critic_tv=critic_tv, prior=prior, adv_weight=adv_weight, z_dim=z_dim, beta=beta,
                               z_dropout=z_dropout, leak=leak, output=output, palette_size=palette_size,
                               channels=widths, refine=refine, shift_tolerance=shift_tolerance,
-                              decoder=decoder, layers=layers, ordinal=ordinal, window=window, masks=masks, sprites=sprites,
+                              decoder=decoder, layers=layers, ordinal=ordinal, window=window, masks=masks, sprites=sprites, count_weight=count_weight,
                               perceptual=perceptual, perceptual_weight=perceptual_weight,
                               perceptual_size=perceptual_size)
     write_run_summary(out, summary)

@@ -83,7 +83,8 @@ class GeneratorConfig:
     ordinal: bool = False  # layers decoder: layer k takes the k-th thing the prompt names (LayeredDecoder)
     window: float = 0.0  # layers decoder: > 0 keeps each layer within this radius (fraction of the side) of its peak
     masks: str = "conv"  # layers decoder: conv (a conv net draws each layer's mask) | sprites (SpriteMasks)
-    sprites: int = 16  # sprites masks: how many learned template masks the layers choose among
+    sprites: int = 16  # sprites masks: how many template masks the layers choose among
+    count_weight: float = 0.0  # ordinal layers: weight of (things read from the prompt - shapes in the picture)^2
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -127,6 +128,8 @@ class GeneratorConfig:
             raise I2TError(f"masks must be conv or sprites, not {self.masks!r}")
         if self.masks == "sprites" and (self.decoder != "layers" or not self.ordinal):
             raise I2TError("sprite masks are an ordinal layers decoder's (decoder='layers', ordinal=True)")
+        if self.count_weight < 0 or (self.count_weight and not (self.decoder == "layers" and self.ordinal)):
+            raise I2TError("count_weight is an ordinal layers decoder's (decoder='layers', ordinal=True), >= 0")
         if not 1 <= self.sprites <= 256:
             raise I2TError(f"sprites must be between 1 and 256, not {self.sprites}")
         if not 1 <= self.layers <= 8:
@@ -301,6 +304,7 @@ class Layers(NamedTuple):
 
     logits: torch.Tensor
     colours: torch.Tensor
+    objectness: torch.Tensor | None = None  # ordinal: each word's "names a thing" score [B, T] (0 at padding)
 
     def soft(self) -> torch.Tensor:
         """The expected picture [B, 3, S, S]: what the pixel loss is taken of, so masks get a gradient at edges."""
@@ -387,7 +391,7 @@ class LayeredDecoder(nn.Module):
             masks = masks + gate.to(masks.dtype)[:, :, None, None]
         logits = torch.cat([masks.new_zeros(B, 1, *masks.shape[2:]), masks], 1)
         colours = torch.cat([self.background(v).unsqueeze(1), self.colour(slots)], 1)
-        return Layers(logits, torch.sigmoid(colours))
+        return Layers(logits, torch.sigmoid(colours), None if self.objectness is None else o)
 
     def _outside_window(self, masks: torch.Tensor) -> torch.Tensor:
         """Penalty [B, L, S, S] on a layer's logits beyond `window` of its peak (the soft-argmax of its own logits,
@@ -554,6 +558,23 @@ def _components(fg: torch.Tensor) -> torch.Tensor:
     return lab.long()
 
 
+def _foreground(x: torch.Tensor, threshold: float = 0.15) -> torch.Tensor:
+    """Pictures [N, 3, S, S] in [0, 1] -> [N, S, S] bool: pixels away from the picture's border colour."""
+    border = torch.cat([x[:, :, 0], x[:, :, -1], x[:, :, :, 0], x[:, :, :, -1]], 2)  # N x 3 x 4S
+    return (x - border.median(2).values[:, :, None, None]).abs().amax(1) > threshold
+
+
+def count_shapes(images: torch.Tensor, min_pixels: int = 12) -> torch.Tensor:
+    """Pictures [N, 3, S, S] in [0, 1] -> how many separate regions of at least `min_pixels` stand off the border
+    colour in each [N] (shapes that touch count once): what the count term of a layers generator is taught."""
+    labels = _components(_foreground(images.float()))
+    counts = []
+    for lab in labels:
+        _, sizes = lab[lab > 0].unique(return_counts=True)
+        counts.append(int((sizes >= min_pixels).sum()))
+    return torch.tensor(counts, dtype=images.dtype, device=images.device)
+
+
 def fit_sprites(images: torch.Tensor, k: int, resolution: int = 32, seed: int = 0, sample: int = 2000,
                 iters: int = 15, threshold: float = 0.15, min_pixels: int = 12) -> torch.Tensor:
     """The template masks a sprites generator starts from: k-means over the shapes cut out of `images` ([N, 3, S,
@@ -568,9 +589,7 @@ def fit_sprites(images: torch.Tensor, k: int, resolution: int = 32, seed: int = 
     if x.shape[0] > sample:
         x = x[torch.randperm(x.shape[0], generator=gen)[:sample]]
     N, _, S, _ = x.shape
-    border = torch.cat([x[:, :, 0], x[:, :, -1], x[:, :, :, 0], x[:, :, :, -1]], 2)  # N x 3 x 4S
-    background = border.median(2).values[:, :, None, None]
-    labels = _components((x - background).abs().amax(1) > threshold)
+    labels = _components(_foreground(x, threshold))
     masks = []
     for i in range(N):
         for lab in labels[i].unique().tolist():
@@ -861,6 +880,14 @@ class Generator(nn.Module):
         beta = cfg.beta * min(1.0, step / cfg.kl_warmup) if cfg.kl_warmup > 0 else cfg.beta
         loss = recon + beta * kl
         logs = {"recon": recon.item(), "kl": kl.item() * images[0].numel(), "beta": beta}
+        if cfg.count_weight and isinstance(out, Layers):
+            # Learned from pixels alone, the "names a thing" scores come out right in sum but spread thin over every
+            # word (o ~ 0.15-0.4), so layer k's pointer to "the k-th thing" covers half the sentence. The picture
+            # says how many shapes there are, and o(1 - o) asks each word to name a thing or not: together they
+            # leave the count on a few words, the ones the drawing is best served by.
+            o = out.objectness
+            count = (o.sum(1) - count_shapes(images)).pow(2).mean() + (o * (1 - o)).sum(1).mean()
+            loss, logs["count"] = loss + cfg.count_weight * count, count.item()
         loss = loss + self._perceptual_term(perceptual, fake, images, logs)
         prior_fake = None
         if return_prior or (critic is not None and critic.target == "prior"):
