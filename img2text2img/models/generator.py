@@ -508,6 +508,17 @@ class Discriminator(nn.Module):
         return self.out(self.joint(torch.cat([f, t], 1)).flatten(1)).squeeze(1)  # B
 
 
+def _kmeans(points: torch.Tensor, centres: torch.Tensor, iters: int) -> torch.Tensor:
+    """Lloyd's iterations from the given centres [k, D] over points [N, D]; an empty cluster keeps its centre."""
+    c = centres
+    for _ in range(iters):
+        assign = torch.cdist(points, c).argmin(1)
+        sums = torch.zeros_like(c).index_add_(0, assign, points)
+        n = torch.bincount(assign, minlength=len(c)).unsqueeze(1)
+        c = torch.where(n > 0, sums / n.clamp(min=1), c)
+    return c
+
+
 def fit_palette(images: torch.Tensor, k: int, seed: int = 0, sample: int = 200_000, iters: int = 15,
                 separation: float = 0.12) -> torch.Tensor:
     """The `k` colours a palette generator draws with: k-means over the pixels of `images` ([N, 3, H, W], uint8 or
@@ -535,13 +546,7 @@ def fit_palette(images: torch.Tensor, k: int, seed: int = 0, sample: int = 200_0
     while len(centres) < k:
         centres.append(px[dist.argmax()])
         dist = torch.minimum(dist, (px - centres[-1]).pow(2).sum(1))
-    c = torch.stack(centres)
-    for _ in range(iters):
-        assign = torch.cdist(px, c).argmin(1)
-        sums = torch.zeros_like(c).index_add_(0, assign, px)
-        n = torch.bincount(assign, minlength=k).unsqueeze(1)
-        c = torch.where(n > 0, sums / n.clamp(min=1), c)  # an empty cluster keeps its centre
-    return c.clamp(0, 1)
+    return _kmeans(px, torch.stack(centres), iters).clamp(0, 1)
 
 
 def _components(fg: torch.Tensor) -> torch.Tensor:
@@ -616,12 +621,7 @@ def fit_sprites(images: torch.Tensor, k: int, resolution: int = 32, seed: int = 
     while len(centres) < k:  # farthest points first: rare shapes get a template of their own
         centres.append(crops[dist.argmax()])
         dist = torch.minimum(dist, (crops - centres[-1]).pow(2).sum(1))
-    c = torch.stack(centres)
-    for _ in range(iters):
-        assign = torch.cdist(crops, c).argmin(1)
-        sums = torch.zeros_like(c).index_add_(0, assign, crops)
-        n = torch.bincount(assign, minlength=k).unsqueeze(1)
-        c = torch.where(n > 0, sums / n.clamp(min=1), c)
+    c = _kmeans(crops, torch.stack(centres), iters)
     return (8.0 * (c - 0.5)).view(k, resolution, resolution)  # +-4: inside / outside
 
 
