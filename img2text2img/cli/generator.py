@@ -150,10 +150,11 @@ def train_generator_cmd(
                                                  "draws one thing, not copies of it at places it might be (0 = off; "
                                                  "can be added with --init-from).")] = None,
     masks: Annotated[str | None, typer.Option(help="layers decoder: how each layer's mask is drawn: conv (a conv "
-                                              "net per layer; the default) or sprites (a soft choice among "
-                                              "--sprites learned template masks, moved and scaled into place: "
-                                              "shapes keep their corners at every place and size; can be "
-                                              "switched with --init-from).")] = None,
+                                              "net per layer; the default) or sprites (one of --sprites template "
+                                              "masks cut from the training pictures, chosen from the word that "
+                                              "names the layer's thing and put where its conv mask is: shapes "
+                                              "keep their corners; needs --ordinal; can be switched with "
+                                              "--init-from).")] = None,
     sprites: Annotated[int | None, typer.Option(min=1, max=256, help="sprites masks: how many template masks "
                                                 "(default 16).")] = None,
     count_weight: Annotated[float | None, typer.Option(min=0.0, help="ordinal layers decoder: weight of a term "
@@ -188,7 +189,8 @@ def train_generator_cmd(
                               critic_tv=critic_tv, prior=prior, adv_weight=adv_weight, z_dim=z_dim, beta=beta,
                               z_dropout=z_dropout, leak=leak, output=output, palette_size=palette_size,
                               channels=widths, refine=refine, shift_tolerance=shift_tolerance,
-                              decoder=decoder, layers=layers, ordinal=ordinal, window=window, masks=masks, sprites=sprites, count_weight=count_weight,
+                              decoder=decoder, layers=layers, ordinal=ordinal, window=window, masks=masks,
+                              sprites=sprites, count_weight=count_weight,
                               perceptual=perceptual, perceptual_weight=perceptual_weight,
                               perceptual_size=perceptual_size)
     write_run_summary(out, summary)

@@ -413,8 +413,9 @@ class SpriteMasks(nn.Module):
 
     Why: a conv net drawing each mask has to learn every shape again at every place and size; on shapes its stars,
     crosses and triangles stayed blobs after thousands of steps, and the judge read them as circles and diamonds.
-    A template is one shape cut from the pictures, and moving or scaling it keeps its corners. The conv mask still says where and how big (it learns that quickly, and a sprite placed by its own
-    regression gets no gradient towards a place it does not yet overlap). The templates are cut from the training
+    A template is one shape cut from the pictures, and moving or scaling it keeps its corners. The conv mask still
+    says where and how big (it learns that quickly, and a sprite placed by its own regression gets no gradient
+    towards a place it does not yet overlap). The templates are cut from the training
     pictures (fit_sprites) and held; the choice among them is hard, straight-through in training, so a layer draws
     one whole shape, never a blend of two."""
 
@@ -438,12 +439,9 @@ class SpriteMasks(nn.Module):
         hard = F.one_hot(soft.argmax(1), soft.shape[1]).to(soft.dtype)
         choice = hard + soft - soft.detach() if self.training else hard
         template = torch.einsum("nk,khw->nhw", choice, self.templates.float()).unsqueeze(1)  # N x 1 x R x R
-        p = torch.sigmoid(placing.float())[:, 0]  # N x S x S: how much of each pixel the conv mask covers
-        mass = p.sum((1, 2)) + 1e-3
-        pos = (torch.arange(S, device=v.device, dtype=p.dtype) + 0.5) / S * 2 - 1
-        cx = (p.sum(1) * pos).sum(1) / mass  # the mask's centroid, in [-1, 1]
-        cy = (p.sum(2) * pos).sum(1) / mass
-        s = ((mass / S**2).sqrt() * (choice @ self.scale).exp()).clamp(min=0.02)  # box half-size / half-side
+        # how much of each pixel the conv mask covers -> where it is and how big
+        cx, cy, half = sprite_frame(torch.sigmoid(placing.float())[:, 0])
+        s = (half / 2 * (choice @ self.scale).exp()).clamp(min=0.02)  # box half-size / half-side
         zero = torch.zeros_like(s)
         # a picture point p samples the template at (p - centre) / s
         theta = torch.stack([torch.stack([1 / s, zero, -cx / s], 1), torch.stack([zero, 1 / s, -cy / s], 1)], 1)
@@ -549,6 +547,16 @@ def fit_palette(images: torch.Tensor, k: int, seed: int = 0, sample: int = 200_0
     return _kmeans(px, torch.stack(centres), iters).clamp(0, 1)
 
 
+def sprite_frame(cover: torch.Tensor, eps: float = 1e-3) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """How much of each pixel a shape covers [N, S, S] -> its centroid x, y in [-1, 1] and the half-size of the box a
+    sprite template spans, 2 * sqrt(area) / S, each [N]: one frame for the templates fit_sprites cuts and the
+    places SpriteMasks draws them (the default scale, 2, leaves the box as cut)."""
+    S = cover.shape[-1]
+    mass = cover.sum((1, 2)) + eps
+    pos = (torch.arange(S, device=cover.device, dtype=cover.dtype) + 0.5) / S * 2 - 1
+    return (cover.sum(1) * pos).sum(1) / mass, (cover.sum(2) * pos).sum(1) / mass, 2 * mass.sqrt() / S
+
+
 def _components(fg: torch.Tensor) -> torch.Tensor:
     """Foreground masks [N, S, S] (bool) -> connected-component labels [N, S, S] (0 = background): each pixel takes
     the largest pixel number among its 8 neighbours until nothing changes (no scipy needed)."""
@@ -593,7 +601,7 @@ def fit_sprites(images: torch.Tensor, k: int, resolution: int = 32, seed: int = 
     gen = torch.Generator().manual_seed(int(seed))
     if x.shape[0] > sample:
         x = x[torch.randperm(x.shape[0], generator=gen)[:sample]]
-    N, _, S, _ = x.shape
+    N = x.shape[0]
     labels = _components(_foreground(x, threshold))
     masks = []
     for i in range(N):
@@ -608,10 +616,7 @@ def fit_sprites(images: torch.Tensor, k: int, resolution: int = 32, seed: int = 
     if len(masks) < k:
         raise I2TError(f"only {len(masks)} shapes found in the training pictures; {k} sprites need at least {k}")
     m = torch.stack(masks).float().unsqueeze(1)  # M x 1 x S x S
-    mass = m.sum((1, 2, 3))
-    pos = (torch.arange(S, dtype=torch.float32) + 0.5) / S * 2 - 1
-    cx, cy = (m.sum(2)[:, 0] * pos).sum(1) / mass, (m.sum(3)[:, 0] * pos).sum(1) / mass
-    half = 2 * mass.sqrt() / S
+    cx, cy, half = sprite_frame(m[:, 0], eps=0.0)  # every region has min_pixels or more
     zero = torch.zeros_like(half)
     theta = torch.stack([torch.stack([half, zero, cx], 1), torch.stack([zero, half, cy], 1)], 1)
     grid = F.affine_grid(theta, [len(m), 1, resolution, resolution], align_corners=False)
