@@ -146,7 +146,8 @@ def run_one(name: str, args, results_dir: Path) -> dict:
                                    scst=args.scst, scst_samples=args.scst_samples, group_images=args.group_images)
         cfg = TrainConfig(out=str(run), epochs=args.epochs, max_steps=args.max_steps, batch_size=args.batch_size, lr=args.lr,
                           patience=args.patience, eval_every=args.eval_every, seed=args.seed, progress=True, log_every=25,
-                          warmup_steps=args.warmup, resume=(run / "last" / "config.json").exists())
+                          warmup_steps=args.warmup, resume=(run / "last" / "config.json").exists(),
+                          precision=args.precision)
         summary = train_captioner(opts, cfg, sources=sources)
         summary["partial_cache"] = partial
         write_text_atomic(summary_file, json.dumps(summary, indent=2, default=str))
@@ -421,6 +422,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--partial-cache", action="store_true",
                    help="train on the images an unfinished feature cache already holds (busy machine)")
     p.add_argument("--max-steps", type=int, default=None)
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                   help="training autocast (TrainConfig.precision); bf16 is much faster on CPUs with Intel AMX")
     p.add_argument("--ship-shapes", default=None, metavar="RUN",
                    help="score this shapes captioner run on the shapes test split and ship it")
     p.add_argument("--bench", default=None, help="benchmark this captioner folder and record it")

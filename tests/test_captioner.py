@@ -72,6 +72,27 @@ def test_each_decoder_loss_falls(shapes, decoder):
 
 
 @pytest.mark.parametrize("decoder", DECODERS)
+def test_each_decoder_trains_under_bf16_autocast(shapes, decoder):
+    """What `--precision bf16` runs: products in bf16, weights and loss in fp32; the loss must still fall."""
+    torch.manual_seed(0)
+    model = create_captioner(f"small_cnn+{decoder}-tiny", shapes["vocab"], feature_dim=64, dropout=0.0)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for step in range(40):
+        rows = torch.arange(step * 32, step * 32 + 32) % 192
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits, aux = model(shapes["tokens"][rows], shapes["pooled"][rows], shapes["grid"][rows])
+            loss = model.loss_from_logits(logits, aux, shapes["tokens"][rows])
+        assert loss.dtype == torch.float32
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert all(p.dtype == torch.float32 and torch.isfinite(p).all() for p in model.parameters())
+    assert sum(losses[-5:]) / 5 < 0.6 * sum(losses[:5]) / 5, losses
+
+
+@pytest.mark.parametrize("decoder", DECODERS)
 def test_features_once_per_image_give_the_same_loss_and_gradients(shapes, decoder):
     """Grouped batches (`index`): each image's features given once for all its captions must be the same function,
     with the same gradients, as the features repeated per caption."""

@@ -93,6 +93,36 @@ def test_resume_reaches_same_weights(tmp_path):
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
 
 
+def test_precision_picks_the_autocast_dtype():
+    from img2text2img.train.engine import autocast_dtype_for
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert autocast_dtype_for("auto", cpu) is None and autocast_dtype_for("fp32", cpu) is None
+    assert autocast_dtype_for("auto", cuda) is torch.float16 and autocast_dtype_for("fp32", cuda) is None
+    assert autocast_dtype_for("bf16", cpu) is torch.bfloat16
+    with pytest.raises(I2TError, match="precision must be one of"):
+        autocast_dtype_for("fp8", cpu)
+
+
+def test_bf16_training_falls_and_resumes_exactly(tmp_path):
+    """bf16 autocast on the CPU: the loss still falls, the weights stay fp32, and resume is still exact."""
+    res = fit(ToyTask(), TrainConfig(out=str(tmp_path / "run"), epochs=6, batch_size=32, lr=1e-2, progress=False,
+                                     precision="bf16"))
+    with torch.no_grad():
+        before = -ToyTask().evaluate(ToyTask().model)["neg_mse"]
+    assert -res["val"]["neg_mse"] < before / 3
+    assert all(t.dtype == torch.float32 for t in _weights(tmp_path / "run" / "last").values())
+    straight, part = tmp_path / "straight", tmp_path / "part"
+    kw = {"max_steps": 12, "batch_size": 32, "checkpoint_every": 5, "progress": False, "precision": "bf16"}
+    fit(ToyTask(), TrainConfig(out=str(straight), **kw))
+    with pytest.raises(KeyboardInterrupt):
+        fit(Crashing(at=7), TrainConfig(out=str(part), **kw))
+    fit(ToyTask(seed=123), TrainConfig(out=str(part), resume=True, **kw))
+    a, b = _weights(straight / "last"), _weights(part / "last")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+
+
 def test_resume_without_checkpoint_is_clear_error(tmp_path):
     with pytest.raises(I2TError, match="no checkpoint"):
         fit(ToyTask(), TrainConfig(out=str(tmp_path / "none"), max_steps=2, resume=True, progress=False))

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from img2text2img.cli import app, eval_app, train_app
-from img2text2img.cli.output import ImageInputs, console, warn, write_run_summary
+from img2text2img.cli.output import ImageInputs, PrecisionOption, console, warn, write_run_summary
 
 
 # the same switch on `i2t caption` and `i2t eval captioner`; None keeps the model's own setting
@@ -86,6 +86,7 @@ def train_captioner_cmd(
     mirror_average: Annotated[bool, typer.Option(help="Train (and later caption) on the mean of each photo's "
                                                       "and its mirror image's features (a feature cache of its "
                                                       "own).")] = False,
+    precision: PrecisionOption = "auto",
 ) -> None:
     """Train a captioner on cached encoder features (teacher forcing, Adam + cosine schedule, early stopping on
     validation BLEU-4, a checkpoint per epoch). With --scst, fine-tune a trained one on its own sampled captions,
@@ -111,7 +112,7 @@ def train_captioner_cmd(
                                group_images=group_images)
     cfg = TrainConfig(out=str(out), epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr,
                       weight_decay=weight_decay, grad_clip=grad_clip, patience=patience, eval_every=eval_every,
-                      seed=seed, device=device, resume=resume)
+                      seed=seed, device=device, resume=resume, precision=precision)
     summary = train_captioner(opts, cfg)
     write_run_summary(out, summary)
     console.print(f"best val BLEU-4 {summary['best']} after {summary['steps']} steps "

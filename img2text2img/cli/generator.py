@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from img2text2img.cli import app, eval_app, train_app
-from img2text2img.cli.output import console, warn, write_run_summary
+from img2text2img.cli.output import PrecisionOption, console, warn, write_run_summary
 from img2text2img.errors import I2TError
 
 
@@ -166,6 +166,7 @@ def train_generator_cmd(
                                                         "best-fitting shift (default 0). Keeps shapes crisp where "
                                                         "the sentence does not fix their exact place; can be "
                                                         "changed with --init-from.")] = None,
+    precision: PrecisionOption = "auto",
 ) -> None:
     """Train a text-to-image generator; a sample grid for fixed prompts is written at every checkpoint."""
     import torch
@@ -182,7 +183,8 @@ def train_generator_cmd(
         except ValueError:
             raise I2TError(f"--channels must be comma-separated integers such as 128,64,64,32, not {channels!r}") from None
     cfg = TrainConfig(out=str(out), max_steps=steps, batch_size=batch_size, lr=lr, checkpoint_every=checkpoint_every,
-                      seed=seed, resume=resume, device=device, warmup_steps=min(50, steps // 10), log_every=25)
+                      seed=seed, resume=resume, device=device, warmup_steps=min(50, steps // 10), log_every=25,
+                      precision=precision)
     summary = train_generator(kind, data, cfg, data_dir=data_dir, limit=limit, glove=glove, init_from=init_from,
                               critic=critic, critic_weight=critic_weight,
                               critic_shift=critic_shift, critic_target=critic_target,

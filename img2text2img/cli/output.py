@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import sys
 from contextvars import ContextVar
+from typing import Annotated
 
+import typer
 from rich.console import Console
 
 # The arguments of the `main()` call being run (a context variable, not a global: nested or concurrent calls each
@@ -13,6 +15,12 @@ COMMAND_LINE: ContextVar[list[str] | None] = ContextVar("COMMAND_LINE", default=
 # soft_wrap: long lines (file paths, captions, error listings) are never cut into pieces when piped or logged.
 console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
+
+
+# the same switch on every `i2t train ...` command (TrainConfig.precision)
+PrecisionOption = Annotated[str, typer.Option(
+    help="auto (fp16 autocast on CUDA, fp32 on the CPU), fp32, or bf16: bf16 autocast, much faster on CPUs with "
+         "bf16 matrix units (Intel AMX), slower on others.")]
 
 
 def warn(msg: str) -> None:

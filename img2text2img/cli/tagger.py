@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from img2text2img.cli import app, eval_app, train_app
-from img2text2img.cli.output import ImageInputs, console, write_run_summary
+from img2text2img.cli.output import ImageInputs, PrecisionOption, console, write_run_summary
 
 
 @app.command("tag")
@@ -63,6 +63,7 @@ def train_tagger_cmd(
     device: Annotated[str, typer.Option()] = "auto",
     resume: Annotated[bool, typer.Option(help="Continue from out/last.")] = False,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads.")] = None,
+    precision: PrecisionOption = "auto",
 ) -> None:
     """Train a tagger: a CNN-RNN tag-sequence decoder or the linear BCE baseline, on cached features by default."""
     import torch
@@ -86,7 +87,7 @@ def train_tagger_cmd(
         overrides["aux_bce"] = aux_bce
     cfg = TrainConfig(out=str(out), epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr,
                       weight_decay=weight_decay, patience=patience, eval_every=eval_every, seed=seed, device=device,
-                      resume=resume)
+                      resume=resume, precision=precision)
     summary = train_tagger(data, model, cfg, data_dir=data_dir, overrides=overrides, rotate90=rotate90,
                            use_cache=not no_cache, tag_source=tags, max_tags=max_tags, val_limit=val_images)
     write_run_summary(out, summary)

@@ -340,14 +340,14 @@ class SoftAttentionDecoder(nn.Module):
             st = {"feats": s["feats"][:bt], "att": s["att"][:bt], "h": h[:bt]}
             ctx, alpha = self._attend(st)
             h, c = self.cell(torch.cat([x[:bt, t], ctx], -1), (h[:bt], c[:bt]))
-            hs[:bt, t] = h
-            alphas[:bt, t] = alpha
+            hs[:bt, t] = h.to(hs.dtype)  # under CPU bf16 autocast the step's products come back in bf16
+            alphas[:bt, t] = alpha.to(alphas.dtype)
         reg = ((1.0 - alphas.sum(1)) ** 2).mean()  # doubly stochastic: each cell attended ~once over the caption
         # one vocabulary projection for all real steps (a single large matmul is far cheaper than T small ones);
         # padded positions keep logits of zero, which the loss ignores
         real = torch.arange(T - 1, device=tokens.device)[None] < lengths[:, None]
         logits = hs.new_zeros(B, T - 1, self.out.out_features)
-        logits[real] = self.out(self.drop(hs[real]))
+        logits[real] = self.out(self.drop(hs[real])).to(logits.dtype)
         return logits[inv], reg
 
     def step(self, state, prefix):
@@ -438,7 +438,8 @@ class Captioner(nn.Module):
     def loss_from_logits(self, logits: torch.Tensor, aux: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """Cross-entropy over real target tokens (label smoothing optional) + alpha_c * attention regulariser."""
         target = tokens[:, 1:]
-        ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=PAD_ID,
+        # in fp32 even under bf16 autocast: a softmax over thousands of words in 8 mantissa bits is too coarse
+        ce = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=PAD_ID,
                              label_smoothing=self.config.label_smoothing)
         return ce + self.config.alpha_c * aux if self.config.uses_grid else ce
 
