@@ -279,3 +279,36 @@ def test_int8_falls_back_to_fp32():
         fast = enc.quantized_for_inference(x)
     with torch.no_grad():
         assert torch.allclose(fast(x)[0], enc(x)[0], atol=1e-4)
+
+
+def test_fused_encoder_stacks_its_parts_feature_maps():
+    """fused_lite0_mnv2 = EfficientNet-Lite0's grid, then MobileNetV2's on the same photo (renormalised for it)."""
+    torch.manual_seed(0)
+    fused = create_encoder("fused_lite0_mnv2", pretrained=False).eval()
+    lite0, mnv2 = fused.model.parts
+    assert fused.num_features == lite0.num_features + mnv2.num_features == 2560
+    x = torch.randn(2, 3, 224, 224)  # normalised as EfficientNet-Lite0 wants: (raw - 0.5) / 0.5
+    raw = x * 0.5 + 0.5
+    mean, std = torch.tensor(mnv2.preprocess.mean).view(1, 3, 1, 1), torch.tensor(mnv2.preprocess.std).view(1, 3, 1, 1)
+    with torch.no_grad():
+        _, grid = fused(x)
+        assert torch.equal(grid[..., :1280], lite0(x)[1])
+        assert torch.allclose(grid[..., 1280:], mnv2((raw - mean) / std)[1], atol=1e-5)
+        fast = fused.for_bulk_inference(x, backend="onnx")
+        assert fast is not fused and torch.allclose(fast(x)[1], grid, atol=1e-4)
+    assert fused.weights_sha256 is None and fused.fingerprint().startswith("state:")
+    with pytest.raises(I2TError, match="each part's own weight file"):
+        create_encoder("fused_lite0_mnv2", weights="x.safetensors")
+    with pytest.raises(I2TError, match="frozen trunks"):
+        create_encoder("fused_lite0_mnv2", pretrained=False, trainable_blocks=1)
+
+
+@pytest.mark.skipif(not all((SHARED_WEIGHTS / f).exists() for f in (
+    "torchvision_mobilenet_v2_imagenet.safetensors", "timm_tf_efficientnet_lite0_imagenet.safetensors")),
+    reason="shared ImageNet weights not present")
+def test_fused_encoder_fingerprint_names_both_weight_files():
+    fused, a, b = (create_encoder(n) for n in ("fused_lite0_mnv2", "efficientnet_lite0", "mobilenet_v2"))
+    import hashlib
+
+    assert fused.weights_sha256 == hashlib.sha256(f"{a.weights_sha256} {b.weights_sha256}".encode()).hexdigest()
+    assert fused.describe()["num_features"] == 2560 and "mobilenet_v2" in fused.describe()["constructor"]

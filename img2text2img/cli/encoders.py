@@ -30,7 +30,9 @@ def encoders(
         spec = encoder_spec(name)
         p = spec.preprocess
         found = next((str(d / s.filename) for d in dirs for s in spec.sources if (d / s.filename).is_file()), None)
-        if not spec.sources:
+        if spec.parts:
+            status = "the parts' own (" + ", ".join(spec.parts) + ")"
+        elif not spec.sources:
             status = "random init"
         elif found:
             status = "[green]found[/green]"

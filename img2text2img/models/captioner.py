@@ -105,7 +105,8 @@ class CaptionResult:
 CAPTIONERS: Registry = Registry("captioner")
 DECODERS: Registry = Registry("caption decoder")
 
-ENCODER_NAMES = ("mobilenet_v2", "efficientnet_lite0", "mobilenet_v3_small", "squeezenet1_1", "inception_v3", "googlenet")
+ENCODER_NAMES = ("mobilenet_v2", "efficientnet_lite0", "mobilenet_v3_small", "squeezenet1_1", "inception_v3", "googlenet",
+                 "fused_lite0_mnv2")
 DECODER_PRESETS = {
     "lstm": dict(decoder="lstm", embed_dim=256, hidden=512, dropout=0.5),
     "blstm": dict(decoder="blstm", embed_dim=256, hidden=256, dropout=0.5),

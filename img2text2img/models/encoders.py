@@ -93,10 +93,16 @@ class EncoderSpec:
     download: Callable[[], tuple[dict, str]] | None = None  # opt-in: () -> (state_dict, sha256)
     quality: str = ""  # one line for `i2t encoders`
     prepare: Callable[[nn.Module], None] | None = None  # after loading: e.g. hide auxiliary classifiers
+    parts: tuple[str, ...] = ()  # a fusion of these registered encoders: their feature maps side by side
 
     @property
     def default_file(self) -> str | None:
         return self.sources[0].filename if self.sources else None
+
+    @property
+    def random_init(self) -> bool:
+        """Built without any weight file (small_cnn): nothing to find, nothing to check."""
+        return not self.sources and self.download is None and not self.parts
 
 
 ENCODERS: Registry[EncoderSpec] = Registry("encoder")
@@ -308,9 +314,11 @@ def create_encoder(
     keeps the ImageNet classifier for `Encoder.classify`.
     """
     spec = encoder_spec(name)
+    if spec.parts:
+        return _create_fused(spec, pretrained, weights, allow_download, trainable_blocks, keep_head)
     if weights is not None:
         pretrained = True
-    if not pretrained or (weights is None and not spec.sources and spec.download is None):  # small_cnn
+    if not pretrained or (weights is None and spec.random_init):  # small_cnn
         return Encoder(spec, spec.build(True), None, None, trainable_blocks, keep_head)
     model = spec.build(False)
     state, sha, where = resolve_weights(spec, weights, allow_download, model)
@@ -323,6 +331,56 @@ def create_encoder(
     if spec.prepare is not None:
         spec.prepare(model)
     return Encoder(spec, model, sha, where, trainable_blocks, keep_head)
+
+
+class FusedTrunk(nn.Module):
+    """Several frozen ImageNet trunks run on one image; their last feature maps are stacked along the channels.
+
+    Why: CNNs trained apart make different mistakes, and a caption decoder that attends over both grids sees more
+    than either alone (a cheap stand-in for the larger encoders whose weights are not to be had here). The image is
+    prepared once, as the first part wants it (`FusedTrunk` maps it affinely onto each other part's normalisation;
+    the resampling filter is the first part's), so a fused encoder still reads each photo once."""
+
+    def __init__(self, parts: list[Encoder]):
+        super().__init__()
+        self.parts = nn.ModuleList(parts)
+        first = parts[0].preprocess
+        for i, e in enumerate(parts):  # x_part = (raw - m_i) / s_i with raw = x * s_0 + m_0
+            s0, m0 = torch.tensor(first.std), torch.tensor(first.mean)
+            si, mi = torch.tensor(e.preprocess.std), torch.tensor(e.preprocess.mean)
+            self.register_buffer(f"scale{i}", (s0 / si).view(1, 3, 1, 1), persistent=False)
+            self.register_buffer(f"shift{i}", ((m0 - mi) / si).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        maps = [e.feature_map(images * getattr(self, f"scale{i}") + getattr(self, f"shift{i}"))
+                for i, e in enumerate(self.parts)]
+        if not torch.jit.is_tracing() and len({tuple(m.shape[2:]) for m in maps}) > 1:  # traced: shapes are tensors
+            sizes = ", ".join(f"{e.name} {tuple(m.shape[2:])}" for e, m in zip(self.parts, maps))
+            raise I2TError(f"fused encoder: the parts' feature grids differ ({sizes}) at this image size")
+        return torch.cat(maps, 1)
+
+
+def _create_fused(spec: EncoderSpec, pretrained: bool, weights: str | Path | None, allow_download: bool,
+                  trainable_blocks: int, keep_head: bool) -> Encoder:
+    if weights is not None:
+        raise I2TError(f"{spec.name} is a fusion of {', '.join(spec.parts)}: it takes each part's own weight file "
+                       "(put them in a folder and set $I2T_WEIGHTS), not one --weights file")
+    if keep_head or trainable_blocks:
+        raise I2TError(f"{spec.name} is a fusion of frozen trunks: no classifier head, no fine-tuned blocks")
+    parts = [create_encoder(p, pretrained=pretrained, allow_download=allow_download) for p in spec.parts]
+    shas = [e.weights_sha256 for e in parts]
+    sha = hashlib.sha256(" ".join(shas).encode()).hexdigest() if all(shas) else None
+    where = "; ".join(str(e.weights_source) for e in parts) if pretrained else None
+    return Encoder(spec, FusedTrunk(parts).eval(), sha, where)
+
+
+def _fused(name: str, parts: tuple[str, ...], quality: str) -> EncoderSpec:
+    specs = [encoder_spec(p) for p in parts]
+    return EncoderSpec(
+        name=name, constructor="fused(" + ", ".join(s.constructor for s in specs) + ")",
+        num_features=sum(s.num_features for s in specs), preprocess=specs[0].preprocess,
+        build=lambda init_weights: FusedTrunk([create_encoder(p, pretrained=False) for p in parts]),
+        features=lambda m, x: m(x), head=None, blocks=lambda m: [], parts=parts, quality=quality)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -706,3 +764,7 @@ ENCODERS.add("small_cnn", EncoderSpec(
     features=_seq_features, head=None, blocks=lambda m: list(m.features.children()),
     quality="random init only: a tiny CNN for tests on 64x64 images",
 ))
+
+ENCODERS.add("fused_lite0_mnv2", _fused(
+    "fused_lite0_mnv2", ("efficientnet_lite0", "mobilenet_v2"),
+    quality="EfficientNet-Lite0 and MobileNetV2 feature grids side by side (each part's own weights)"))

@@ -288,8 +288,7 @@ class SCSTTask(CaptionerTask):
 def _random_init_encoder(name: str) -> bool:
     from img2text2img.models.encoders import encoder_spec
 
-    spec = encoder_spec(name)
-    return not spec.sources and spec.download is None
+    return encoder_spec(name).random_init
 
 
 @torch.inference_mode()
