@@ -153,7 +153,8 @@ def run_one(name: str, args, results_dir: Path) -> dict:
         write_text_atomic(summary_file, json.dumps(summary, indent=2, default=str))
     summary = json.loads(summary_file.read_text())
     model = load_captioner(run / "best")
-    decoding = apply_decoding(model, args.beam, args.length_alpha, True if args.mirror_average else None)
+    decoding = apply_decoding(model, args.beam, args.length_alpha, True if args.mirror_average else None,
+                              args.no_repeat_ngram)
     val = ({} if summary.get("partial_cache") else
            evaluate_captioner(model, "flickr8k", "val", coco=False))  # both at the search apply_decoding set
     test = evaluate_captioner(model, "flickr8k", "test", coco=True)
@@ -178,7 +179,8 @@ def run_one(name: str, args, results_dir: Path) -> dict:
     return rec
 
 
-def apply_decoding(model, beam: int | None, length_alpha: float | None, mirror_average: bool | None = None) -> dict:
+def apply_decoding(model, beam: int | None, length_alpha: float | None, mirror_average: bool | None = None,
+                   no_repeat_ngram: int | None = None) -> dict:
     """Set the model's own search (what a caption call uses by default) and whether it reads photos with their
     mirror image -> those config fields as set."""
     if beam is not None:
@@ -187,8 +189,10 @@ def apply_decoding(model, beam: int | None, length_alpha: float | None, mirror_a
         model.config.length_alpha = length_alpha
     if mirror_average is not None:
         model.config.mirror_average = mirror_average
+    if no_repeat_ngram is not None:
+        model.config.no_repeat_ngram = no_repeat_ngram
     return {"beam_size": model.config.beam_size, "length_alpha": model.config.length_alpha,
-            "mirror_average": model.config.mirror_average}
+            "mirror_average": model.config.mirror_average, "no_repeat_ngram": model.config.no_repeat_ngram}
 
 
 def bench(path: str, beam: int | None = None, n: int = 64) -> dict:
@@ -239,7 +243,8 @@ def ship_best(results_dir: Path, runs: str) -> dict:
     model = load_captioner(Path(runs) / best.get("run", best["model"]) / "best")
     cfg = best.get("config") or {}
     # ship the search (and the mirror reading) it was scored with
-    apply_decoding(model, cfg.get("beam_size"), cfg.get("length_alpha"), cfg.get("mirror_average"))
+    apply_decoding(model, cfg.get("beam_size"), cfg.get("length_alpha"), cfg.get("mirror_average"),
+                   cfg.get("no_repeat_ngram"))
     path = save_shipped(model, default_captioner_dir(), metrics={"test": best["test"], "val": best["val"]},
                         info={"source_run": best["model"], "date": best["date"]})
     size = sum(f.stat().st_size for f in path.iterdir()) / 1e6
@@ -336,13 +341,16 @@ def write_table(results_dir: Path, doc: Path) -> str:
             "'captions/s' is training images/s, each with 5 sampled captions.", ""]
     default_beam, default_alpha = CaptionerConfig.beam_size, CaptionerConfig.length_alpha
     searches = [r for r in recs if r.get("beam", default_beam) != default_beam
-                or (r.get("config") or {}).get("length_alpha", default_alpha) != default_alpha]
+                or (r.get("config") or {}).get("length_alpha", default_alpha) != default_alpha
+                or (r.get("config") or {}).get("no_repeat_ngram")]
     if searches:
         text += ["Rows decoded with another search (beam width and length normalisation chosen on the validation "
                  "split with `scripts/tune_decoding.py`, docs/results/decoding-*.json): " + "; ".join(
                      f"{r['model']}: beam {r['beam']}, length_alpha {r['config']['length_alpha']}"
                      + (", each photo read with its mirror image (`--mirror-average`)"
                         if r["config"].get("mirror_average") else "")
+                     + (f", no {r['config']['no_repeat_ngram']}-gram written twice (`--no-repeat-ngram`)"
+                        if r["config"].get("no_repeat_ngram") else "")
                      + (f", the weights of `{r['run']}`" if r.get("run", r["model"]) != r["model"] else "")
                      for r in searches) + ".", ""]
     averages = [r for r in recs if is_combination(r, "average")]
@@ -410,6 +418,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mirror-average", action="store_true",
                    help="score (and ship) the model reading each photo with its mirror image (features averaged); "
                         "recorded like --beam")
+    p.add_argument("--no-repeat-ngram", type=int, default=None, metavar="N",
+                   help="score (and ship) the model with searches that never write the same N words twice in a "
+                        "caption (0: off); recorded like --beam")
     p.add_argument("--glove", action="store_true")
     p.add_argument("--glove-source", default=None, help='GloVe file/folder, or "kumo" (the full 400k-word package)')
     p.add_argument("--overrides", default="", help="JSON dict of CaptionerConfig overrides")

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import json
+import math
 import re
 from pathlib import Path
 
@@ -23,7 +25,7 @@ from img2text2img.models.captioner import (
     sample_search,
 )
 from img2text2img.models.encoders import create_encoder
-from img2text2img.vocab import END_ID, Vocabulary, pad_batch
+from img2text2img.vocab import END_ID, PAD_ID, Vocabulary, pad_batch
 
 DECODERS = ("lstm", "blstm", "attention")
 SHIPPED_SHAPES = Path(__file__).resolve().parent.parent / "img2text2img" / "pretrained" / "captioner_shapes"
@@ -161,6 +163,44 @@ def test_beam_width_one_equals_greedy(shapes, decoder):
         b_ids, b_lp = beam_search(model.decoder, pooled, grid, 1, 12)
     assert torch.equal(g_ids, b_ids)
     assert torch.allclose(g_lp, b_lp, atol=1e-5)
+
+
+def test_repeated_ngram_ban_rules_out_the_word_that_would_repeat():
+    from img2text2img.models.captioner import _ban_repeated_ngrams
+    from img2text2img.vocab import START_ID
+
+    # prefix <start> 7 8 9 7 8: the trigram "7 8 9" is there, so after "7 8" the word 9 is banned; nothing else is
+    prefix = torch.tensor([[START_ID, 7, 8, 9, 7, 8], [START_ID, 7, 8, 9, 7, 7]])
+    logp = torch.zeros(2, 12)
+    out = _ban_repeated_ngrams(logp, prefix, 3)
+    def banned(row):  # <pad> stands in for "nothing banned" (the searches rule it out anyway)
+        return sorted(set((row == -math.inf).nonzero().flatten().tolist()) - {PAD_ID})
+
+    assert banned(out[0]) == [9]
+    assert banned(out[1]) == []  # "7 7" was never followed by anything
+    assert torch.equal(_ban_repeated_ngrams(logp, prefix, 0), logp)
+    # bigrams: after "8" (row 0) the word 9 followed "8" once: banned
+    assert banned(_ban_repeated_ngrams(logp, prefix, 2)[0]) == [9]
+
+
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_searches_with_the_ngram_ban_never_repeat_one(shapes, decoder):
+    """An untrained decoder loops; with the ban no caption holds a bigram twice, and beam 1 still equals greedy."""
+    torch.manual_seed(3)
+    model = create_captioner(f"small_cnn+{decoder}-tiny", shapes["vocab"], feature_dim=64).eval()
+    pooled, grid = shapes["pooled"][:16], shapes["grid"][:16] if decoder == "attention" else None
+
+    def bigrams_repeat(ids):
+        rows = [[t for t in r if t != PAD_ID] for r in ids.tolist()]
+        return sum(len(r) - 1 - len(set(itertools.pairwise(r))) for r in rows if len(r) > 1)
+
+    with torch.no_grad():
+        assert bigrams_repeat(greedy_search(model.decoder, pooled, grid, 12)[0]) > 0  # the test can fail
+        g_ids, g_lp = greedy_search(model.decoder, pooled, grid, 12, no_repeat_ngram=2)
+        b_ids, b_lp = beam_search(model.decoder, pooled, grid, 1, 12, no_repeat_ngram=2)
+        b3_ids, _ = beam_search(model.decoder, pooled, grid, 3, 12, no_repeat_ngram=2)
+    assert bigrams_repeat(g_ids) == 0 and bigrams_repeat(b3_ids) == 0
+    assert torch.equal(g_ids, b_ids) and torch.allclose(g_lp, b_lp, atol=1e-5)
 
 
 @pytest.mark.parametrize("decoder", DECODERS)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 import shutil
 
 import pytest
@@ -65,6 +66,26 @@ def test_caption_folder_with_mixed_files(models, tmp_path, capsys):
     for bad in ("text.jpg", "zero.jpg", "trunc.jpg"):
         assert f"failed: {folder / bad}" in out.err
     assert out.err.strip().splitlines()[-1] == "error: 3 input(s) could not be captioned (listed above)"
+
+
+def test_caption_no_repeat_option_reaches_the_search(models, tmp_path, capsys):
+    """`--no-repeat 2` on the command line: a model made to loop ("red red red ...") loses its repeated bigrams."""
+    from img2text2img.models.captioner import load_captioner
+
+    Image.new("RGB", (30, 30), (200, 0, 0)).save(tmp_path / "red.png")
+    cap = load_captioner(models / "cap")
+    with torch.no_grad():
+        cap.decoder.out.bias[cap.vocab.stoi["red"]] += 50.0
+    cap.save(tmp_path / "loop")
+
+    def repeats(args):
+        assert main(["caption", str(tmp_path / "red.png"), "--model", str(tmp_path / "loop"), "--beam", "1",
+                     *args]) == 0
+        words = capsys.readouterr().out.strip().split("\t")[-1].split()
+        return len(words) - 1 - len(set(itertools.pairwise(words)))
+
+    assert repeats([]) > 0
+    assert repeats(["--no-repeat", "2"]) == 0
 
 
 @pytest.mark.parametrize("args,needle", [

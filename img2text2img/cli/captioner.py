@@ -16,6 +16,18 @@ MirrorAverageOption = Annotated[bool | None, typer.Option(
     "--mirror-average/--no-mirror-average",
     help="Read each photo together with its mirror image (features averaged): better captions on Flickr8k, half the "
          "encoding speed. Default: what the model was trained with.")]
+NoRepeatOption = Annotated[int | None, typer.Option(
+    "--no-repeat", min=0, max=10, metavar="N",
+    help="Never write the same N words twice in one caption (3 stops 'a blue shirt and a blue shirt'); 0: off. "
+         "Default: the model's own setting.")]
+
+
+def _set_reading(cap, mirror_average: bool | None, no_repeat: int | None) -> None:
+    """Apply the caption and eval commands' shared overrides of how the model reads and searches."""
+    if mirror_average is not None:
+        cap.config.mirror_average = mirror_average
+    if no_repeat is not None:
+        cap.config.no_repeat_ngram = no_repeat
 
 
 @app.command("caption")
@@ -27,6 +39,7 @@ def caption(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON line per image: file, caption, logprob, ms.")] = False,
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
     mirror_average: MirrorAverageOption = None,
+    no_repeat: NoRepeatOption = None,
 ) -> None:
     """Write one caption per image. Bad files in a folder are skipped and listed at the end (exit code 2)."""
     import torch
@@ -36,8 +49,7 @@ def caption(
 
     inputs = ImageInputs(paths)
     cap = load_captioner(model, device=str(pick_device(device)))
-    if mirror_average is not None:
-        cap.config.mirror_average = mirror_average
+    _set_reading(cap, mirror_average, no_repeat)
     cap.ensure_encoder()
     with torch.inference_mode():
         for f, img in inputs:
@@ -130,6 +142,7 @@ def eval_captioner_cmd(
     limit: Annotated[int | None, typer.Option(help="Only the first N images of the split.")] = None,
     out: Annotated[Path | None, typer.Option(help="Write the scores as JSON here.")] = None,
     mirror_average: MirrorAverageOption = None,
+    no_repeat: NoRepeatOption = None,
 ) -> None:
     """Score a captioner against all references of a split: nltk BLEU-1..4 and COCO BLEU, METEOR, ROUGE-L, CIDEr-D."""
     from img2text2img.checkpoint import write_text_atomic
@@ -137,8 +150,7 @@ def eval_captioner_cmd(
     from img2text2img.train.captioner import evaluate_captioner
 
     cap = load_captioner(model)
-    if mirror_average is not None:
-        cap.config.mirror_average = mirror_average
+    _set_reading(cap, mirror_average, no_repeat)
     if not coco:
         warn("COCO metrics off: only nltk BLEU")
     scores = evaluate_captioner(cap, data, split, beam_size=beam, coco=coco,

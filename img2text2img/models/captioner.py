@@ -56,6 +56,9 @@ class CaptionerConfig:
     # the beam width a caption call uses when none is given; with length_alpha, the search chosen on the validation
     # split for this model (scripts/tune_decoding.py), so that a default call decodes the way the model was scored
     beam_size: int = 3
+    # > 0: greedy and beam search never write the same run of this many words twice in one caption (3 stops
+    # "a man in a blue shirt and a blue shirt and a blue shirt"); 0: off. A decoding choice like the two above
+    no_repeat_ngram: int = 0
     # features are the mean of the photo's and its mirror image's (`MirrorAverage`): in training (the feature cache)
     # and in captioning; switching it on for a model trained without it also helps (docs/RESULTS.md)
     mirror_average: bool = False
@@ -523,9 +526,10 @@ class Captioner(nn.Module):
         grid = grid.to(device, torch.float32) if (grid is not None and self.config.uses_grid) else None
         max_len = max_len or self.config.max_len
         if beam_size <= 1:
-            ids, lp = greedy_search(self.decoder, pooled, grid, max_len)
+            ids, lp = greedy_search(self.decoder, pooled, grid, max_len, self.config.no_repeat_ngram)
         else:
-            ids, lp = beam_search(self.decoder, pooled, grid, beam_size, max_len, self.config.length_alpha)
+            ids, lp = beam_search(self.decoder, pooled, grid, beam_size, max_len, self.config.length_alpha,
+                                  self.config.no_repeat_ngram)
         out = []
         for row, score in zip(ids.tolist(), lp.tolist()):
             toks = self.vocab.decode_tokens(row)
@@ -649,7 +653,24 @@ def _never_emit(logp: torch.Tensor) -> torch.Tensor:
     return logp
 
 
-def greedy_search(decoder: nn.Module, pooled, grid, max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _ban_repeated_ngrams(logp: torch.Tensor, prefix: torch.Tensor, n: int) -> torch.Tensor:
+    """Rule out, per row, each word that would complete an n-gram the row's prefix already holds.
+
+    Why: a model trained word by word can loop ("and a blue shirt and a blue shirt"); beam search then keeps the
+    loop because each word is likely. prefix [R, T] starts with <start>; logp [R, V] scores position T.
+    """
+    if n <= 0 or prefix.shape[1] < n:
+        return logp
+    windows = prefix.unfold(1, n, 1)  # [R, T-n+1, n]: every n-gram so far
+    tail = prefix[:, prefix.shape[1] - (n - 1):]  # the n-1 words the next one would follow
+    match = (windows[..., :n - 1] == tail[:, None, :]).all(-1)  # [R, T-n+1]
+    # a non-matching window bans <pad>, which _never_emit has already ruled out
+    banned = torch.where(match, windows[..., n - 1], torch.full_like(match, PAD_ID, dtype=torch.long))
+    return logp.scatter(1, banned, -math.inf)
+
+
+def greedy_search(decoder: nn.Module, pooled, grid, max_len: int,
+                  no_repeat_ngram: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Most likely word at each step -> (ids [B, <=max_len+1], summed logprob [B]); rows stop at <end>."""
     B = pooled.shape[0]
     state = decoder.init_state(pooled, grid)
@@ -658,7 +679,7 @@ def greedy_search(decoder: nn.Module, pooled, grid, max_len: int) -> tuple[torch
     total = pooled.new_zeros(B)
     for _ in range(max_len + 1):
         logits, state = decoder.step(state, prefix)
-        logp = _never_emit(torch.log_softmax(logits.float(), -1))
+        logp = _ban_repeated_ngrams(_never_emit(torch.log_softmax(logits.float(), -1)), prefix, no_repeat_ngram)
         lp, nxt = logp.max(-1)
         total = total + torch.where(done, torch.zeros_like(lp), lp)
         nxt = torch.where(done, torch.full_like(nxt, PAD_ID), nxt)
@@ -699,7 +720,7 @@ def sample_search(decoder: nn.Module, pooled, grid, n: int, max_len: int,
 
 
 def beam_search(decoder: nn.Module, pooled, grid, beam_size: int, max_len: int,
-                length_alpha: float = 0.7) -> tuple[torch.Tensor, torch.Tensor]:
+                length_alpha: float = 0.7, no_repeat_ngram: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Batched beam search -> (ids [B, L], summed logprob [B]) of the best beam per image.
 
     Beams of all images run as one batch of B*k rows. A finished beam (ended with <end>) can only be extended by
@@ -733,7 +754,8 @@ def beam_search(decoder: nn.Module, pooled, grid, beam_size: int, max_len: int,
 
     for _ in range(max_len + 1):
         logits, state = decoder.step(state, prefix)
-        logp = _never_emit(torch.log_softmax(logits.float(), -1))  # [b*k, V]
+        logp = _ban_repeated_ngrams(_never_emit(torch.log_softmax(logits.float(), -1)), prefix,
+                                    no_repeat_ngram)  # [b*k, V]
         b, V = scores.shape[0], logp.shape[-1]
         frozen = torch.full_like(logp, -math.inf)
         frozen[:, PAD_ID] = 0.0
@@ -842,7 +864,8 @@ def average_captioners(models: Sequence[str | Path | Captioner]) -> Captioner:
     first = loaded[0]
 
     def arch(m: Captioner) -> dict:
-        return {k: v for k, v in config_to_dict(m.config).items() if k not in ("beam_size", "length_alpha")}
+        search = ("beam_size", "length_alpha", "no_repeat_ngram")
+        return {k: v for k, v in config_to_dict(m.config).items() if k not in search}
 
     for m in loaded:
         if arch(m) != arch(first):
