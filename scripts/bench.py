@@ -93,9 +93,12 @@ def bench_generate(kind: str, repeat: int) -> dict:
     return {"batch64_images_per_s": 64 / statistics.median(t), "params": sum(p.numel() for p in gen.parameters())}
 
 
-def bench_train_captioner(decoder: str, repeat: int, grouped: bool = False) -> dict:
+def bench_train_captioner(decoder: str, repeat: int, grouped: bool = False, bf16: bool = False) -> dict:
     """One optimizer step on cached-feature-shaped input (MobileNetV2: 1280-d, 7x7 grid), batch 64, 16 tokens.
-    `grouped`: 13 images x 5 captions (65), each image's features given once (`--group-images`)."""
+    `grouped`: 13 images x 5 captions (65), each image's features given once (`--group-images`). `bf16`: the
+    forward under bf16 autocast, as `--precision bf16` trains (fast only on CPUs with bf16 units)."""
+    import contextlib
+
     import torch
 
     from img2text2img.models.captioner import create_captioner
@@ -108,7 +111,8 @@ def bench_train_captioner(decoder: str, repeat: int, grouped: bool = False) -> d
     index = torch.arange(images).repeat_interleave(B // images) if grouped else None
 
     def step():
-        logits, aux = cap(tokens, pooled, grid, index=index)
+        with torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext():
+            logits, aux = cap(tokens, pooled, grid, index=index)
         loss = cap.loss_from_logits(logits, aux, tokens)
         opt.zero_grad()
         loss.backward()
@@ -216,6 +220,7 @@ for _k in ("pixel", "vae", "gan"):
 for _d in DECODERS:
     ITEMS[f"train/captioner-{_d}"] = (bench_train_captioner, (_d,))
 ITEMS["train/captioner-attention-grouped"] = (bench_train_captioner, ("attention", True))
+ITEMS["train/captioner-attention-grouped-bf16"] = (bench_train_captioner, ("attention", True, True))
 ITEMS["train/captioner-lstm-from-raw-images"] = (bench_train_captioner_from_images, ("lstm",))
 
 
