@@ -578,3 +578,46 @@ def test_mirror_average_is_saved_and_used_when_captioning(tmp_path):
     assert not torch.allclose(both[1], plain[1], atol=1e-3)
     assert [r.text for r in again.caption_images(images, beam_size=3)] == \
         [r.text for r in again.decode_features(*both, beam_size=3)]
+
+
+def test_attention_decoder_with_refined_grid_trains_groups_searches_and_round_trips(shapes, tmp_path):
+    """`refine_layers`: self-attention over the projected grid cells, once per image. The loss must fall, grouped
+    batches must be the same function, beam 1 must equal greedy, and save -> load must give the same captions."""
+    torch.manual_seed(0)
+    model = create_captioner("small_cnn+attention-tiny", shapes["vocab"], feature_dim=64, dropout=0.0,
+                             refine_layers=1)
+    assert model.decoder.refine is not None
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for step in range(40):
+        rows = torch.arange(step * 32, step * 32 + 32) % 192
+        loss = model.loss(shapes["tokens"][rows], shapes["pooled"][rows], shapes["grid"][rows])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert sum(losses[-5:]) / 5 < 0.6 * sum(losses[:5]) / 5, losses
+    assert all(p.grad is not None for p in model.decoder.refine.parameters())
+
+    model.eval()
+    index = torch.tensor([0, 0, 1, 2, 2, 1])
+    tokens = shapes["tokens"][torch.arange(6) * 5]
+    with torch.no_grad():
+        want, _ = model(tokens, shapes["pooled"][:3][index], shapes["grid"][:3][index])
+        got, _ = model(tokens, shapes["pooled"][:3], shapes["grid"][:3], index=index)
+        g_ids, _ = greedy_search(model.decoder, shapes["pooled"][:8], shapes["grid"][:8], 12)
+        b_ids, _ = beam_search(model.decoder, shapes["pooled"][:8], shapes["grid"][:8], 1, 12)
+    assert torch.allclose(got, want, atol=1e-5)
+    assert torch.equal(g_ids, b_ids)
+
+    model.attach_encoder(shapes["enc"])
+    model.config.store_encoder = True
+    ds = shapes["ds"]
+    images = [load_image(ds.image_path(i)) for i in ds.split("test")[:4]]
+    before = model.caption_images(images, beam_size=3)
+    model.save(tmp_path / "cap")
+    loaded = load_captioner(tmp_path / "cap")
+    assert loaded.config.refine_layers == 1
+    assert [r.text for r in loaded.caption_images(images, beam_size=3)] == [r.text for r in before]
+    with pytest.raises(I2TError, match="divisible by 8"):
+        captioner_config("small_cnn+attention-tiny", refine_layers=1, feature_proj=60)

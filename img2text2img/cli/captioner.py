@@ -9,6 +9,7 @@ import typer
 
 from img2text2img.cli import app, eval_app, train_app
 from img2text2img.cli.output import ImageInputs, PrecisionOption, console, warn, write_run_summary
+from img2text2img.errors import I2TError
 
 
 # the same switch on `i2t caption` and `i2t eval captioner`; None keeps the model's own setting
@@ -98,6 +99,9 @@ def train_captioner_cmd(
     mirror_average: Annotated[bool, typer.Option(help="Train (and later caption) on the mean of each photo's "
                                                       "and its mirror image's features (a feature cache of its "
                                                       "own).")] = False,
+    refine_layers: Annotated[int | None, typer.Option(min=0, max=8, help="attention decoder: self-attention "
+                                                         "layers over the projected grid cells, run once per image "
+                                                         "(default 0: none). A fresh run only.")] = None,
     precision: PrecisionOption = "auto",
 ) -> None:
     """Train a captioner on cached encoder features (teacher forcing, Adam + cosine schedule, early stopping on
@@ -118,6 +122,11 @@ def train_captioner_cmd(
         overrides["dropout"] = dropout
     if mirror_average:
         overrides["mirror_average"] = True
+    if refine_layers is not None:
+        if init_from is not None:
+            raise I2TError("--refine-layers changes the decoder's network; a run started with --init-from keeps "
+                           "the starting model's")
+        overrides["refine_layers"] = refine_layers
     opts = CaptionTrainOptions(model=model, data=data, data_dir=str(data_dir) if data_dir else None, min_count=min_count,
                                glove=glove, overrides=overrides, val_images=val_images,
                                init_from=str(init_from) if init_from else None, scst=scst, scst_samples=scst_samples,

@@ -48,6 +48,9 @@ class CaptionerConfig:
     hidden: int = 512  # LSTM hidden size
     attention_dim: int = 256  # attention MLP size (attention decoder)
     feature_proj: int = 512  # grid features are projected to this size once per image (attention decoder)
+    # attention decoder: > 0 runs this many self-attention layers over the projected grid cells, once per image,
+    # before the decoder attends to them (see SoftAttentionDecoder); 0: the cells as the frozen CNN left them
+    refine_layers: int = 0
     dropout: float = 0.5
     max_len: int = 20  # longest caption generated (words, without <start>/<end>)
     alpha_c: float = 1.0  # weight of the doubly stochastic attention regulariser
@@ -69,6 +72,10 @@ class CaptionerConfig:
     member_overrides: tuple[dict, ...] = ()
 
     def __post_init__(self) -> None:
+        if not 0 <= self.refine_layers <= 8:
+            raise I2TError(f"refine_layers must be between 0 and 8, not {self.refine_layers}")
+        if self.refine_layers and self.feature_proj % 8:
+            raise I2TError(f"refine_layers needs feature_proj divisible by 8 (8 heads), not {self.feature_proj}")
         if self.member_overrides:
             if len(self.member_overrides) != self.members:
                 raise I2TError(f"member_overrides has {len(self.member_overrides)} entries for {self.members} members")
@@ -91,7 +98,8 @@ class CaptionerConfig:
 
 # The fields that size one decoder: members of an ensemble may differ in these, and must share everything else that
 # reaches the features (encoder, its weights, feature size) and the vocabulary.
-MEMBER_FIELDS = ("decoder", "embed_dim", "hidden", "attention_dim", "feature_proj", "dropout", "alpha_c")
+MEMBER_FIELDS = ("decoder", "embed_dim", "hidden", "attention_dim", "feature_proj", "dropout", "alpha_c",
+                 "refine_layers")
 
 
 @dataclass
@@ -287,7 +295,13 @@ class MergeBLSTMDecoder(nn.Module):
 
 
 class SoftAttentionDecoder(nn.Module):
-    """Show, Attend and Tell (soft): each step attends over the N grid cells with the previous hidden state."""
+    """Show, Attend and Tell (soft): each step attends over the N grid cells with the previous hidden state.
+
+    With `refine_layers` > 0 the projected cells first pass through a small transformer encoder (pre-norm
+    self-attention + feed-forward, as in the region refiners of AoANet and the M2 transformer): the frozen CNN made
+    each cell's features from its own neighbourhood, and a cell that sees the others can say "the dog that holds the
+    stick" where it alone says "dog". It runs once per image, on cached features, so it costs little in training or
+    in a beam search."""
 
     per_image_state = frozenset({"feats", "att"})  # state that depends on the image only (see `beam_search`)
     takes_index = True  # forward() accepts features once per image (see Captioner.forward)
@@ -297,6 +311,11 @@ class SoftAttentionDecoder(nn.Module):
         P, A, H = cfg.feature_proj, cfg.attention_dim, cfg.hidden
         self.embed = SharedEmbedding(cfg.vocab_size, cfg.embed_dim)
         self.feat = nn.Linear(cfg.feature_dim, P)
+        self.refine = None
+        if cfg.refine_layers:
+            layer = nn.TransformerEncoderLayer(P, nhead=8, dim_feedforward=2 * P, dropout=0.1, activation="gelu",
+                                               batch_first=True, norm_first=True)
+            self.refine = nn.TransformerEncoder(layer, cfg.refine_layers, enable_nested_tensor=False)
         self.att_feat = nn.Linear(P, A)
         self.att_h = nn.Linear(H, A)
         self.att_v = nn.Linear(A, 1)
@@ -311,6 +330,8 @@ class SoftAttentionDecoder(nn.Module):
         if grid is None:
             raise I2TError("the attention decoder needs the encoder's spatial grid features")
         feats = self.feat(grid)  # [B, N, P]
+        if self.refine is not None:
+            feats = self.refine(feats)  # [B, N, P], each cell having looked at the others
         mean = feats.mean(1)  # [B, P]
         return {"feats": feats, "att": self.att_feat(feats),  # [B, N, A]
                 "h": torch.tanh(self.init_h(mean)), "c": torch.tanh(self.init_c(mean))}
