@@ -11,7 +11,6 @@ from img2text2img.cli import app, eval_app, train_app
 from img2text2img.cli.output import ImageInputs, PrecisionOption, console, warn, write_run_summary
 from img2text2img.errors import I2TError
 
-
 # the same switch on `i2t caption` and `i2t eval captioner`; None keeps the model's own setting
 MirrorAverageOption = Annotated[bool | None, typer.Option(
     "--mirror-average/--no-mirror-average",
