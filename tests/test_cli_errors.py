@@ -96,7 +96,7 @@ def test_caption_no_repeat_option_reaches_the_search(models, tmp_path, capsys):
     (["generate", "a red circle", "--data", "coco", "-o", "{tmp}/x.png"], "--data must be one of: shapes, flickr8k"),
     (["train", "generator", "--channels", "128,x", "--out", "{tmp}/g"], "--channels must be comma-separated integers"),
     (["train", "captioner", "--init-from", "{models}/cap", "--refine-layers", "1", "--out", "{tmp}/c"],
-     "--refine-layers changes the decoder's network"),
+     "--refine-layers cannot change when a run starts from --init-from (the network is kept)"),
 ])
 def test_model_and_path_errors(models, tmp_path, capsys, args, needle):
     img = tmp_path / "i.png"

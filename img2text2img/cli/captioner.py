@@ -9,7 +9,6 @@ import typer
 
 from img2text2img.cli import app, eval_app, train_app
 from img2text2img.cli.output import ImageInputs, PrecisionOption, console, warn, write_run_summary
-from img2text2img.errors import I2TError
 
 # the same switch on `i2t caption` and `i2t eval captioner`; None keeps the model's own setting
 MirrorAverageOption = Annotated[bool | None, typer.Option(
@@ -122,9 +121,6 @@ def train_captioner_cmd(
     if mirror_average:
         overrides["mirror_average"] = True
     if refine_layers is not None:
-        if init_from is not None:
-            raise I2TError("--refine-layers changes the decoder's network; a run started with --init-from keeps "
-                           "the starting model's")
         overrides["refine_layers"] = refine_layers
     opts = CaptionTrainOptions(model=model, data=data, data_dir=str(data_dir) if data_dir else None, min_count=min_count,
                                glove=glove, overrides=overrides, val_images=val_images,

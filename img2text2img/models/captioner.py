@@ -96,10 +96,11 @@ class CaptionerConfig:
         return [replace(self, members=1, member_overrides=(), **o) for o in overrides]
 
 
-# The fields that size one decoder: members of an ensemble may differ in these, and must share everything else that
-# reaches the features (encoder, its weights, feature size) and the vocabulary.
-MEMBER_FIELDS = ("decoder", "embed_dim", "hidden", "attention_dim", "feature_proj", "dropout", "alpha_c",
-                 "refine_layers")
+# The fields that shape one decoder's weights: a run started from another model (--init-from) keeps them.
+NETWORK_FIELDS = ("decoder", "embed_dim", "hidden", "attention_dim", "feature_proj", "refine_layers")
+# Members of an ensemble may differ in these, and must share everything else that reaches the features (encoder, its
+# weights, feature size) and the vocabulary.
+MEMBER_FIELDS = (*NETWORK_FIELDS, "dropout", "alpha_c")
 
 
 @dataclass

@@ -21,7 +21,7 @@ from img2text2img.config import config_to_dict
 from img2text2img.data import CaptionDataset, load_dataset, load_image
 from img2text2img.errors import I2TError
 from img2text2img.metrics.caption import coco_scores, corpus_bleu_scores
-from img2text2img.models.captioner import Captioner, CaptionResult, captioner_config
+from img2text2img.models.captioner import NETWORK_FIELDS, Captioner, CaptionResult, captioner_config
 from img2text2img.train.engine import TrainConfig, TrainTask, fit, seed_everything
 from img2text2img.vocab import PAD_ID, START_ID, Vocabulary, pad_batch, tokenize
 
@@ -129,7 +129,13 @@ class CaptionerTask(TrainTask):
             opts.model = f"{start.config.encoder}+{start.config.decoder}"
         self.vocab = vocab or Vocabulary.build(self.dataset.all_captions("train"), min_count=opts.min_count)
         overrides = dict(opts.overrides)
-        if start is not None:  # the starting model's architecture, with the run's own overrides on top
+        if start is not None:
+            # its weights must fit: refuse a change to the network in one line instead of a failed load further on
+            changed = sorted(k for k in NETWORK_FIELDS if k in overrides and overrides[k] != getattr(start.config, k))
+            if changed:
+                names = ", ".join("--" + k.replace("_", "-") for k in changed)
+                raise I2TError(f"{names} cannot change when a run starts from --init-from (the network is kept)")
+            # the starting model's architecture, with the run's own overrides on top
             overrides = {**{k: v for k, v in config_to_dict(start.config).items() if k != "vocab_size"}, **overrides}
         if opts.glove:
             overrides["embed_dim"] = 50
