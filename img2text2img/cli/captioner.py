@@ -100,6 +100,10 @@ def train_captioner_cmd(
     refine_layers: Annotated[int | None, typer.Option(min=0, max=8, help="attention decoder: self-attention "
                                                          "layers over the projected grid cells, run once per image "
                                                          "(default 0: none). A fresh run only.")] = None,
+    encoder_trainable_blocks: Annotated[int | None, typer.Option(
+        min=0, help="Fine-tune the pretrained encoder's last N blocks with the decoder (EfficientNet-Lite0: 2 = head "
+                    "conv + BatchNorm, 3 adds the last stage). Trains on photos, not cached features, and stores "
+                    "the encoder in the checkpoint.")] = None,
     precision: PrecisionOption = "auto",
 ) -> None:
     """Train a captioner on cached encoder features (teacher forcing, Adam + cosine schedule, early stopping on
@@ -122,6 +126,8 @@ def train_captioner_cmd(
         overrides["mirror_average"] = True
     if refine_layers is not None:
         overrides["refine_layers"] = refine_layers
+    if encoder_trainable_blocks is not None:
+        overrides["encoder_trainable_blocks"] = encoder_trainable_blocks
     opts = CaptionTrainOptions(model=model, data=data, data_dir=str(data_dir) if data_dir else None, min_count=min_count,
                                glove=glove, overrides=overrides, val_images=val_images,
                                init_from=str(init_from) if init_from else None, scst=scst, scst_samples=scst_samples,

@@ -66,12 +66,18 @@ class CaptionerConfig:
     # and in captioning; switching it on for a model trained without it also helps (docs/RESULTS.md)
     mirror_average: bool = False
     encoder_weights_sha256: str = ""  # fingerprint of the encoder weights the decoder was trained on
-    store_encoder: bool = False  # random-init encoders keep their weights in the checkpoint
+    store_encoder: bool = False  # random-init and fine-tuned encoders keep their weights in the checkpoint
+    # > 0: the pretrained encoder's last N blocks (see `Encoder.blocks`; EfficientNet-Lite0: 2 = its 1x1 head conv and
+    # BatchNorm, 3 adds the last MBConv stage) train with the decoder on photos instead of cached features, and the
+    # whole encoder is stored in the checkpoint. 0: the frozen ImageNet encoder, rebuilt from its weight file.
+    encoder_trainable_blocks: int = 0
     members: int = 1  # > 1: an ensemble of this many decoders of this type, trained apart (`ensemble_captioners`)
     # a mixed ensemble: per member, the MEMBER_FIELDS where it differs from the fields above (e.g. {"decoder": "lstm"})
     member_overrides: tuple[dict, ...] = ()
 
     def __post_init__(self) -> None:
+        if self.encoder_trainable_blocks < 0:
+            raise I2TError(f"encoder_trainable_blocks must be >= 0, not {self.encoder_trainable_blocks}")
         if not 0 <= self.refine_layers <= 8:
             raise I2TError(f"refine_layers must be between 0 and 8, not {self.refine_layers}")
         if self.refine_layers and self.feature_proj % 8:

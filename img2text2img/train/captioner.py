@@ -144,13 +144,17 @@ class CaptionerTask(TrainTask):
             from img2text2img.models.encoders import encoder_spec
 
             cfg.feature_dim = encoder_spec(cfg.encoder).num_features
-        end_to_end = _random_init_encoder(cfg.encoder)
+        random_init = _random_init_encoder(cfg.encoder)
+        # the encoder runs on every batch when it trains: from scratch (small_cnn) or its last blocks fine-tuned
+        end_to_end = random_init or cfg.encoder_trainable_blocks > 0
         cfg.store_encoder = end_to_end
         self.model = Captioner(cfg, self.vocab)
         if end_to_end:
             from img2text2img.models.encoders import create_encoder
 
-            self.model.attach_encoder(create_encoder(cfg.encoder, pretrained=False, trainable_blocks=1000))
+            self.model.attach_encoder(create_encoder(
+                cfg.encoder, pretrained=not random_init,
+                trainable_blocks=1000 if random_init else cfg.encoder_trainable_blocks))
         if start is not None:
             missing, unexpected = self.model.load_state_dict(start.checkpoint_state(), strict=False)
             if [k for k in missing if not k.startswith("encoder.")] or unexpected:
