@@ -122,6 +122,26 @@ def test_features_once_per_image_give_the_same_loss_and_gradients(shapes, decode
         assert torch.allclose(got_g[n], want_g[n], atol=1e-5), n
 
 
+def _task_loss_before_and_after(task, fixed_images: int, per_batch: int, steps: int) -> tuple[float, float]:
+    """Train `task.model` (Adam, lr 1e-2) on grouped batches of `per_batch` images; the loss on a fixed batch of the
+    first `fixed_images` images before and after."""
+    data, model = task.train_dataset(), task.model
+    fixed = task.collate([data[i] for i in range(fixed_images)])
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+
+    def fixed_loss() -> float:
+        with torch.no_grad():
+            return float(task.loss(model, fixed)[0])
+
+    start = fixed_loss()
+    for step in range(steps):
+        loss, _ = task.loss(model, task.collate([data[(step * per_batch + k) % len(data)] for k in range(per_batch)]))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return start, fixed_loss()
+
+
 def test_grouped_training_batches_hold_all_captions_of_each_image(shapes, tmp_path):
     from img2text2img.train.captioner import CaptionerTask, CaptionTrainOptions, train_captioner
     from img2text2img.train.engine import TrainConfig
@@ -133,22 +153,7 @@ def test_grouped_training_batches_hold_all_captions_of_each_image(shapes, tmp_pa
     batch = task.collate([task.train_dataset()[i] for i in (0, 5)])
     assert batch["images"].shape[0] == 2 and batch["tokens"].shape[0] == 10  # 2 images x 5 captions
     assert batch["index"].tolist() == [0] * 5 + [1] * 5
-    fixed = task.collate([task.train_dataset()[i] for i in range(8)])
-    model = task.model
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-
-    def fixed_loss() -> float:
-        with torch.no_grad():
-            return float(task.loss(model, fixed)[0])
-
-    start = fixed_loss()
-    data = task.train_dataset()
-    for step in range(40):
-        loss, _ = task.loss(model, task.collate([data[(step * 4 + k) % len(data)] for k in range(4)]))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    end = fixed_loss()
+    start, end = _task_loss_before_and_after(task, fixed_images=8, per_batch=4, steps=40)
     print(f'grouped training: fixed-batch loss {start:.3f} -> {end:.3f}')
     assert end < 0.75 * start
     cfg = TrainConfig(out=str(tmp_path / "run"), max_steps=4, batch_size=4, progress=False, eval_every=4, device="cpu")
@@ -634,21 +639,7 @@ def test_fine_tuning_the_encoders_last_blocks_trains_them_alone_and_round_trips(
     trainable = {n for n, p in model.encoder.named_parameters() if p.requires_grad}
     assert trainable and all(n.startswith(("model.conv_head", "model.bn2")) for n in trainable)
     fresh = create_encoder("efficientnet_lite0", pretrained=True).state_dict()
-    data = task.train_dataset()
-    fixed = task.collate([data[i] for i in range(6)])
-    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-2)
-
-    def fixed_loss() -> float:
-        with torch.no_grad():
-            return float(task.loss(model, fixed)[0])
-
-    start = fixed_loss()
-    for step in range(40):
-        loss, _ = task.loss(model, task.collate([data[(step * 3 + k) % len(data)] for k in range(3)]))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    end = fixed_loss()
+    start, end = _task_loss_before_and_after(task, fixed_images=6, per_batch=3, steps=40)
     print(f'encoder fine-tuning: fixed-batch loss {start:.3f} -> {end:.3f}')
     assert end < 0.85 * start
     now = model.encoder.state_dict()
