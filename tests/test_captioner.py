@@ -503,7 +503,7 @@ def test_mixed_ensemble_of_an_lstm_and_an_attention_decoder(shapes, tmp_path):
 def test_weight_average_of_captioners(shapes, tmp_path):
     """`average_captioners` (i2t average) gives the mean of the members' weights, keeps the first's search, and
     refuses members it cannot average."""
-    from img2text2img.models.captioner import average_captioners
+    from img2text2img.models.captioner import average_captioners, ensemble_captioners
 
     pooled, grid = shapes["pooled"][:8], shapes["grid"][:8]
     members = []
@@ -527,6 +527,25 @@ def test_weight_average_of_captioners(shapes, tmp_path):
         average_captioners([members[0], lstm])
     with pytest.raises(I2TError, match="at least two"):
         average_captioners([members[0]])
+    # captioners that store their (fine-tuned) encoder: the encoders are averaged too; an ensemble still refuses them
+    from img2text2img.models.encoders import create_encoder
+
+    stored = []
+    for seed in (7, 8):
+        torch.manual_seed(seed)
+        cap = create_captioner("small_cnn+attention-tiny", shapes["vocab"], feature_dim=64, store_encoder=True)
+        cap.attach_encoder(create_encoder("small_cnn", pretrained=False))
+        stored.append(cap.eval())
+    avg = average_captioners(stored)
+    for name, w in avg.encoder.state_dict().items():
+        a, b = (m.encoder.state_dict()[name] for m in stored)
+        assert torch.allclose(w.double(), (a.double() + b.double()) / 2, atol=1e-6) if w.is_floating_point() \
+            else torch.equal(w, a), name
+    avg.save(tmp_path / "avg-enc")
+    again = load_captioner(tmp_path / "avg-enc")
+    assert all(torch.equal(v, avg.encoder.state_dict()[k]) for k, v in again.encoder.state_dict().items())
+    with pytest.raises(I2TError, match="store their own encoder"):
+        ensemble_captioners(stored)
 
 
 @pytest.mark.skipif(not (SHIPPED_SHAPES / "config.json").exists(), reason="shapes captioner not shipped yet")

@@ -840,9 +840,10 @@ def load_captioner(model: str | Path | Captioner | None = None, device: str = "c
     return load_model(path, kind=KIND, device=device)
 
 
-def _load_members(models: Sequence[str | Path | Captioner], verb: str) -> list[Captioner]:
+def _load_members(models: Sequence[str | Path | Captioner], verb: str,
+                  stored_encoders: bool = False) -> list[Captioner]:
     """Load the captioners to ensemble or average (`verb`), with the checks both need: at least two, one
-    vocabulary, and no stored encoder (only decoders are combined)."""
+    vocabulary, and no stored encoder unless `stored_encoders` (an ensemble combines decoders only)."""
     loaded = [load_captioner(m) for m in models]
     if len(loaded) < 2:
         raise I2TError(f"cannot {verb} fewer than two captioners: give at least two")
@@ -850,9 +851,15 @@ def _load_members(models: Sequence[str | Path | Captioner], verb: str) -> list[C
         if m.vocab.itos != loaded[0].vocab.itos:
             raise I2TError(f"cannot {verb} captioners with different vocabularies (train them on the same data "
                            "with the same --min-count)")
-    if any(m.config.store_encoder for m in loaded):
+    if not stored_encoders and any(m.config.store_encoder for m in loaded):
         raise I2TError(f"cannot {verb} captioners that store their own encoder (only decoders are combined)")
     return loaded
+
+
+def _mean_state(states: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Element-wise mean of state dicts (in float64, back to each tensor's dtype); integer buffers from the first."""
+    return {k: (sum(st[k].double() for st in states) / len(states)).to(v.dtype) if v.is_floating_point() else v
+            for k, v in states[0].items()}
 
 
 def ensemble_captioners(models: Sequence[str | Path | Captioner]) -> Captioner:
@@ -887,8 +894,9 @@ def average_captioners(models: Sequence[str | Path | Captioner]) -> Captioner:
     Unlike an ensemble it costs nothing at decode time. It only makes sense for checkpoints of one lineage: epochs of
     a run, or a run and a fine-tune started from it (self-critical training), which stay in one basin of the loss;
     two runs trained apart from different random starts average to nonsense. The members must share the
-    architecture and vocabulary; config (with its search) and vocabulary are taken from the first."""
-    loaded = _load_members(models, "average")
+    architecture and vocabulary; config (with its search) and vocabulary are taken from the first. Encoders stored
+    in the checkpoints (fine-tuned ones, `encoder_trainable_blocks`) are averaged as well."""
+    loaded = _load_members(models, "average", stored_encoders=True)
     first = loaded[0]
 
     def arch(m: Captioner) -> dict:
@@ -898,11 +906,14 @@ def average_captioners(models: Sequence[str | Path | Captioner]) -> Captioner:
     for m in loaded:
         if arch(m) != arch(first):
             raise I2TError("cannot average captioners of different architectures or encoders (their configs differ)")
-    states = [m.decoder.state_dict() for m in loaded]
-    mean = {k: (sum(st[k].double() for st in states) / len(states)).to(v.dtype) if v.is_floating_point() else v
-            for k, v in states[0].items()}
     model = Captioner(replace(first.config), first.vocab)
-    model.decoder.load_state_dict(mean)
+    model.decoder.load_state_dict(_mean_state([m.decoder.state_dict() for m in loaded]))
+    if first.config.store_encoder:
+        from img2text2img.models.encoders import create_encoder
+
+        enc = create_encoder(first.config.encoder, pretrained=False)
+        enc.load_state_dict(_mean_state([m.encoder.state_dict() for m in loaded]))
+        model.attach_encoder(enc)
     return model.eval()
 
 
