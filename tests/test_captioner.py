@@ -644,6 +644,8 @@ LITE0_WEIGHTS = Path(__file__).resolve().parents[2] / "shared" / "weights" / "ti
 def test_fine_tuning_the_encoders_last_blocks_trains_them_alone_and_round_trips(tmp_path):
     """--encoder-trainable-blocks: only the encoder's last blocks move, the loss falls, and the checkpoint holds the
     fine-tuned encoder, so save -> load -> caption is identical without the pretrained file's weights."""
+    from dataclasses import replace
+
     from img2text2img.models import load_model
     from img2text2img.models.encoders import create_encoder
     from img2text2img.train.captioner import CaptionerTask, CaptionTrainOptions, train_captioner
@@ -675,3 +677,8 @@ def test_fine_tuning_the_encoders_last_blocks_trains_them_alone_and_round_trips(
     after = load_model(tmp_path / "again").caption_images(images, beam_size=2)
     assert [r.text for r in before] == [r.text for r in after]
     assert [r.logprob for r in before] == pytest.approx([r.logprob for r in after], abs=1e-5)
+    # a run from it that freezes the encoder again keeps the fine-tuned weights, not the pretrained file's
+    frozen = CaptionerTask(replace(opts, init_from=str(tmp_path / "run" / "last"),
+                                   overrides={"encoder_trainable_blocks": 0})).model
+    assert frozen.config.store_encoder and not any(p.requires_grad for p in frozen.encoder.parameters())
+    assert all(torch.equal(v, run.encoder.state_dict()[k]) for k, v in frozen.encoder.state_dict().items())

@@ -145,8 +145,10 @@ class CaptionerTask(TrainTask):
 
             cfg.feature_dim = encoder_spec(cfg.encoder).num_features
         random_init = _random_init_encoder(cfg.encoder)
-        # the encoder runs on every batch when it trains: from scratch (small_cnn) or its last blocks fine-tuned
-        end_to_end = random_init or cfg.encoder_trainable_blocks > 0
+        # the encoder runs on every batch when it trains (from scratch, small_cnn, or its last blocks fine-tuned), and
+        # when the starting model stores one (`store_encoder` comes with its config): a fine-tuned encoder kept frozen
+        # has no feature cache, and dropping it would pair the decoder with the ImageNet weights it was moved from
+        end_to_end = random_init or cfg.encoder_trainable_blocks > 0 or cfg.store_encoder
         cfg.store_encoder = end_to_end
         self.model = Captioner(cfg, self.vocab)
         if end_to_end:
