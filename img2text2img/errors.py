@@ -3,7 +3,30 @@
 Everything that is the user's fault (a missing file, a bad prompt, a checkpoint of the wrong kind) is raised as
 `I2TError` with a one-line message; the CLI prints the message and exits with code 2 instead of a traceback.
 """
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
 
 
 class I2TError(Exception):
     """A user-facing error whose message is one line saying what went wrong and how to fix it."""
+
+
+def run_reporting_errors(entry: Callable[[], int | None]) -> int:
+    """Run an entry point (`i2t` or a script under scripts/) and return its exit code, printing user errors as one
+    line on stderr instead of a traceback: 2 for bad input or an unwritable output, 130 when interrupted. The CLI and
+    the scripts share it so that every command a user types fails the same way."""
+    try:
+        rc = entry()
+    except I2TError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except OSError as e:  # unwritable output, full disk, ...: the OS's reason and the path, on one line
+        where = f": {e.filename}" if e.filename else ""
+        print(f"error: {e.strerror or e}{where}", file=sys.stderr)
+        return 2
+    return rc if isinstance(rc, int) else 0

@@ -22,6 +22,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from img2text2img.errors import run_reporting_errors
+
 ENCODERS = ("mobilenet_v2", "efficientnet_lite0", "mobilenet_v3_small")
 DECODERS = ("lstm", "blstm", "attention")
 
@@ -311,4 +313,4 @@ def to_markdown(p: dict) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(run_reporting_errors(main))

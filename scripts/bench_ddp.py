@@ -21,6 +21,8 @@ import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
+from img2text2img.errors import run_reporting_errors
+
 
 def run(nproc: int, threads: int, steps: int, kind: str, batch: int) -> dict:
     with tempfile.TemporaryDirectory() as d:
@@ -57,4 +59,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(run_reporting_errors(main))

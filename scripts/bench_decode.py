@@ -22,6 +22,8 @@ from pathlib import Path
 
 from bench import _timeit, _vocab  # scripts/ is on sys.path when a script runs
 
+from img2text2img.errors import run_reporting_errors
+
 
 def _median_us(fn, repeat: int) -> float:
     return round(1e6 * statistics.median(_timeit(fn, repeat, warmup=max(3, repeat // 10))), 1)
@@ -92,4 +94,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(run_reporting_errors(main))

@@ -23,6 +23,8 @@ import sys
 import time
 from pathlib import Path
 
+from img2text2img.errors import run_reporting_errors
+
 
 def run_one(name: str, batch: int, iters: int, threads: int) -> dict:
     import torch
@@ -150,4 +152,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(run_reporting_errors(main))

@@ -15,6 +15,8 @@ import statistics
 import time
 from pathlib import Path
 
+from img2text2img.errors import run_reporting_errors
+
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -67,4 +69,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(run_reporting_errors(main))

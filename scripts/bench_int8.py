@@ -25,6 +25,8 @@ from pathlib import Path
 
 from results_doc import cpu_model  # scripts/ is on sys.path when a script runs
 
+from img2text2img.errors import run_reporting_errors
+
 
 def _interleaved(fns: dict, arg, n_images: int, repeats: int, iters: int) -> dict:
     """images/s per repeat for each fn, round-robin; plus medians and the median per-repeat int8/fp32 ratio."""
@@ -133,4 +135,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_reporting_errors(main))

@@ -20,6 +20,8 @@ from pathlib import Path
 
 from results_doc import cpu_model, doc_for, replace_section  # scripts/ is on sys.path when a script runs
 
+from img2text2img.errors import run_reporting_errors
+
 ROOT = Path(__file__).resolve().parent.parent
 BEGIN, END = "<!-- captioner:begin -->", "<!-- captioner:end -->"
 ALL_ENCODERS = ("mobilenet_v2", "efficientnet_lite0", "mobilenet_v3_small", "inception_v3", "googlenet")
@@ -482,4 +484,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(run_reporting_errors(main))

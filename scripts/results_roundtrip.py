@@ -21,6 +21,8 @@ from pathlib import Path
 
 from results_doc import doc_for, replace_section  # scripts/ is on sys.path when a script runs
 
+from img2text2img.errors import run_reporting_errors
+
 ROOT = Path(__file__).resolve().parent.parent
 BEGIN, END = "<!-- roundtrip:begin -->", "<!-- roundtrip:end -->"
 
@@ -133,4 +135,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(run_reporting_errors(main))

@@ -18,6 +18,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from img2text2img.errors import run_reporting_errors
+
 ENCODERS = ("mobilenet_v2", "efficientnet_lite0", "mobilenet_v3_small", "googlenet")
 HEADS = ("rnn", "bce")
 METRICS = ("micro_precision", "micro_recall", "micro_f1", "macro_precision", "macro_recall", "macro_f1", "sample_f1",
@@ -181,4 +183,4 @@ def markdown(meta: dict, rows: list[dict], comparisons: list[dict], skipped: lis
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(run_reporting_errors(main))

@@ -18,6 +18,8 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+from img2text2img.errors import run_reporting_errors
+
 SHAPE_WORDS = re.compile(r"\b(circle|square|triangle|star|cross|diamond)s?\b")
 
 
@@ -82,4 +84,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(run_reporting_errors(main))

@@ -23,6 +23,8 @@ from pathlib import Path
 
 from results_doc import cpu_model  # scripts/ is on sys.path when a script runs
 
+from img2text2img.errors import run_reporting_errors
+
 
 def grid_points(beams: list[int], alphas: list[float], bans: list[int] = (0,)) -> list[tuple[int, float, int]]:
     """Every (beam, alpha, n-gram ban) point, with greedy (beam 1, where alpha means nothing) once per ban."""
@@ -106,4 +108,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_reporting_errors(main))

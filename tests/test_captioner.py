@@ -13,6 +13,7 @@ import torch
 
 from img2text2img.data import load_dataset, load_image
 from img2text2img.errors import I2TError
+from img2text2img.locations import weights_dir
 from img2text2img.models.captioner import (
     Captioner,
     EnsembleDecoder,
@@ -637,7 +638,7 @@ def test_attention_decoder_with_refined_grid_groups_searches_and_round_trips(sha
         captioner_config("small_cnn+attention-tiny", refine_layers=1, feature_proj=60)
 
 
-LITE0_WEIGHTS = Path(__file__).resolve().parents[2] / "shared" / "weights" / "timm_tf_efficientnet_lite0_imagenet.safetensors"
+LITE0_WEIGHTS = (weights_dir() or Path("no-shared-weights")) / "timm_tf_efficientnet_lite0_imagenet.safetensors"
 
 
 @pytest.mark.skipif(not LITE0_WEIGHTS.exists(), reason="EfficientNet-Lite0 ImageNet weights not beside the repo")

@@ -161,3 +161,18 @@ def test_generate_with_the_built_in_flickr8k_generator(tmp_path):
     from PIL import Image
 
     assert Image.open(out).size[1] == 64 + 2 * 2  # one row of two 64 px pictures with a 2 px border
+
+
+def test_scripts_report_a_missing_model_in_one_line(tmp_path):
+    """The scripts under scripts/ share the CLI's guard (run_reporting_errors): a missing --model folder is one line
+    and exit code 2, as with `i2t`, not a traceback."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "scripts" / "tune_decoding.py"
+    done = subprocess.run([sys.executable, str(script), "--model", str(tmp_path / "missing"), "--out",
+                           str(tmp_path / "t.json")], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [f"error: model folder not found: {tmp_path / 'missing'}"]
+    assert not (tmp_path / "t.json").exists()

@@ -6,8 +6,8 @@ import sys
 
 import typer
 
-from img2text2img.errors import I2TError
 from img2text2img.cli.output import COMMAND_LINE
+from img2text2img.errors import run_reporting_errors
 
 app = typer.Typer(
     name="i2t",
@@ -49,23 +49,14 @@ def _click_exception_types() -> tuple[type, ...]:
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code (0 ok, 2 bad input or usage, 130 interrupted)."""
     _register_commands()
+    return run_reporting_errors(lambda: _run_app(list(sys.argv[1:] if argv is None else argv)))
+
+
+def _run_app(args: list[str]) -> int:
+    """typer/click's own exits and usage errors as exit codes (the user errors are left to run_reporting_errors)."""
+    token = COMMAND_LINE.set(args)  # training runs record the command that made them (write_run_summary)
     try:
-        args = list(sys.argv[1:] if argv is None else argv)
-        token = COMMAND_LINE.set(args)  # training runs record the command that made them (write_run_summary)
-        try:
-            rc = app(args=args, standalone_mode=False)
-        finally:
-            COMMAND_LINE.reset(token)
-    except I2TError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except OSError as e:  # unwritable output, full disk, ...: the OS's reason and the path, on one line
-        where = f": {e.filename}" if e.filename else ""
-        print(f"error: {e.strerror or e}{where}", file=sys.stderr)
-        return 2
+        rc = app(args=args, standalone_mode=False)
     except typer.Exit as e:
         return e.exit_code
     except typer.Abort:
@@ -74,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     except _click_exception_types() as e:  # bad option values, unknown commands: click's own one-line usage error
         e.show()
         return e.exit_code
+    finally:
+        COMMAND_LINE.reset(token)
     return rc if isinstance(rc, int) else 0
 
 
