@@ -202,6 +202,7 @@ def bench(path: str, beam: int | None = None, n: int = 64) -> dict:
     import torch
 
     from img2text2img.data import load_dataset, load_image
+    from img2text2img.models import resolve_checkpoint_dir
     from img2text2img.models.captioner import load_captioner
 
     model = load_captioner(path)
@@ -219,7 +220,9 @@ def bench(path: str, beam: int | None = None, n: int = 64) -> dict:
             model.caption_images([im], beam_size=beam)
             lat.append((time.perf_counter() - t0) * 1000)
     lat.sort()
-    return {"model": str(path), "beam": model.config.beam_size if beam is None else beam, "threads": torch.get_num_threads(), "batched_images_per_s": round(batched, 1),
+    # a path names a folder, not weights: the shipped captioner's folder has held several models
+    info = json.loads((resolve_checkpoint_dir(path) / "config.json").read_text()).get("info", {})
+    return {"model": str(path), "source_run": info.get("source_run"), "beam": model.config.beam_size if beam is None else beam, "threads": torch.get_num_threads(), "batched_images_per_s": round(batched, 1),
             "single_image_ms_median": round(lat[len(lat) // 2], 1), "machine": machine(),
             "date": dt.date.today().isoformat()}
 
@@ -318,7 +321,8 @@ def write_table(results_dir: Path, doc: Path) -> str:
             "Models chosen on the validation split (greedy BLEU-4 during training); the test split is scored once, "
             "at beam 3 with length normalisation 0.7 unless the row's note below says otherwise. BLEU-1..4, METEOR, ROUGE-L and CIDEr-D from pycocoevalcap (PTB "
             "tokenisation); the nltk columns are `corpus_bleu` without smoothing on the project's own tokenisation. "
-            "Encoders frozen, decoder trained on cached features. 'train min' is wall-clock on a shared 2-core CPU "
+            "Encoders frozen, decoder trained on cached features, unless a row's note below says the encoder was "
+            "fine-tuned. 'train min' is wall-clock on a shared 2-core CPU "
             "(other jobs running), so it over-states the time on an idle machine; 'captions/s' is training throughput "
             "(one caption = one training example; the PyTorch Show-Attend-Tell tutorial does about 31 on this CPU).", "",
             f"Machine: {'; '.join(sorted(machines))}. Date: {', '.join(sorted(when))}.", "", head + "\n".join(rows), ""]
@@ -355,6 +359,12 @@ def write_table(results_dir: Path, doc: Path) -> str:
                         if r["config"].get("no_repeat_ngram") else "")
                      + (f", the weights of `{r['run']}`" if r.get("run", r["model"]) != r["model"] else "")
                      for r in searches) + ".", ""]
+    tuned_encoders = [r for r in recs if (r.get("config") or {}).get("encoder_trainable_blocks")]
+    if tuned_encoders:
+        text += ["Rows whose encoder was fine-tuned with the decoder, on photos (`--encoder-trainable-blocks N`: its "
+                 "last N blocks; the checkpoint stores the encoder): " + "; ".join(
+                     f"{r['model']}: {r['config']['encoder_trainable_blocks']} blocks" for r in tuned_encoders)
+                 + ".", ""]
     averages = [r for r in recs if is_combination(r, "average")]
     if averages:
         text += ["Weight-average rows (`--average CKPT CKPT`, `i2t average`): " + "; ".join(
@@ -372,7 +382,8 @@ def write_table(results_dir: Path, doc: Path) -> str:
                  "says otherwise; single-photo searches are 25-45 ms "
                  "faster since 2026-11-25, see docs/BENCHMARKS.md, so older lines over-state their latency):", ""]
         for b in benches:
-            text.append(f"- `{b['model']}`" + (f" at beam {b['beam']}" if b.get("beam", 3) != 3 else "") +
+            text.append(f"- `{b['model']}`" + (f" ({b['source_run']})" if b.get("source_run") else "")
+                        + (f" at beam {b['beam']}" if b.get("beam", 3) != 3 else "") +
                         f": {b['batched_images_per_s']} images/s batched, "
                         f"{b['single_image_ms_median']} ms per single image (median), {b['threads']} threads, "
                         + (f"encoder backend {b['encoder_backend']}, " if b.get("encoder_backend") else "")
@@ -461,8 +472,10 @@ def main(argv: list[str] | None = None) -> int:
         from img2text2img.checkpoint import write_text_atomic
 
         b = bench(args.bench, beam=args.beam)
-        write_text_atomic(results_dir / f"captioner_bench-{Path(args.bench).parent.name or 'default'}.json",
-                          json.dumps(b, indent=2))
+        # one file per folder, weights, search and day, so a re-run never overwrites an older machine's record
+        name = "-".join(x for x in (Path(args.bench).parent.name or "default", b["source_run"],
+                                    f"beam{b['beam']}", b["date"]) if x)
+        write_text_atomic(results_dir / f"captioner_bench-{name}.json", json.dumps(b, indent=2))
         print(json.dumps(b))
     elif not args.report_only:
         for enc in args.encoders:

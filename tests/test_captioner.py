@@ -683,3 +683,23 @@ def test_fine_tuning_the_encoders_last_blocks_trains_them_alone_and_round_trips(
                                    overrides={"encoder_trainable_blocks": 0})).model
     assert frozen.config.store_encoder and not any(p.requires_grad for p in frozen.encoder.parameters())
     assert all(torch.equal(v, run.encoder.state_dict()[k]) for k, v in frozen.encoder.state_dict().items())
+
+
+def test_the_shipped_flickr8k_captioner_is_small_self_contained_and_sees_a_dog(monkeypatch):
+    """The package's default captioner: within the 25 MB budget, its fine-tuned encoder stored (so it needs no
+    weights file: the weights lookup is pointed at nothing), and it names the dog in a photo whose five references
+    all say dog."""
+    from img2text2img import locations
+    from img2text2img.models.captioner import default_captioner_dir
+
+    folder = default_captioner_dir()
+    assert sum(f.stat().st_size for f in folder.iterdir()) < 25e6
+    try:
+        photo = locations.flickr8k_dir() / "images" / "1026685415_0431cbf574.jpg"
+    except I2TError:
+        pytest.skip("Flickr8k not present")
+    monkeypatch.setattr(locations, "weights_dir", lambda explicit=None: None)
+    model = load_captioner()
+    assert model.config.store_encoder
+    [result] = model.caption_images([load_image(photo)], beam_size=3)
+    assert "dog" in result.text.split()
