@@ -900,8 +900,10 @@ def average_captioners(models: Sequence[str | Path | Captioner]) -> Captioner:
     first = loaded[0]
 
     def arch(m: Captioner) -> dict:
-        search = ("beam_size", "length_alpha", "no_repeat_ngram")
-        return {k: v for k, v in config_to_dict(m.config).items() if k not in search}
+        # how it decodes, and how many encoder blocks were trained, say nothing about the weights' shapes: two
+        # fine-tuning rounds of one lineage that trained different depths average like any two checkpoints
+        not_arch = ("beam_size", "length_alpha", "no_repeat_ngram", "encoder_trainable_blocks")
+        return {k: v for k, v in config_to_dict(m.config).items() if k not in not_arch}
 
     for m in loaded:
         if arch(m) != arch(first):
