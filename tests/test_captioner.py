@@ -705,3 +705,23 @@ def test_the_shipped_flickr8k_captioner_is_small_self_contained_and_sees_a_dog(m
     assert model.config.store_encoder
     [result] = model.caption_images([load_image(photo)], beam_size=3)
     assert "dog" in result.text.split()
+
+
+def test_warm_up_builds_the_fast_encoder_before_the_first_photo():
+    """`i2t caption --json` times each photo; warm_up does the one-time set-up (the encoder's fast frozen copy)
+    beforehand, so the first photo's milliseconds are its own."""
+    from PIL import Image
+
+    from img2text2img.models.encoders import create_encoder
+    from img2text2img.vocab import Vocabulary
+
+    torch.manual_seed(0)
+    cap = create_captioner("small_cnn+lstm-tiny", Vocabulary.build(["a red circle"]), 64, store_encoder=True)
+    cap.attach_encoder(create_encoder("small_cnn", pretrained=False))
+    cap.eval()
+    assert getattr(cap, "_fast_encoder", None) is None
+    cap.warm_up()
+    built = cap._fast_encoder
+    assert built is not None
+    cap.encode_images([Image.new("RGB", (64, 48), (200, 30, 30))])
+    assert cap._fast_encoder is built

@@ -49,7 +49,7 @@ def caption(
     inputs = ImageInputs(paths)
     cap = load_captioner(model, device=str(pick_device(device)))
     _set_reading(cap, mirror_average, no_repeat)
-    cap.ensure_encoder()
+    cap.warm_up()
     with torch.inference_mode():
         for f, img in inputs:
             r, ms = timed_caption(cap, img, beam_size=beam)
