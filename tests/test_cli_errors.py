@@ -172,7 +172,7 @@ def test_scripts_report_a_missing_model_in_one_line(tmp_path):
 
     script = Path(__file__).resolve().parent.parent / "scripts" / "tune_decoding.py"
     done = subprocess.run([sys.executable, str(script), "--model", str(tmp_path / "missing"), "--out",
-                           str(tmp_path / "t.json")], capture_output=True, text=True, timeout=120)
+                           str(tmp_path / "t.json")], capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [f"error: model folder not found: {tmp_path / 'missing'}"]
     assert not (tmp_path / "t.json").exists()
