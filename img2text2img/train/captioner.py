@@ -151,18 +151,19 @@ class CaptionerTask(TrainTask):
         end_to_end = random_init or cfg.encoder_trainable_blocks > 0 or cfg.store_encoder
         cfg.store_encoder = end_to_end
         self.model = Captioner(cfg, self.vocab)
+        # a starting model that stores its encoder brings the weights: the pretrained file is then not needed
+        start_encoder = start is not None and start.config.store_encoder
         if end_to_end:
             from img2text2img.models.encoders import create_encoder
 
             self.model.attach_encoder(create_encoder(
-                cfg.encoder, pretrained=not random_init,
+                cfg.encoder, pretrained=not random_init and not start_encoder,
                 trainable_blocks=1000 if random_init else cfg.encoder_trainable_blocks))
         if start is not None:
+            # checkpoint_state() holds the stored encoder's weights too, so this one load fills the encoder as well
             missing, unexpected = self.model.load_state_dict(start.checkpoint_state(), strict=False)
-            if [k for k in missing if not k.startswith("encoder.")] or unexpected:
+            if [k for k in missing if start_encoder or not k.startswith("encoder.")] or unexpected:
                 raise I2TError(f"{opts.init_from}: weights do not fit the model built from its own config")
-            if end_to_end and start.encoder is not None:
-                self.model.encoder.load_state_dict(start.encoder.state_dict())
         self.glove_report = None
         if opts.glove and start is None:
             from img2text2img.vocab import load_word_vectors
