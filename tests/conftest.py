@@ -12,3 +12,19 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture
+def flickr8k_dog_photo():
+    """The path of a Flickr8k photo of a black retriever on grass, all five of whose captions mention a dog: what
+    a real pretrained model must recognise. Skips where Flickr8k is not present."""
+    from img2text2img import locations
+    from img2text2img.errors import I2TError
+
+    try:
+        path = locations.flickr8k_dir() / "images" / "1026685415_0431cbf574.jpg"
+    except I2TError:
+        pytest.skip("Flickr8k not present")
+    if not path.exists():
+        pytest.skip("Flickr8k photo not present")
+    return path

@@ -14,7 +14,6 @@ from img2text2img.models.encoders import create_encoder, encoder_spec, list_enco
 
 # the library's own lookup ($I2T_WEIGHTS, $I2T_SHARED, then ../shared), so the tests find what a user's run finds
 SHARED_WEIGHTS = weights_dir() or Path("no-shared-weights")
-DOG = "1026685415_0431cbf574.jpg"  # a black retriever on grass; all five captions mention a dog
 
 
 def test_registry_names():
@@ -172,16 +171,10 @@ def test_classify_needs_head():
 
 @pytest.mark.skipif(not (SHARED_WEIGHTS / "torchvision_mobilenet_v2_imagenet.safetensors").exists(),
                     reason="shared ImageNet weights not present")
-def test_mobilenet_v2_sees_a_dog_in_a_flickr8k_photo():
-    from img2text2img import locations
+def test_mobilenet_v2_sees_a_dog_in_a_flickr8k_photo(flickr8k_dog_photo):
     from img2text2img.data import load_image
 
-    try:
-        img_path = locations.flickr8k_dir() / "images" / DOG
-    except I2TError:
-        pytest.skip("Flickr8k not present")
-    if not img_path.exists():
-        pytest.skip("Flickr8k photo not present")
+    img_path = flickr8k_dog_photo
     enc = create_encoder("mobilenet_v2", keep_head=True)
     assert enc.weights_sha256 == encoder_spec("mobilenet_v2").sources[0].sha256
     labels = (SHARED_WEIGHTS / "imagenet1k_labels.txt").read_text().splitlines()
