@@ -30,9 +30,10 @@ class RerankedGenerator:
     def __init__(self, generator, reranker, candidates: int = 8, chunk: int = 64):
         if candidates < 1:
             raise I2TError(f"candidates must be at least 1, got {candidates}")
-        if candidates > 1 and not generator.config.z_dim:
+        # a pixel generator has no noise (z_dim 0); a scene generator samples its scene, so it has no z_dim at all
+        if candidates > 1 and getattr(generator.config, "z_dim", None) == 0:
             raise I2TError(f"a {generator.config.kind} generator draws one picture per sentence; "
-                           "there is nothing to rerank (use a vae or gan generator)")
+                           "there is nothing to rerank (use a vae, gan or scene generator)")
         self.generator, self.reranker, self.candidates, self.chunk = generator, reranker, candidates, chunk
         self.config, self.vocab = generator.config, generator.vocab
 

@@ -75,11 +75,9 @@ def test_reranking_refuses_the_judge_and_deterministic_generators(tmp_path):
     gen = load_model(SHAPES_GENERATOR, kind="generator")
     with pytest.raises(I2TError, match="judge"):
         reranked(gen, SHAPES_CAPTIONER, candidates=2, judge=Path(SHAPES_CAPTIONER))
-    from dataclasses import replace
+    from img2text2img.models.generator import create_generator
 
-    from img2text2img.models.generator import Generator
-
-    pixel = Generator(replace(gen.config, kind="pixel", z_dim=0, prior="standard"), vocab=gen.vocab)
+    pixel = create_generator("pixel-tiny", gen.vocab)
     with pytest.raises(I2TError, match="nothing to rerank"):
         RerankedGenerator(pixel, _ScriptedReranker(), candidates=2)
     assert RerankedGenerator(pixel, _ScriptedReranker(), candidates=1).candidates == 1

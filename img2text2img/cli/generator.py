@@ -67,7 +67,7 @@ def generate(
 
 @train_app.command("generator")
 def train_generator_cmd(
-    kind: Annotated[str, typer.Option(help="pixel | vae | gan (or a preset such as pixel-tiny).")] = "pixel",
+    kind: Annotated[str, typer.Option(help="pixel | vae | gan (or a preset such as pixel-tiny), or scene: for flat-colour pictures such as the shapes set, a writer of scenes (objects as learned sprites; models/scene_generator.py); train it with --batch-size 64 --lr 1e-3.")] = "pixel",
     data: Annotated[str, typer.Option(help="shapes, shapes:N, flickr8k, or a dataset folder.")] = "shapes",
     out: Annotated[Path, typer.Option(help="Run folder (last/, best/, samples/).")] = Path("runs/generator"),
     steps: Annotated[int, typer.Option(min=1, help="Optimizer steps.")] = 3000,

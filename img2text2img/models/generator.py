@@ -1073,6 +1073,10 @@ class Generator(nn.Module):
 
     @classmethod
     def from_checkpoint(cls, ckpt) -> Generator:
+        if ckpt.config.get("kind") == "scene":  # a scene generator (models/scene_generator.py) is saved as a generator
+            from img2text2img.models.scene_generator import SceneGenerator
+
+            return SceneGenerator.from_checkpoint(ckpt)
         config = config_from_dict(GeneratorConfig, ckpt.config)
         model = cls(config, vocab=ckpt.vocab)
         state = ckpt.state_dict
