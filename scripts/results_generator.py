@@ -122,15 +122,16 @@ def score(name: str, path: Path, temperature: float | None, data: str, n_frechet
     return rec
 
 
-def ship(rec: dict) -> Path:
-    """The dataset's default generator in the package: drawing weights only, with the scores as metrics."""
+def ship(rec: dict, half: bool = False) -> Path:
+    """The dataset's default generator in the package: drawing weights only, with the scores as metrics (`half`:
+    in fp16, to keep the package small; re-score the shipped copy, its drawings can differ)."""
     from img2text2img.models import load_model
     from img2text2img.roundtrip import SHIPPED
 
     gen = load_model(rec["run"], kind="generator")
     gen.config.sample_temperature = rec["temperature"]
     dest = ROOT / "img2text2img" / "pretrained" / SHIPPED[rec["data"]]["generator"]
-    gen.save(dest, full=False, metrics={"frechet": rec["frechet"], "roundtrip": rec["roundtrip"]},
+    gen.save(dest, full=False, half=half, metrics={"frechet": rec["frechet"], "roundtrip": rec["roundtrip"]},
              info={"source_run": rec["run"], "steps": rec["steps"], "date": rec["date"]})
     return dest
 
@@ -222,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
                          "most likely for (must not be the judge)")
     ap.add_argument("--candidates", type=int, default=8, help="samples per picture with --rerank-with")
     ap.add_argument("--ship", default=None, metavar="NAME", help="ship this scored generator as the data's default")
+    ap.add_argument("--half", action="store_true", help="with --ship: store the shipped weights in fp16")
     ap.add_argument("--results", type=Path, default=ROOT / "docs" / "results")
     ap.add_argument("--doc", type=Path, default=ROOT / "docs" / "RESULTS.md")
     ap.add_argument("--report-only", action="store_true")
@@ -240,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{_f(rec['roundtrip']['normalised_bleu4'])} ({rec['seconds']} s)", flush=True)
     if args.ship:
         rec = json.loads((args.results / f"generator-{args.data}-{args.ship}.json").read_text())
-        print(f"shipped {args.ship} to {ship(rec)}")
+        print(f"shipped {args.ship} to {ship(rec, args.half)}")
     doc = doc_for(args.results, args.doc, ROOT)
     replace_section(doc, section(args.results), BEGIN, END)
     print(f"updated {doc}")
