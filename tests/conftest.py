@@ -28,3 +28,16 @@ def flickr8k_dog_photo():
     if not path.exists():
         pytest.skip("Flickr8k photo not present")
     return path
+
+
+@pytest.fixture(scope="session")
+def shapes(tmp_path_factory):
+    """A 160-picture shapes set, its vocabulary and its training pictures held in memory: what the generator tests
+    train on (a test module may define its own `shapes`)."""
+    from img2text2img.data import load_dataset
+    from img2text2img.train.generator import load_image_captions
+    from img2text2img.vocab import Vocabulary
+
+    ds = load_dataset("shapes:160", data_dir=tmp_path_factory.mktemp("shapes") / "s")
+    vocab = Vocabulary.build(ds.all_captions("train"))
+    return ds, vocab, load_image_captions(ds, "train", vocab)

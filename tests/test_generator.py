@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-from img2text2img.data import load_dataset
 from img2text2img.errors import I2TError
 from img2text2img.metrics.image import frechet_feature_distance, paired_cosine_similarity
 from img2text2img.models import load_model
@@ -32,11 +31,6 @@ PROMPTS = ["a large red circle in the top left", "a small blue square to the rig
 
 
 
-@pytest.fixture(scope="module")
-def shapes(tmp_path_factory):
-    ds = load_dataset("shapes:160", data_dir=tmp_path_factory.mktemp("shapes") / "s")
-    vocab = Vocabulary.build(ds.all_captions("train"))
-    return ds, vocab, load_image_captions(ds, "train", vocab)
 
 
 def _batches(data, n_steps, bs=16, seed=0):

@@ -7,21 +7,14 @@ import random
 import pytest
 import torch
 
-from img2text2img.data import load_dataset
 from img2text2img.errors import I2TError
 from img2text2img.models import load_model
 from img2text2img.models.scene_generator import SceneGenerator, SceneTokens, scene_config
-from img2text2img.train.generator import load_image_captions
-from img2text2img.vocab import Vocabulary, pad_batch
+from img2text2img.vocab import pad_batch
 
 PROMPTS = ["a large red circle in the top left", "a small blue square to the right of a small green star"]
 
 
-@pytest.fixture(scope="module")
-def shapes(tmp_path_factory):
-    ds = load_dataset("shapes:300", data_dir=tmp_path_factory.mktemp("shapes") / "s")
-    vocab = Vocabulary.build(ds.all_captions("train"))
-    return ds, vocab, load_image_captions(ds, "train", vocab)
 
 
 @pytest.fixture(scope="module")
