@@ -215,7 +215,8 @@ class ScenePicture(nn.Module):
         """Scene token lists -> pictures [B, 3, S, S] in [0, 1]. Tokens out of place end the scene there."""
         cfg, tok = self.cfg, self.tokens
         S = cfg.image_size * supersample
-        out = torch.empty(len(seqs), 3, S, S)
+        dev = self.templates.device
+        out = torch.empty(len(seqs), 3, S, S, device=dev)
         templates = self.templates.float()[:, None]
         for i, seq in enumerate(seqs):
             background = _field(seq, 0, "background", tok)
@@ -227,7 +228,7 @@ class ScenePicture(nn.Module):
                 colour, template, qx, qy, qs = values
                 cx, cy = (qx + 0.5) / cfg.positions * 2 - 1, (qy + 0.5) / cfg.positions * 2 - 1
                 size = cfg.size_min + (qs + 0.5) / cfg.sizes * (cfg.size_max - cfg.size_min)
-                theta = torch.tensor([[[1 / size, 0, -cx / size], [0, 1 / size, -cy / size]]])
+                theta = torch.tensor([[[1 / size, 0, -cx / size], [0, 1 / size, -cy / size]]], device=dev)
                 grid = F.affine_grid(theta, [1, 1, S, S], align_corners=False)
                 cover = F.grid_sample(templates[template][None], grid, mode="bilinear", padding_mode="zeros",
                                       align_corners=False)[0, 0]
@@ -342,7 +343,7 @@ class SceneGenerator(nn.Module):
                 seqs += self.prior.sample(ids[i:i + batch_size].to(device), temperature, gen)
         finally:
             self.train(was_training)
-        return self.picture.render(seqs).clamp_(0, 1)
+        return self.picture.render(seqs).cpu().clamp_(0, 1)
 
     def inference_state_dict(self) -> dict[str, torch.Tensor]:
         return self.state_dict()
