@@ -313,8 +313,12 @@ class SceneGenerator(nn.Module):
         self.picture = ScenePicture(config)
         self.prior = ScenePrior(config)
 
-    def loss(self, ids: torch.Tensor, seqs: Sequence[Sequence[int]]) -> torch.Tensor:
+    def forward(self, ids: torch.Tensor, seqs: Sequence[Sequence[int]]) -> torch.Tensor:
+        """The writer's cross-entropy on these (sentence, scene) pairs: the training loss, called through the model
+        so that a DistributedDataParallel wrapper sees it and synchronises the gradients."""
         return self.prior.loss(ids, seqs)
+
+    loss = forward
 
     def prompt_ids(self, texts: Sequence[str]) -> torch.Tensor:
         if self.vocab is None:

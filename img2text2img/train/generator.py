@@ -346,8 +346,7 @@ class SceneTask(TrainTask):
 
     def loss(self, model, batch):
         ids, scenes = batch
-        loss = model.loss(ids, scenes)
-        return loss, {}
+        return model(ids, scenes), {}
 
     def on_checkpoint(self, path: Path, step: int) -> None:
         write_samples(self.model, self.prompts, path, step)
