@@ -29,7 +29,7 @@ def generate(
     model: Annotated[Path | None, typer.Option(help="Generator checkpoint or run folder (default: the built-in one).")] = None,
     out: Annotated[Path, typer.Option("-o", "--out", help="PNG file to write.")] = Path("generated.png"),
     force: Annotated[bool, typer.Option(help="Overwrite OUT if it exists.")] = False,
-    temperature: Annotated[float | None, typer.Option(min=0.0, help="Latent noise scale for vae/gan models (default: the model's).")] = None,
+    temperature: Annotated[float | None, typer.Option(min=0.0, help="Latent noise scale for vae/gan models; for a scene model (the built-in shapes one) the writer's sampling temperature, 0 = each sentence's likeliest scene (default: the model's).")] = None,
     scale: Annotated[int, typer.Option(min=1, max=16, help="Enlarge the PNG by this factor (nearest neighbour).")] = 1,
     data: Annotated[str, typer.Option(help="Which built-in generator draws when no --model is given: shapes (coloured "
                                            "shapes) or flickr8k (photos of people and dogs; blurry at this size).")] = "shapes",
@@ -208,7 +208,7 @@ def eval_generator_cmd(
     encoder: Annotated[str, typer.Option(help="Encoder whose features the distance is measured in.")] = "mobilenet_v2",
     size: Annotated[int, typer.Option(help="Encoder input size (images are resized to it).")] = 128,
     seed: Annotated[int, typer.Option()] = 0,
-    temperature: Annotated[float | None, typer.Option(min=0.0, help="Latent noise scale (default: the model's).")] = None,
+    temperature: Annotated[float | None, typer.Option(min=0.0, help="Latent noise scale (vae/gan), or a scene generator's sampling temperature (default: the model's).")] = None,
     out: Annotated[Path | None, typer.Option("-o", "--out", help="Also write the result as JSON here.")] = None,
     data_dir: Annotated[Path | None, typer.Option()] = None,
 ) -> None:

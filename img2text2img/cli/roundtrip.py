@@ -26,8 +26,9 @@ def roundtrip_eval(
     rerank_with: Annotated[Path | None, typer.Option(help="Captioner folder (not the judge): each drawing is the best of "
                                                           "--candidates samples by its likelihood of the sentence.")] = None,
     candidates: Annotated[int, typer.Option(min=1, max=256, help="Samples per drawing with --rerank-with.")] = 8,
-    temperature: Annotated[float | None, typer.Option(min=0.0, help="Latent noise scale of a vae/gan generator "
-                                                      "(default: the model's own), e.g. to choose it on --split val.")] = None,
+    temperature: Annotated[float | None, typer.Option(min=0.0, help="Latent noise scale of a vae/gan generator, "
+                                                      "sampling temperature of a scene generator (default: the "
+                                                      "model's own), e.g. to choose it on --split val.")] = None,
 ) -> None:
     """Send captions through the generator and back through the captioner; score BLEU between the bounds
     (upper: captioner on the real photo; lower: on a grey image / an unrelated photo). Writes OUT/roundtrip.json and
