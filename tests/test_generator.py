@@ -29,10 +29,6 @@ SHIPPED_SHAPES_CAPTIONER = Path(__file__).resolve().parent.parent / "img2text2im
 PROMPTS = ["a large red circle in the top left", "a small blue square to the right of a small green star"]
 
 
-
-
-
-
 def _batches(data, n_steps, bs=16, seed=0):
     dset = ImageCaptionDataset(data, seed=seed)
     g = torch.Generator().manual_seed(seed)

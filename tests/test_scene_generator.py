@@ -56,7 +56,7 @@ def test_writer_learns_and_save_load_draws_the_same(shapes, fitted, tmp_path):
     losses = []
     for _ in range(150):
         idx = [rng.randrange(len(scenes)) for _ in range(32)]
-        loss = model.loss(pad_batch([rng.choice(data.captions[i]) for i in idx]), [scenes[i] for i in idx])
+        loss = model(pad_batch([rng.choice(data.captions[i]) for i in idx]), [scenes[i] for i in idx])
         opt.zero_grad()
         loss.backward()
         opt.step()

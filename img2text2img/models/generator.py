@@ -517,6 +517,22 @@ def _kmeans(points: torch.Tensor, centres: torch.Tensor, iters: int) -> torch.Te
     return c
 
 
+def _farthest_point_kmeans(points: torch.Tensor, k: int, gen: torch.Generator, iters: int) -> torch.Tensor:
+    """k-means over points [M, D] -> centres [k, D], started from one random point and then each next the farthest
+    from those taken: rare kinds (a shape few pictures hold) get a centre of their own instead of being merged."""
+    centres = [points[int(torch.randint(len(points), (1,), generator=gen))]]
+    dist = (points - centres[0]).pow(2).sum(1)
+    while len(centres) < k:
+        centres.append(points[dist.argmax()])
+        dist = torch.minimum(dist, (points - centres[-1]).pow(2).sum(1))
+    return _kmeans(points, torch.stack(centres), iters)
+
+
+def _unit_float(images: torch.Tensor) -> torch.Tensor:
+    """Pictures as uint8 or floats -> floats in [0, 1]."""
+    return images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
+
+
 def fit_palette(images: torch.Tensor, k: int, seed: int = 0, sample: int = 200_000, iters: int = 15,
                 separation: float = 0.12) -> torch.Tensor:
     """The `k` colours a palette generator draws with: k-means over the pixels of `images` ([N, 3, H, W], uint8 or
@@ -527,7 +543,7 @@ def fit_palette(images: torch.Tensor, k: int, seed: int = 0, sample: int = 200_0
     tiny share of the pixels, yet far denser than the blends along its edges; a random or farthest-point start
     spends centres on those blends and lets k-means merge yellow with orange, after which the generator could
     never draw either. Farthest points fill up if too few dense colours are far enough apart."""
-    x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
+    x = _unit_float(images)
     px = x.permute(0, 2, 3, 1).reshape(-1, 3)
     gen = torch.Generator().manual_seed(int(seed))
     if px.shape[0] > sample:
@@ -557,6 +573,17 @@ def sprite_frame(cover: torch.Tensor, eps: float = 1e-3) -> tuple[torch.Tensor, 
     return (cover.sum(1) * pos).sum(1) / mass, (cover.sum(2) * pos).sum(1) / mass, 2 * mass.sqrt() / S
 
 
+def _cut_frames(cover: torch.Tensor, resolution: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Coverage maps [M, S, S] -> each cut out in its own sprite frame ([M, R, R]), and that frame's centroid x, y and
+    half-size (`sprite_frame`), each [M]: how templates are cut from pictures."""
+    cx, cy, half = sprite_frame(cover, eps=0.0)  # callers pass regions of min_pixels or more
+    zero = torch.zeros_like(half)
+    theta = torch.stack([torch.stack([half, zero, cx], 1), torch.stack([zero, half, cy], 1)], 1)
+    grid = F.affine_grid(theta, [len(cover), 1, resolution, resolution], align_corners=False)
+    cuts = F.grid_sample(cover.unsqueeze(1), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return cuts[:, 0], cx, cy, half
+
+
 def _components(fg: torch.Tensor) -> torch.Tensor:
     """Foreground masks [N, S, S] (bool) -> connected-component labels [N, S, S] (0 = background): each pixel takes
     the largest pixel number among its 8 neighbours until nothing changes (no scipy needed)."""
@@ -571,10 +598,14 @@ def _components(fg: torch.Tensor) -> torch.Tensor:
     return lab.long()
 
 
+def _border_colour(x: torch.Tensor) -> torch.Tensor:
+    """Pictures [N, 3, S, S] -> the median colour of each one's border pixels [N, 3]: its background, on shapes."""
+    return torch.cat([x[:, :, 0], x[:, :, -1], x[:, :, :, 0], x[:, :, :, -1]], 2).median(2).values
+
+
 def _foreground(x: torch.Tensor, threshold: float = 0.15) -> torch.Tensor:
     """Pictures [N, 3, S, S] in [0, 1] -> [N, S, S] bool: pixels away from the picture's border colour."""
-    border = torch.cat([x[:, :, 0], x[:, :, -1], x[:, :, :, 0], x[:, :, :, -1]], 2)  # N x 3 x 4S
-    return (x - border.median(2).values[:, :, None, None]).abs().amax(1) > threshold
+    return (x - _border_colour(x)[:, :, None, None]).abs().amax(1) > threshold
 
 
 def count_shapes(images: torch.Tensor, min_pixels: int = 12) -> torch.Tensor:
@@ -597,7 +628,7 @@ def fit_sprites(images: torch.Tensor, k: int, resolution: int = 32, seed: int = 
     Why: templates that all start as the same disc get the same gradient, and training found one disc for every
     shape; started from the shapes the pictures hold, each template is already a different shape and the layers
     learn which to choose. A shape is a connected region of pixels away from the picture's border colour."""
-    x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
+    x = _unit_float(images)
     gen = torch.Generator().manual_seed(int(seed))
     if x.shape[0] > sample:
         x = x[torch.randperm(x.shape[0], generator=gen)[:sample]]
@@ -615,18 +646,8 @@ def fit_sprites(images: torch.Tensor, k: int, resolution: int = 32, seed: int = 
                 masks.append(m)
     if len(masks) < k:
         raise I2TError(f"only {len(masks)} shapes found in the training pictures; {k} sprites need at least {k}")
-    m = torch.stack(masks).float().unsqueeze(1)  # M x 1 x S x S
-    cx, cy, half = sprite_frame(m[:, 0], eps=0.0)  # every region has min_pixels or more
-    zero = torch.zeros_like(half)
-    theta = torch.stack([torch.stack([half, zero, cx], 1), torch.stack([zero, half, cy], 1)], 1)
-    grid = F.affine_grid(theta, [len(m), 1, resolution, resolution], align_corners=False)
-    crops = F.grid_sample(m, grid, mode="bilinear", padding_mode="zeros", align_corners=False).flatten(1)  # M x R^2
-    centres = [crops[int(torch.randint(len(crops), (1,), generator=gen))]]
-    dist = (crops - centres[0]).pow(2).sum(1)
-    while len(centres) < k:  # farthest points first: rare shapes get a template of their own
-        centres.append(crops[dist.argmax()])
-        dist = torch.minimum(dist, (crops - centres[-1]).pow(2).sum(1))
-    c = _kmeans(crops, torch.stack(centres), iters)
+    crops = _cut_frames(torch.stack(masks).float(), resolution)[0].flatten(1)  # M x R^2
+    c = _farthest_point_kmeans(crops, k, gen, iters)
     return (8.0 * (c - 0.5)).view(k, resolution, resolution)  # +-4: inside / outside
 
 
@@ -827,8 +848,7 @@ class Generator(nn.Module):
         differs from `real`'s border colour, else 1."""
         if self.config.fg_weight <= 0:
             return torch.ones_like(image[:, :1])
-        border = torch.cat([real[:, :, 0], real[:, :, -1], real[:, :, :, 0], real[:, :, :, -1]], dim=2)  # B x 3 x 4S
-        bg = border.median(dim=2).values[:, :, None, None]  # B x 3 x 1 x 1
+        bg = _border_colour(real)[:, :, None, None]  # B x 3 x 1 x 1
         fg = ((image - bg).abs().sum(1, keepdim=True) > 0.15).to(image.dtype)  # B x 1 x H x W
         return 1 + self.config.fg_weight * fg
 

@@ -34,12 +34,14 @@ from img2text2img.config import config_from_dict, config_to_dict
 from img2text2img.errors import I2TError
 from img2text2img.models.generator import (
     TextEncoder,
+    _border_colour,
     _components,
+    _cut_frames,
+    _farthest_point_kmeans,
     _foreground,
-    _kmeans,
+    _unit_float,
     fit_palette,
     prepare_prompts,
-    sprite_frame,
 )
 from img2text2img.vocab import Vocabulary
 
@@ -135,7 +137,7 @@ class ScenePicture(nn.Module):
 
     def fit(self, images: torch.Tensor, seed: int = 0) -> ScenePicture:
         """Palette and templates from training pictures ([N, 3, S, S], uint8 or [0, 1]); a few thousand suffice."""
-        x = _as_float(images)
+        x = _unit_float(images)
         palette = fit_palette(x, self.cfg.colours, seed=seed)
         # Each entry moved to the most common exact colour among the pixels it takes: k-means centres sit a little
         # towards the blended edge pixels, and re-drawn pictures should carry the dataset's own colours.
@@ -153,18 +155,13 @@ class ScenePicture(nn.Module):
         if len(cuts) < k:
             raise I2TError(f"only {len(cuts)} objects found in the training pictures; {k} templates need at least {k}")
         gen = torch.Generator().manual_seed(seed)
-        centres = [cuts[int(torch.randint(len(cuts), (1,), generator=gen))]]
-        dist = (cuts - centres[0]).pow(2).sum(1)
-        while len(centres) < k:  # farthest points first, so rare shapes get a template of their own
-            centres.append(cuts[dist.argmax()])
-            dist = torch.minimum(dist, (cuts - centres[-1]).pow(2).sum(1))
-        self.templates.copy_(_kmeans(cuts, torch.stack(centres), 15).view_as(self.templates))
+        self.templates.copy_(_farthest_point_kmeans(cuts, k, gen, 15).view_as(self.templates))
         return self
 
     def _objects(self, x: torch.Tensor) -> list[tuple[torch.Tensor, list]]:
         """Per picture: (background colour [3], [(colour [3], matte cut [R, R], cx, cy, size)])."""
         R = self.cfg.template_resolution
-        border = torch.cat([x[:, :, 0], x[:, :, -1], x[:, :, :, 0], x[:, :, :, -1]], 2).median(2).values
+        border = _border_colour(x)
         labels = _components(_foreground(x))
         out = []
         for i in range(len(x)):
@@ -178,13 +175,8 @@ class ScenePicture(nn.Module):
                 near = F.max_pool2d(region.float()[None, None], 3, 1, 1)[0, 0] > 0  # the region and its rim
                 alpha = ((x[i] - border[i][:, None, None]) * d[:, None, None]).sum(0) / d.pow(2).sum().clamp(min=1e-6)
                 alpha = alpha.clamp(0, 1) * near
-                cx, cy, size = sprite_frame(alpha[None], eps=0.0)
-                zero = torch.zeros_like(size)
-                theta = torch.stack([torch.stack([size, zero, cx], 1), torch.stack([zero, size, cy], 1)], 1)
-                grid = F.affine_grid(theta, [1, 1, R, R], align_corners=False)
-                cut = F.grid_sample(alpha[None, None], grid, mode="bilinear", padding_mode="zeros",
-                                    align_corners=False)[0, 0]
-                objs.append((colour, cut, float(cx), float(cy), float(size)))
+                cut, cx, cy, size = _cut_frames(alpha[None], R)
+                objs.append((colour, cut[0], float(cx), float(cy), float(size)))
             out.append((border[i], objs))
         return out
 
@@ -193,7 +185,7 @@ class ScenePicture(nn.Module):
         cfg, tok = self.cfg, self.tokens
         flat = self.templates.flatten(1)
         seqs = []
-        for background, objs in self._objects(_as_float(images)):
+        for background, objs in self._objects(_unit_float(images)):
             found = []
             for colour, cut, cx, cy, size in objs:
                 qx, qy = _bin((cx + 1) / 2, cfg.positions), _bin((cy + 1) / 2, cfg.positions)
@@ -318,8 +310,6 @@ class SceneGenerator(nn.Module):
         so that a DistributedDataParallel wrapper sees it and synchronises the gradients."""
         return self.prior.loss(ids, seqs)
 
-    loss = forward
-
     def prompt_ids(self, texts: Sequence[str]) -> torch.Tensor:
         if self.vocab is None:
             raise I2TError("this generator has no vocabulary attached; load it from a checkpoint")
@@ -349,9 +339,6 @@ class SceneGenerator(nn.Module):
             self.train(was_training)
         return self.picture.render(seqs).cpu().clamp_(0, 1)
 
-    def inference_state_dict(self) -> dict[str, torch.Tensor]:
-        return self.state_dict()
-
     def save(self, path: str | Path, half: bool = False, full: bool = True, metrics: dict | None = None,
              info: dict | None = None) -> Path:
         from img2text2img.checkpoint import save_checkpoint
@@ -370,10 +357,6 @@ class SceneGenerator(nn.Module):
             raise I2TError(f"{ckpt.path}: weights do not match the scene generator config "
                            f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
         return model.eval()
-
-
-def _as_float(images: torch.Tensor) -> torch.Tensor:
-    return images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
 
 
 def _bin(unit: float, bins: int) -> int:
