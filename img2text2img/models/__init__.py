@@ -6,6 +6,8 @@ the kinds map to classes by name (no `if/elif` over model names).
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from img2text2img.errors import I2TError
@@ -16,6 +18,19 @@ MODEL_KINDS = {
     "tagger": "img2text2img.models.tagger:Tagger",
     "generator": "img2text2img.models.generator:Generator",
 }
+
+
+@contextmanager
+def evaluating(module) -> Iterator[None]:
+    """Run the block with `module` in eval mode (dropout off, BatchNorm on its statistics), then give back the mode
+    it had. Why: inference methods are called from training loops too (validation, reranking, sample grids), and
+    must not leave a model that was training switched to eval."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield
+    finally:
+        module.train(was_training)
 
 
 def resolve_checkpoint_dir(path: str | Path) -> Path:

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from img2text2img.errors import I2TError
+from img2text2img.models import evaluating
 from img2text2img.registry import Registry
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -276,12 +277,9 @@ class Encoder(nn.Module):
         """(h, w) of the feature map for this encoder's input size (one dry run, remembered)."""
         if self._grid_hw is None:
             p = next(self.model.parameters())
-            with torch.no_grad():
-                was = self.training
-                self.eval()
+            with torch.no_grad(), evaluating(self):
                 fmap = self.feature_map(torch.zeros(1, 3, self.preprocess.image_size, self.preprocess.image_size,
                                                     device=p.device, dtype=p.dtype))
-                self.train(was)
             self._grid_hw = (int(fmap.shape[2]), int(fmap.shape[3]))
         return self._grid_hw
 

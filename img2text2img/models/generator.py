@@ -36,6 +36,7 @@ from torch import nn
 
 from img2text2img.config import config_from_dict, config_to_dict
 from img2text2img.errors import I2TError
+from img2text2img.models import evaluating
 from img2text2img.registry import Registry
 from img2text2img.vocab import PAD_ID, SharedEmbedding, Vocabulary, pad_batch, tokenize
 
@@ -683,11 +684,30 @@ def prepare_prompts(texts: Sequence[str], vocab: Vocabulary, max_tokens: int) ->
     return pad_batch(seqs)
 
 
+class PromptedSampling:
+    """What every generator kind does before it draws: prompts to token ids, `n` rows per prompt, the default
+    temperature. Mixed into each kind's module (it needs `self.vocab` and a config with `max_tokens` and
+    `sample_temperature`) so that the kinds check and read prompts the same way."""
+
+    def prompt_ids(self, texts: Sequence[str]) -> torch.Tensor:
+        if self.vocab is None:
+            raise I2TError("this generator has no vocabulary attached; load it from a checkpoint")
+        return prepare_prompts(texts, self.vocab, self.config.max_tokens)
+
+    def sampling_ids(self, prompts: Sequence[str] | str | torch.Tensor, n: int,
+                     temperature: float | None) -> tuple[torch.Tensor, float]:
+        """-> (ids [len(prompts) * n, T], prompt-major; the temperature to sample at, None = the config's)."""
+        if n < 1:
+            raise I2TError(f"n must be at least 1, got {n}")
+        ids = prompts if isinstance(prompts, torch.Tensor) else self.prompt_ids(prompts)
+        return ids.repeat_interleave(n, dim=0), self.config.sample_temperature if temperature is None else temperature
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # The model
 
 
-class Generator(nn.Module):
+class Generator(PromptedSampling, nn.Module):
     """Sentence -> 64x64 image. `config.kind` picks pixel / vae / gan; see the module docstring."""
 
     def __init__(self, config: GeneratorConfig, vocab: Vocabulary | None = None):
@@ -987,11 +1007,6 @@ class Generator(nn.Module):
 
     # -- generation ------------------------------------------------------------------------------------------
 
-    def prompt_ids(self, texts: Sequence[str]) -> torch.Tensor:
-        if self.vocab is None:
-            raise I2TError("this generator has no vocabulary attached; load it from a checkpoint")
-        return prepare_prompts(texts, self.vocab, self.config.max_tokens)
-
     @torch.inference_mode()
     def generate(
         self,
@@ -1007,23 +1022,15 @@ class Generator(nn.Module):
         `seed` (drawn on the CPU, so a seed gives the same noise on any device), scaled by `temperature` (None =
         `config.sample_temperature`); a `pixel` model is deterministic
         and draws the same picture n times. Runs in eval mode and restores the previous mode."""
-        if n < 1:
-            raise I2TError(f"n must be at least 1, got {n}")
-        ids = prompts if isinstance(prompts, torch.Tensor) else self.prompt_ids(prompts)
-        ids = ids.repeat_interleave(n, dim=0)
-        temperature = self.config.sample_temperature if temperature is None else temperature
+        ids, temperature = self.sampling_ids(prompts, n, temperature)
         device = next(self.parameters()).device
         rng = torch.Generator().manual_seed(int(seed))
         z = torch.randn(ids.shape[0], self.config.z_dim, generator=rng) * temperature if self.config.z_dim else None
-        was_training = self.training
-        self.eval()
-        try:
-            out = []
+        out = []
+        with evaluating(self):
             for i in range(0, ids.shape[0], batch_size):
                 zi = z[i : i + batch_size].to(device) if z is not None else None
                 out.append(self.draw(ids[i : i + batch_size].to(device), zi).float().cpu())
-        finally:
-            self.train(was_training)
         return torch.cat(out).clamp_(0, 1)
 
     # -- persistence -----------------------------------------------------------------------------------------

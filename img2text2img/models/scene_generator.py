@@ -32,7 +32,9 @@ from torch import nn
 
 from img2text2img.config import config_from_dict, config_to_dict
 from img2text2img.errors import I2TError
+from img2text2img.models import evaluating
 from img2text2img.models.generator import (
+    PromptedSampling,
     TextEncoder,
     _border_colour,
     _components,
@@ -41,7 +43,6 @@ from img2text2img.models.generator import (
     _foreground,
     _unit_float,
     fit_palette,
-    prepare_prompts,
 )
 from img2text2img.vocab import Vocabulary
 
@@ -294,7 +295,7 @@ class ScenePrior(nn.Module):
         return [s[1:].tolist() for s in seq.cpu()]
 
 
-class SceneGenerator(nn.Module):
+class SceneGenerator(PromptedSampling, nn.Module):
     """Sentence -> 64x64 picture through a scene (see the module docstring). Same public face as `Generator`."""
 
     def __init__(self, config: SceneGeneratorConfig, vocab: Vocabulary | None = None):
@@ -310,33 +311,18 @@ class SceneGenerator(nn.Module):
         so that a DistributedDataParallel wrapper sees it and synchronises the gradients."""
         return self.prior.loss(ids, seqs)
 
-    def prompt_ids(self, texts: Sequence[str]) -> torch.Tensor:
-        if self.vocab is None:
-            raise I2TError("this generator has no vocabulary attached; load it from a checkpoint")
-        return prepare_prompts(texts, self.vocab, self.config.max_tokens)
-
     @torch.inference_mode()
     def generate(self, prompts: Sequence[str] | str | torch.Tensor, n: int = 1, seed: int = 0,
                  temperature: float | None = None, batch_size: int = 64) -> torch.Tensor:
         """Draw `n` pictures per prompt -> [len(prompts) * n, 3, S, S] in [0, 1], prompt-major, deterministic for a
         seed. `temperature` None = `config.sample_temperature`; 0 writes each sentence's most likely scene."""
-        if n < 1:
-            raise I2TError(f"n must be at least 1, got {n}")
-        if isinstance(prompts, str):
-            prompts = [prompts]
-        ids = prompts if isinstance(prompts, torch.Tensor) else self.prompt_ids(prompts)
-        ids = ids.repeat_interleave(n, dim=0)
-        temperature = self.config.sample_temperature if temperature is None else temperature
+        ids, temperature = self.sampling_ids(prompts, n, temperature)
         device = next(self.parameters()).device
         gen = torch.Generator().manual_seed(int(seed))
-        was_training = self.training
-        self.eval()
-        try:
-            seqs = []
+        seqs = []
+        with evaluating(self):
             for i in range(0, ids.shape[0], batch_size):
                 seqs += self.prior.sample(ids[i:i + batch_size].to(device), temperature, gen)
-        finally:
-            self.train(was_training)
         return self.picture.render(seqs).cpu().clamp_(0, 1)
 
     def save(self, path: str | Path, half: bool = False, full: bool = True, metrics: dict | None = None,

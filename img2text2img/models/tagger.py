@@ -32,6 +32,7 @@ from torch import nn
 
 from img2text2img.config import config_from_dict, config_to_dict
 from img2text2img.errors import I2TError
+from img2text2img.models import evaluating
 from img2text2img.registry import Registry
 from img2text2img.vocab import END_ID, PAD_ID, SPECIALS, START_ID, SharedEmbedding, Vocabulary
 
@@ -308,17 +309,13 @@ class Tagger(nn.Module):
     @torch.no_grad()
     def tag_images(self, images: Sequence, top: int | None = 10, batch_size: int = 32, **kw) -> list[list[tuple[str, float]]]:
         """PIL images -> per image up to `top` (tag, score) pairs, highest score first."""
-        was = self.training
-        self.eval()
         tf = self.encoder.transform()
         dev = next(self.parameters()).device
         out: list[list[tuple[str, float]]] = []
-        try:
+        with evaluating(self):
             for i in range(0, len(images), batch_size):
                 x = torch.stack([tf(im.convert("RGB")) for im in images[i : i + batch_size]]).to(dev)
                 out += self.predict_features(self.encode(x), top=top, **kw)
-        finally:
-            self.train(was)
         return out
 
     # -- checkpoints ------------------------------------------------------------------------------------------------
