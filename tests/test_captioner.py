@@ -57,8 +57,9 @@ def test_registry_names():
         captioner_config("nope+lstm")
 
 
-@pytest.mark.parametrize("decoder, extra", [*((d, {}) for d in DECODERS), ("attention", {"refine_layers": 1})],
-                         ids=[*DECODERS, "attention-refine"])
+@pytest.mark.parametrize("decoder, extra", [*((d, {}) for d in DECODERS), ("attention", {"refine_layers": 1}),
+                                             ("attention", {"attribute_words": 4})],
+                         ids=[*DECODERS, "attention-refine", "attention-attributes"])
 def test_each_decoder_loss_falls(shapes, decoder, extra):
     torch.manual_seed(0)
     model = create_captioner(f"small_cnn+{decoder}-tiny", shapes["vocab"], feature_dim=64, dropout=0.0, **extra)
@@ -75,6 +76,9 @@ def test_each_decoder_loss_falls(shapes, decoder, extra):
     assert sum(losses[-5:]) / 5 < 0.6 * sum(losses[:5]) / 5, losses
     if extra.get("refine_layers"):  # the refiner is in the graph: every one of its weights learned
         assert all(p.grad is not None for p in model.decoder.refine.parameters())
+    if extra.get("attribute_words"):  # so is the word detector, and its word cells
+        assert all(p.grad is not None for p in [*model.decoder.attr_head.parameters(),
+                                                *model.decoder.attr_proj.parameters()])
 
 
 @pytest.mark.parametrize("decoder", DECODERS)
@@ -638,6 +642,67 @@ def test_attention_decoder_with_refined_grid_groups_searches_and_round_trips(sha
     assert [r.text for r in loaded.caption_images(images, beam_size=3)] == [r.text for r in before]
     with pytest.raises(I2TError, match="divisible by 8"):
         captioner_config("small_cnn+attention-tiny", refine_layers=1, feature_proj=60)
+
+
+def test_attribute_words_are_detected_attended_saved_and_added_to_a_trained_model(shapes, tmp_path):
+    """`attribute_words`: a word-detector head picks content words that join the grid as cells. It learns to find
+    the words of an image's captions, never proposes function words or specials, keeps grouped batches the same
+    function, beam 1 = greedy, save -> load identical; and it can be added to a model trained without it."""
+    from dataclasses import replace
+
+    from img2text2img.train.captioner import CaptionerTask, CaptionTrainOptions
+
+    vocab = shapes["vocab"]
+    torch.manual_seed(0)
+    model = create_captioner("small_cnn+attention-tiny", vocab, feature_dim=64, dropout=0.0, attribute_words=3)
+    allowed = model.decoder.attr_allowed
+    assert not allowed[:4].any() and not allowed[vocab.stoi["a"]] and allowed[vocab.stoi["circle"]]
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for step in range(60):
+        rows = torch.arange(step * 32, step * 32 + 32) % 192
+        loss = model.loss(shapes["tokens"][rows], shapes["pooled"][rows], shapes["grid"][rows])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    with torch.no_grad():
+        _, logits = model.decoder._image_state(shapes["pooled"][:64], shapes["grid"][:64])
+    top = logits.topk(3, dim=-1).indices
+    assert allowed[top].all()  # only content words are ever proposed
+    hits = [len(set(t.tolist()) & set(shapes["tokens"][i].tolist())) for i, t in enumerate(top)]
+    assert sum(hits) / len(hits) >= 1.5, hits  # of 3 detected words, most are in the training caption
+
+    index = torch.tensor([0, 0, 1, 2, 2, 1])
+    tokens = shapes["tokens"][torch.arange(6) * 5]
+    with torch.no_grad():
+        want, _ = model(tokens, shapes["pooled"][:3][index], shapes["grid"][:3][index])
+        got, _ = model(tokens, shapes["pooled"][:3], shapes["grid"][:3], index=index)
+        g_ids, _ = greedy_search(model.decoder, shapes["pooled"][:8], shapes["grid"][:8], 12)
+        b_ids, _ = beam_search(model.decoder, shapes["pooled"][:8], shapes["grid"][:8], 1, 12)
+    assert torch.allclose(got, want, atol=1e-5)
+    assert torch.equal(g_ids, b_ids)
+    model.attach_encoder(shapes["enc"])
+    model.config.store_encoder = True
+    ds = shapes["ds"]
+    images = [load_image(ds.image_path(i)) for i in ds.split("test")[:4]]
+    before = model.caption_images(images, beam_size=3)
+    model.save(tmp_path / "cap")
+    loaded = load_captioner(tmp_path / "cap")
+    assert loaded.config.attribute_words == 3 and torch.equal(loaded.decoder.attr_allowed, allowed)
+    assert [r.text for r in loaded.caption_images(images, beam_size=3)] == [r.text for r in before]
+
+    plain = create_captioner("small_cnn+attention-tiny", vocab, feature_dim=64)
+    plain.attach_encoder(shapes["enc"])
+    plain.config.store_encoder = True
+    plain.save(tmp_path / "plain")
+    opts = CaptionTrainOptions(data="shapes:400", min_count=1, val_images=8, group_images=True,
+                               init_from=str(tmp_path / "plain"))
+    added = CaptionerTask(replace(opts, overrides={"attribute_words": 2})).model
+    assert added.config.attribute_words == 2
+    old = plain.state_dict()
+    assert all(torch.equal(v, old[k]) for k, v in added.state_dict().items() if k in old)
+    with pytest.raises(I2TError, match="needs the attention decoder"):
+        captioner_config("small_cnn+lstm-tiny", attribute_words=2)
 
 
 LITE0_WEIGHTS = (weights_dir() or Path("no-shared-weights")) / "timm_tf_efficientnet_lite0_imagenet.safetensors"

@@ -100,6 +100,12 @@ def train_captioner_cmd(
     refine_layers: Annotated[int | None, typer.Option(min=0, max=8, help="attention decoder: self-attention "
                                                          "layers over the projected grid cells, run once per image "
                                                          "(default 0: none). A fresh run only.")] = None,
+    attribute_words: Annotated[int | None, typer.Option(
+        min=0, max=64, help="attention decoder: also attend to the N words a detector head finds most likely in "
+                            "the photo's captions (semantic attention; default 0: off). Can be added to an "
+                            "--init-from model; its new weights start untrained.")] = None,
+    attribute_weight: Annotated[float | None, typer.Option(
+        min=0.0, help="Weight of that word detector's loss (default 0.05).")] = None,
     encoder_trainable_blocks: Annotated[int | None, typer.Option(
         min=0, help="Fine-tune the pretrained encoder's last N blocks with the decoder (EfficientNet-Lite0: 2 = head "
                     "conv + BatchNorm, 3 adds the last stage). Trains on photos, not cached features, and stores "
@@ -128,6 +134,10 @@ def train_captioner_cmd(
         overrides["refine_layers"] = refine_layers
     if encoder_trainable_blocks is not None:
         overrides["encoder_trainable_blocks"] = encoder_trainable_blocks
+    if attribute_words is not None:
+        overrides["attribute_words"] = attribute_words
+    if attribute_weight is not None:
+        overrides["attribute_weight"] = attribute_weight
     opts = CaptionTrainOptions(model=model, data=data, data_dir=str(data_dir) if data_dir else None, min_count=min_count,
                                glove=glove, overrides=overrides, val_images=val_images,
                                init_from=str(init_from) if init_from else None, scst=scst, scst_samples=scst_samples,

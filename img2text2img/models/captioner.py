@@ -32,8 +32,10 @@ from torch.nn.utils.rnn import pack_padded_sequence
 
 from img2text2img.config import config_from_dict, config_to_dict
 from img2text2img.errors import I2TError
+from img2text2img.models import evaluating
 from img2text2img.registry import Registry
-from img2text2img.vocab import END_ID, PAD_ID, START_ID, SharedEmbedding, Vocabulary, pad_batch
+from img2text2img.tags import candidate_words
+from img2text2img.vocab import END_ID, PAD_ID, SPECIALS, START_ID, SharedEmbedding, Vocabulary, pad_batch
 
 KIND = "captioner"
 
@@ -51,6 +53,10 @@ class CaptionerConfig:
     # attention decoder: > 0 runs this many self-attention layers over the projected grid cells, once per image,
     # before the decoder attends to them (see SoftAttentionDecoder); 0: the cells as the frozen CNN left them
     refine_layers: int = 0
+    # attention decoder: > 0 adds this many detected words as extra cells to attend to (see SoftAttentionDecoder);
+    # `attribute_weight` weighs the word-detection loss (binary cross-entropy, summed over the vocabulary per image)
+    attribute_words: int = 0
+    attribute_weight: float = 0.05
     dropout: float = 0.5
     max_len: int = 20  # longest caption generated (words, without <start>/<end>)
     alpha_c: float = 1.0  # weight of the doubly stochastic attention regulariser
@@ -78,6 +84,10 @@ class CaptionerConfig:
     def __post_init__(self) -> None:
         if self.encoder_trainable_blocks < 0:
             raise I2TError(f"encoder_trainable_blocks must be >= 0, not {self.encoder_trainable_blocks}")
+        if not 0 <= self.attribute_words <= 64:
+            raise I2TError(f"attribute_words must be between 0 and 64, not {self.attribute_words}")
+        if self.attribute_words and self.decoder != "attention":
+            raise I2TError("attribute_words needs the attention decoder")
         if not 0 <= self.refine_layers <= 8:
             raise I2TError(f"refine_layers must be between 0 and 8, not {self.refine_layers}")
         if self.refine_layers and self.feature_proj % 8:
@@ -308,7 +318,14 @@ class SoftAttentionDecoder(nn.Module):
     self-attention + feed-forward, as in the region refiners of AoANet and the M2 transformer): the frozen CNN made
     each cell's features from its own neighbourhood, and a cell that sees the others can say "the dog that holds the
     stick" where it alone says "dog". It runs once per image, on cached features, so it costs little in training or
-    in a beam search."""
+    in a beam search.
+
+    With `attribute_words` K > 0 (semantic attention, after You et al., CVPR 2016, and Yao et al., ICCV 2017): a
+    linear head on the image's mean cell scores every content word of the vocabulary for "appears in this photo's
+    captions", trained by binary cross-entropy on the words of its reference captions, and the K best-scoring words
+    join the grid as extra cells (their embedding, projected and scaled by the word's probability). Why: the grid
+    cells say what the CNN saw; the detected words say it in the caption's own vocabulary, and a word such as
+    "snow" or "climbing" is then one attention step away rather than something the LSTM must infer from pixels."""
 
     per_image_state = frozenset({"feats", "att"})  # state that depends on the image only (see `beam_search`)
     takes_index = True  # forward() accepts features once per image (see Captioner.forward)
@@ -332,16 +349,51 @@ class SoftAttentionDecoder(nn.Module):
         self.cell = nn.LSTMCell(cfg.embed_dim + P, H)
         self.drop = nn.Dropout(cfg.dropout)
         self.out = nn.Linear(H, cfg.vocab_size)
+        self.alpha_c, self.attribute_weight = cfg.alpha_c, cfg.attribute_weight
+        self.attr_head = self.attr_proj = None
+        if cfg.attribute_words:
+            self.attribute_words = cfg.attribute_words
+            self.attr_head = nn.Linear(P, cfg.vocab_size)
+            nn.init.constant_(self.attr_head.bias, -4.0)  # a word is in few photos' captions: start near 2%
+            self.attr_proj = nn.Linear(cfg.embed_dim, P)
+            # which vocabulary ids count as words to detect; all until the captioner sets them from its vocabulary
+            self.register_buffer("attr_allowed", torch.ones(cfg.vocab_size, dtype=torch.bool), persistent=False)
 
-    def init_state(self, pooled, grid):
+    def set_attribute_vocabulary(self, allowed: torch.Tensor) -> None:
+        """`allowed` [V] bool: the content words (`tags.candidate_words`) the attribute head may detect."""
+        if self.attr_head is not None:
+            self.attr_allowed.copy_(allowed)
+
+    def _image_state(self, pooled, grid) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
         if grid is None:
             raise I2TError("the attention decoder needs the encoder's spatial grid features")
         feats = self.feat(grid)  # [B, N, P]
         if self.refine is not None:
             feats = self.refine(feats)  # [B, N, P], each cell having looked at the others
         mean = feats.mean(1)  # [B, P]
-        return {"feats": feats, "att": self.att_feat(feats),  # [B, N, A]
-                "h": torch.tanh(self.init_h(mean)), "c": torch.tanh(self.init_c(mean))}
+        attr_logits = None
+        if self.attr_head is not None:
+            attr_logits = self.attr_head(mean).float().masked_fill(~self.attr_allowed, float("-inf"))  # [B, V]
+            p, words = torch.sigmoid(attr_logits).topk(self.attribute_words, dim=-1)  # [B, K]
+            cells = self.attr_proj(self.embed(words)) * p[..., None].to(feats.dtype)  # [B, K, P]
+            feats = torch.cat([feats, cells.to(feats.dtype)], 1)  # [B, N + K, P]
+        return ({"feats": feats, "att": self.att_feat(feats),  # [B, N(+K), A]
+                 "h": torch.tanh(self.init_h(mean)), "c": torch.tanh(self.init_c(mean))}, attr_logits)
+
+    def init_state(self, pooled, grid):
+        return self._image_state(pooled, grid)[0]
+
+    def _attribute_loss(self, attr_logits: torch.Tensor, tokens: torch.Tensor, index: torch.Tensor | None):
+        """Binary cross-entropy of the word detector against the words of each image's captions in the batch
+        (with `index`, all of its captions), summed over the allowed words, averaged over images."""
+        rows = index if index is not None else torch.arange(tokens.shape[0], device=tokens.device)
+        target = torch.zeros_like(attr_logits)
+        target[rows[:, None].expand_as(tokens), tokens] = 1.0
+        target[:, PAD_ID] = 0.0
+        allowed = self.attr_allowed[None]
+        logits = attr_logits.masked_fill(~allowed, 0.0)  # -inf would make NaN; these terms are dropped below
+        bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+        return (bce * allowed).sum(1).mean()
 
     def _attend(self, s):
         e = self.att_v(torch.tanh(s["att"] + decode_linear(self.att_h, s["h"])[:, None])).squeeze(-1)  # [B, N]
@@ -358,9 +410,10 @@ class SoftAttentionDecoder(nn.Module):
         inv = torch.argsort(order)
         tokens, lengths = tokens[order], lengths[order]
         if index is None:
-            s = self.init_state(pooled[order], grid[order])
+            s, attr_logits = self._image_state(pooled[order], grid[order])
         else:
-            s = {k: v[index[order]] for k, v in self.init_state(pooled, grid).items()}
+            per_image, attr_logits = self._image_state(pooled, grid)
+            s = {k: v[index[order]] for k, v in per_image.items()}
         x = self.drop(self.embed(tokens[:, :-1]))  # [B, T-1, E]
         hs = x.new_zeros(B, T - 1, self.cell.hidden_size)
         alphas = x.new_zeros(B, T - 1, s["feats"].shape[1])
@@ -375,12 +428,16 @@ class SoftAttentionDecoder(nn.Module):
             hs[:bt, t] = h.to(hs.dtype)  # under CPU bf16 autocast the step's products come back in bf16
             alphas[:bt, t] = alpha.to(alphas.dtype)
         reg = ((1.0 - alphas.sum(1)) ** 2).mean()  # doubly stochastic: each cell attended ~once over the caption
+        aux = self.alpha_c * reg
+        if attr_logits is not None:
+            aux = aux + self.attribute_weight * self._attribute_loss(attr_logits, tokens,
+                                                                     None if index is None else index[order])
         # one vocabulary projection for all real steps (a single large matmul is far cheaper than T small ones);
         # padded positions keep logits of zero, which the loss ignores
         real = torch.arange(T - 1, device=tokens.device)[None] < lengths[:, None]
         logits = hs.new_zeros(B, T - 1, self.out.out_features)
         logits[real] = self.out(self.drop(hs[real])).to(logits.dtype)
-        return logits[inv], reg
+        return logits[inv], aux
 
     def step(self, state, prefix):
         ctx, _ = self._attend(state)
@@ -445,6 +502,11 @@ class Captioner(nn.Module):
         if config.members < 1:
             raise I2TError(f"members must be at least 1, not {config.members}")
         built = [DECODERS.get(c.decoder)(c) for c in config.member_configs()]
+        if any(c.attribute_words for c in config.member_configs()):
+            allowed = torch.tensor([i >= len(SPECIALS) and candidate_words(w) == [w] for i, w in enumerate(vocab.itos)])
+            for d in built:
+                if hasattr(d, "set_attribute_vocabulary"):
+                    d.set_attribute_vocabulary(allowed)
         self.decoder = built[0] if config.members == 1 else EnsembleDecoder(built)
         self.encoder: nn.Module | None = None
 
@@ -468,12 +530,13 @@ class Captioner(nn.Module):
         return self.decoder(pooled[index], None if grid is None else grid[index], tokens)
 
     def loss_from_logits(self, logits: torch.Tensor, aux: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        """Cross-entropy over real target tokens (label smoothing optional) + alpha_c * attention regulariser."""
+        """Cross-entropy over real target tokens (label smoothing optional) + the decoder's auxiliary loss, weighted
+        by the decoder (the attention decoder's alpha_c * attention regulariser and its word-detection loss)."""
         target = tokens[:, 1:]
         # in fp32 even under bf16 autocast: a softmax over thousands of words in 8 mantissa bits is too coarse
         ce = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=PAD_ID,
                              label_smoothing=self.config.label_smoothing)
-        return ce + self.config.alpha_c * aux if self.config.uses_grid else ce
+        return ce + aux
 
     def loss(self, tokens, pooled=None, grid=None, images=None) -> torch.Tensor:
         logits, aux = self(tokens, pooled, grid, images)
@@ -651,10 +714,8 @@ class Captioner(nn.Module):
         needs (`img2text2img.rerank`). Words outside this captioner's vocabulary count as <unk>, as in training."""
         if len(images) != len(texts):
             raise I2TError(f"{len(images)} images but {len(texts)} texts")
-        was_training = self.training
-        self.eval()
-        try:
-            out = []
+        out = []
+        with evaluating(self):
             for i in range(0, len(images), batch_size):
                 pooled, grid = self.encode_images(images[i:i + batch_size])
                 tokens = pad_batch([self.vocab.encode(t, max_len=self.config.max_len)
@@ -662,8 +723,6 @@ class Captioner(nn.Module):
                 logits, _ = self.decoder(pooled.float(), grid.float() if self.config.uses_grid else None, tokens)
                 logp = torch.log_softmax(logits.float(), -1).gather(2, tokens[:, 1:, None])[..., 0]
                 out.append((logp * (tokens[:, 1:] != PAD_ID)).sum(1).cpu())
-        finally:
-            self.train(was_training)
         return torch.cat(out) if out else torch.zeros(0)
 
 

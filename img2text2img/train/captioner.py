@@ -162,6 +162,9 @@ class CaptionerTask(TrainTask):
         if start is not None:
             # checkpoint_state() holds the stored encoder's weights too, so this one load fills the encoder as well
             missing, unexpected = self.model.load_state_dict(start.checkpoint_state(), strict=False)
+            # a word detector added to a model without one starts untrained
+            added = ("decoder.attr_",) if cfg.attribute_words and not start.config.attribute_words else ()
+            missing = [k for k in missing if not k.startswith(added)] if added else missing
             if [k for k in missing if start_encoder or not k.startswith("encoder.")] or unexpected:
                 raise I2TError(f"{opts.init_from}: weights do not fit the model built from its own config")
         self.glove_report = None
