@@ -13,6 +13,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from img2text2img.models import evaluating
+
 
 def feature_stats(features: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     """Features [N, D] -> (mean [D], covariance [D, D]) in float64."""
@@ -70,14 +72,12 @@ def encoder_features(images: torch.Tensor | Sequence, encoder, batch_size: int =
     mean = torch.tensor(pre.mean).view(1, 3, 1, 1)
     std = torch.tensor(pre.std).view(1, 3, 1, 1)
     device = next(encoder.parameters()).device
-    was = encoder.training
-    encoder.eval()
     out = []
-    for i in range(0, images.shape[0], batch_size):
-        x = images[i : i + batch_size].float()
-        if x.shape[-1] != size or x.shape[-2] != size:
-            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-        pooled, _ = encoder(((x - mean) / std).to(device))
-        out.append(pooled.float().cpu())
-    encoder.train(was)
+    with evaluating(encoder):
+        for i in range(0, images.shape[0], batch_size):
+            x = images[i : i + batch_size].float()
+            if x.shape[-1] != size or x.shape[-2] != size:
+                x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+            pooled, _ = encoder(((x - mean) / std).to(device))
+            out.append(pooled.float().cpu())
     return torch.cat(out)

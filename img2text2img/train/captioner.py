@@ -21,6 +21,7 @@ from img2text2img.config import config_to_dict
 from img2text2img.data import CaptionDataset, load_dataset, load_image
 from img2text2img.errors import I2TError
 from img2text2img.metrics.caption import coco_scores, corpus_bleu_scores
+from img2text2img.models import evaluating
 from img2text2img.models.captioner import NETWORK_FIELDS, Captioner, CaptionResult, captioner_config
 from img2text2img.train.engine import TrainConfig, TrainTask, fit, seed_everything
 from img2text2img.vocab import PAD_ID, START_ID, Vocabulary, pad_batch, tokenize
@@ -311,19 +312,17 @@ def _random_init_encoder(name: str) -> bool:
 def decode_source(model: Captioner, src: FeatureSource, beam_size: int | None = None, batch_size: int = 100,
                   max_len: int | None = None) -> list[CaptionResult]:
     """Caption every image of a FeatureSource, `batch_size` images per decoder call."""
-    was = model.training
-    model.eval()
     out: list[CaptionResult] = []
-    for i in range(0, len(src), batch_size):
-        rows = torch.arange(i, min(i + batch_size, len(src)))
-        b = src.batch(rows)
-        if "images" in b:
-            device = next(model.decoder.parameters()).device
-            pooled, grid = model.encoder(b["images"].to(device))
-        else:
-            pooled, grid = b["pooled"], b.get("grid")
-        out.extend(model.decode_features(pooled, grid, beam_size=beam_size, max_len=max_len))
-    model.train(was)
+    with evaluating(model):
+        for i in range(0, len(src), batch_size):
+            rows = torch.arange(i, min(i + batch_size, len(src)))
+            b = src.batch(rows)
+            if "images" in b:
+                device = next(model.decoder.parameters()).device
+                pooled, grid = model.encoder(b["images"].to(device))
+            else:
+                pooled, grid = b["pooled"], b.get("grid")
+            out.extend(model.decode_features(pooled, grid, beam_size=beam_size, max_len=max_len))
     return out
 
 

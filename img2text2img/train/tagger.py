@@ -25,6 +25,7 @@ from torch.utils.data import Dataset
 
 from img2text2img.errors import I2TError
 from img2text2img.metrics.tags import mean_average_precision, tag_scores
+from img2text2img.models import evaluating
 from img2text2img.models.tagger import Tagger, TaggerConfig, tagger_config
 from img2text2img.tags import DEFAULT_MAX_TAGS, build_tag_vocab, dataset_tags, order_tags
 from img2text2img.train.engine import TrainConfig, TrainTask, fit, seed_everything
@@ -119,18 +120,13 @@ def pooled_features(model: Tagger, dataset, names: Sequence[str], use_cache: boo
         return cache.pooled_for(list(names)).float()
     from img2text2img.data import load_image
 
-    was = model.training
-    model.eval()
     tf = model.encoder.transform()
     dev = next(model.parameters()).device
     rows = []
-    try:
-        with torch.inference_mode():
-            for i in range(0, len(names), batch_size):
-                x = torch.stack([tf(load_image(dataset.image_path(n))) for n in names[i : i + batch_size]]).to(dev)
-                rows.append(model.encode(x).float().cpu())
-    finally:
-        model.train(was)
+    with torch.inference_mode(), evaluating(model):
+        for i in range(0, len(names), batch_size):
+            x = torch.stack([tf(load_image(dataset.image_path(n))) for n in names[i : i + batch_size]]).to(dev)
+            rows.append(model.encode(x).float().cpu())
     return torch.cat(rows) if rows else torch.zeros(0, model.config.feature_dim)
 
 
