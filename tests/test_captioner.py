@@ -57,15 +57,12 @@ def test_registry_names():
         captioner_config("nope+lstm")
 
 
-@pytest.mark.parametrize("decoder, extra", [*((d, {}) for d in DECODERS), ("attention", {"refine_layers": 1}),
-                                             ("attention", {"attribute_words": 4})],
-                         ids=[*DECODERS, "attention-refine", "attention-attributes"])
-def test_each_decoder_loss_falls(shapes, decoder, extra):
-    torch.manual_seed(0)
-    model = create_captioner(f"small_cnn+{decoder}-tiny", shapes["vocab"], feature_dim=64, dropout=0.0, **extra)
+def _train_on_shapes(model: Captioner, shapes: dict, steps: int) -> list[float]:
+    """Adam at lr 1e-2 on batches of 32 of the fixture's 192 captions; the losses, each step's gradients checked
+    finite."""
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     losses = []
-    for step in range(40):
+    for step in range(steps):
         rows = torch.arange(step * 32, step * 32 + 32) % 192
         loss = model.loss(shapes["tokens"][rows], shapes["pooled"][rows], shapes["grid"][rows])
         opt.zero_grad()
@@ -73,6 +70,16 @@ def test_each_decoder_loss_falls(shapes, decoder, extra):
         opt.step()
         losses.append(loss.item())
         assert all(p.grad is None or torch.isfinite(p.grad).all() for p in model.parameters())
+    return losses
+
+
+@pytest.mark.parametrize("decoder, extra", [*((d, {}) for d in DECODERS), ("attention", {"refine_layers": 1}),
+                                             ("attention", {"attribute_words": 4})],
+                         ids=[*DECODERS, "attention-refine", "attention-attributes"])
+def test_each_decoder_loss_falls(shapes, decoder, extra):
+    torch.manual_seed(0)
+    model = create_captioner(f"small_cnn+{decoder}-tiny", shapes["vocab"], feature_dim=64, dropout=0.0, **extra)
+    losses = _train_on_shapes(model, shapes, steps=40)
     assert sum(losses[-5:]) / 5 < 0.6 * sum(losses[:5]) / 5, losses
     if extra.get("refine_layers"):  # the refiner is in the graph: every one of its weights learned
         assert all(p.grad is not None for p in model.decoder.refine.parameters())
@@ -614,13 +621,10 @@ def test_mirror_average_is_saved_and_used_when_captioning(tmp_path):
         [r.text for r in again.decode_features(*both, beam_size=3)]
 
 
-def test_attention_decoder_with_refined_grid_groups_searches_and_round_trips(shapes, tmp_path):
-    """`refine_layers`: self-attention over the projected grid cells, once per image (its loss falls in
-    test_each_decoder_loss_falls). Grouped batches must be the same function, beam 1 must equal greedy, and
-    save -> load must give the same captions."""
-    torch.manual_seed(0)
-    model = create_captioner("small_cnn+attention-tiny", shapes["vocab"], feature_dim=64, refine_layers=1).eval()
-    assert model.decoder.refine is not None
+def _grouped_greedy_and_saved_alike(model: Captioner, shapes: dict, tmp_path: Path) -> Captioner:
+    """The checks every attention-decoder variant must pass: features given once per image (`index`) are the same
+    function as features per caption, beam width 1 equals greedy, and save -> load captions alike (the model gets
+    the shapes encoder, stored). Returns the loaded model for the variant's own checks."""
     index = torch.tensor([0, 0, 1, 2, 2, 1])
     tokens = shapes["tokens"][torch.arange(6) * 5]
     with torch.no_grad():
@@ -630,7 +634,6 @@ def test_attention_decoder_with_refined_grid_groups_searches_and_round_trips(sha
         b_ids, _ = beam_search(model.decoder, shapes["pooled"][:8], shapes["grid"][:8], 1, 12)
     assert torch.allclose(got, want, atol=1e-5)
     assert torch.equal(g_ids, b_ids)
-
     model.attach_encoder(shapes["enc"])
     model.config.store_encoder = True
     ds = shapes["ds"]
@@ -638,8 +641,19 @@ def test_attention_decoder_with_refined_grid_groups_searches_and_round_trips(sha
     before = model.caption_images(images, beam_size=3)
     model.save(tmp_path / "cap")
     loaded = load_captioner(tmp_path / "cap")
-    assert loaded.config.refine_layers == 1
     assert [r.text for r in loaded.caption_images(images, beam_size=3)] == [r.text for r in before]
+    return loaded
+
+
+def test_attention_decoder_with_refined_grid_groups_searches_and_round_trips(shapes, tmp_path):
+    """`refine_layers`: self-attention over the projected grid cells, once per image (its loss falls in
+    test_each_decoder_loss_falls). Grouped batches must be the same function, beam 1 must equal greedy, and
+    save -> load must give the same captions."""
+    torch.manual_seed(0)
+    model = create_captioner("small_cnn+attention-tiny", shapes["vocab"], feature_dim=64, refine_layers=1).eval()
+    assert model.decoder.refine is not None
+    loaded = _grouped_greedy_and_saved_alike(model, shapes, tmp_path)
+    assert loaded.config.refine_layers == 1
     with pytest.raises(I2TError, match="divisible by 8"):
         captioner_config("small_cnn+attention-tiny", refine_layers=1, feature_proj=60)
 
@@ -657,13 +671,7 @@ def test_attribute_words_are_detected_attended_saved_and_added_to_a_trained_mode
     model = create_captioner("small_cnn+attention-tiny", vocab, feature_dim=64, dropout=0.0, attribute_words=3)
     allowed = model.decoder.attr_allowed
     assert not allowed[:4].any() and not allowed[vocab.stoi["a"]] and allowed[vocab.stoi["circle"]]
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for step in range(60):
-        rows = torch.arange(step * 32, step * 32 + 32) % 192
-        loss = model.loss(shapes["tokens"][rows], shapes["pooled"][rows], shapes["grid"][rows])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    _train_on_shapes(model, shapes, steps=60)
     model.eval()
     with torch.no_grad():
         _, logits = model.decoder._image_state(shapes["pooled"][:64], shapes["grid"][:64])
@@ -672,24 +680,8 @@ def test_attribute_words_are_detected_attended_saved_and_added_to_a_trained_mode
     hits = [len(set(t.tolist()) & set(shapes["tokens"][i].tolist())) for i, t in enumerate(top)]
     assert sum(hits) / len(hits) >= 1.5, hits  # of 3 detected words, most are in the training caption
 
-    index = torch.tensor([0, 0, 1, 2, 2, 1])
-    tokens = shapes["tokens"][torch.arange(6) * 5]
-    with torch.no_grad():
-        want, _ = model(tokens, shapes["pooled"][:3][index], shapes["grid"][:3][index])
-        got, _ = model(tokens, shapes["pooled"][:3], shapes["grid"][:3], index=index)
-        g_ids, _ = greedy_search(model.decoder, shapes["pooled"][:8], shapes["grid"][:8], 12)
-        b_ids, _ = beam_search(model.decoder, shapes["pooled"][:8], shapes["grid"][:8], 1, 12)
-    assert torch.allclose(got, want, atol=1e-5)
-    assert torch.equal(g_ids, b_ids)
-    model.attach_encoder(shapes["enc"])
-    model.config.store_encoder = True
-    ds = shapes["ds"]
-    images = [load_image(ds.image_path(i)) for i in ds.split("test")[:4]]
-    before = model.caption_images(images, beam_size=3)
-    model.save(tmp_path / "cap")
-    loaded = load_captioner(tmp_path / "cap")
+    loaded = _grouped_greedy_and_saved_alike(model, shapes, tmp_path)
     assert loaded.config.attribute_words == 3 and torch.equal(loaded.decoder.attr_allowed, allowed)
-    assert [r.text for r in loaded.caption_images(images, beam_size=3)] == [r.text for r in before]
 
     plain = create_captioner("small_cnn+attention-tiny", vocab, feature_dim=64)
     plain.attach_encoder(shapes["enc"])
