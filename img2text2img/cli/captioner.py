@@ -105,7 +105,7 @@ def train_captioner_cmd(
                             "the photo's captions (semantic attention; default 0: off). Can be added to an "
                             "--init-from model; its new weights start untrained.")] = None,
     attribute_weight: Annotated[float | None, typer.Option(
-        min=0.0, help="Weight of that word detector's loss (default 0.05).")] = None,
+        min=0.0, help="Weight of that word detector's loss (default 0.02).")] = None,
     encoder_trainable_blocks: Annotated[int | None, typer.Option(
         min=0, help="Fine-tune the pretrained encoder's last N blocks with the decoder (EfficientNet-Lite0: 2 = head "
                     "conv + BatchNorm, 3 adds the last stage). Trains on photos, not cached features, and stores "

@@ -56,7 +56,7 @@ class CaptionerConfig:
     # attention decoder: > 0 adds this many detected words as extra cells to attend to (see SoftAttentionDecoder);
     # `attribute_weight` weighs the word-detection loss (binary cross-entropy, summed over the vocabulary per image)
     attribute_words: int = 0
-    attribute_weight: float = 0.05
+    attribute_weight: float = 0.02  # the shipped model's; at 0.05 the detector's loss outweighed the captions'
     dropout: float = 0.5
     max_len: int = 20  # longest caption generated (words, without <start>/<end>)
     alpha_c: float = 1.0  # weight of the doubly stochastic attention regulariser
@@ -375,7 +375,8 @@ class SoftAttentionDecoder(nn.Module):
         if self.attr_head is not None:
             attr_logits = self.attr_head(mean).float().masked_fill(~self.attr_allowed, float("-inf"))  # [B, V]
             p, words = torch.sigmoid(attr_logits).topk(self.attribute_words, dim=-1)  # [B, K]
-            cells = self.attr_proj(self.embed(words)) * p[..., None].to(feats.dtype)  # [B, K, P]
+            cells = self.attr_proj(self.embed(words)) * p[..., None]  # [B, K, P]
+            # after `mean`: the initial state reads the grid alone, as in a model trained without the words
             feats = torch.cat([feats, cells.to(feats.dtype)], 1)  # [B, N + K, P]
         return ({"feats": feats, "att": self.att_feat(feats),  # [B, N(+K), A]
                  "h": torch.tanh(self.init_h(mean)), "c": torch.tanh(self.init_c(mean))}, attr_logits)
