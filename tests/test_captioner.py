@@ -253,12 +253,7 @@ def test_batched_beam_search_matches_one_at_a_time(shapes, decoder):
 def test_default_search_is_the_models_own_and_is_saved(shapes, tmp_path):
     torch.manual_seed(4)
     model = create_captioner("small_cnn+lstm-tiny", shapes["vocab"], feature_dim=64, dropout=0.0)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for step in range(15):  # a little training, so that a wider beam finds other captions than greedy does
-        rows = torch.arange(step * 32, step * 32 + 32) % 192
-        opt.zero_grad()
-        model.loss(shapes["tokens"][rows], shapes["pooled"][rows]).backward()
-        opt.step()
+    _train_on_shapes(model, shapes, steps=15)  # a little training, so that a wider beam finds other captions than greedy does
     model.eval()
     pooled = shapes["pooled"][:32]
 
@@ -316,13 +311,7 @@ def test_self_critical_training_raises_the_cider_reward(shapes, tmp_path):
 
     torch.manual_seed(5)
     model = create_captioner("small_cnn+lstm-tiny", shapes["vocab"], feature_dim=64, dropout=0.0)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for step in range(15):  # a weak cross-entropy start, as SCST always has one
-        rows = torch.arange(step * 32, step * 32 + 32) % 192
-        loss = model.loss(shapes["tokens"][rows], shapes["pooled"][rows])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    _train_on_shapes(model, shapes, steps=15)  # a weak cross-entropy start, as SCST always has one
     model.save(tmp_path / "ce")
     src = FeatureSource(shapes["images"], pooled=shapes["pooled"], grid=shapes["grid"])
     task = SCSTTask(CaptionTrainOptions(data="shapes:400", init_from=str(tmp_path / "ce"), scst_samples=4),
