@@ -60,7 +60,7 @@ def _model_id(folder: str | Path | None) -> dict | None:
 
 def score(name: str, path: Path, temperature: float | None, data: str, n_frechet: int, n_roundtrip: int,
           seed: int, out_dir: Path, judge: Path | None = None, reranker: Path | None = None,
-          candidates: int = 1) -> dict:
+          candidates: int = 1, guidance: float | None = None) -> dict:
     import torch
 
     from img2text2img.checkpoint import load_checkpoint
@@ -75,6 +75,8 @@ def score(name: str, path: Path, temperature: float | None, data: str, n_frechet
     gen = Generator.from_checkpoint(ck)
     if temperature is not None:
         gen.config.sample_temperature = temperature
+    if guidance is not None:
+        _guide(gen, guidance, data)
     info = {**ck.info, "train_seconds": ck.metrics.get("train_seconds")}
     judge = judge or default_model_dir("captioner", data)
     if reranker is not None:  # best of `candidates` samples, chosen by another captioner than the judge
@@ -103,7 +105,7 @@ def score(name: str, path: Path, temperature: float | None, data: str, n_frechet
     rec = {
         "name": name, "data": data, "run": str(path), "kind": gen.config.kind, "preset_config": gen.config.__dict__,
         "steps": info.get("step"), "train_seconds": info.get("train_seconds"),
-        "temperature": gen.config.sample_temperature, "frechet": fr,
+        "temperature": gen.config.sample_temperature, "guidance": getattr(gen.config, "guidance", 1.0), "frechet": fr,
         "roundtrip": {"images": s["n_images"], "normalised_bleu4": s["normalised_bleu4"],
                       "normalised_bleu1": s["normalised_bleu1"], "bleu4": s["roundtrip"]["bleu4"],
                       "upper_bleu4": s["upper_real_photo"]["bleu4"], "lower_grey_bleu4": s["lower_grey"]["bleu4"],
@@ -122,6 +124,16 @@ def score(name: str, path: Path, temperature: float | None, data: str, n_frechet
     return rec
 
 
+def _guide(gen, guidance: float, data: str) -> None:
+    """Draw with `guidance`; a generator saved before checkpoints carried their mean sentence gets it fitted from
+    the training captions first, as training would have."""
+    from img2text2img.train.generator import fit_sentence_mean_from
+
+    if guidance != 1.0 and not bool(gen.sentence_mean.any()):
+        fit_sentence_mean_from(gen, "shapes:5000" if data == "shapes" else data)
+    gen.guided(guidance)
+
+
 def ship(rec: dict, half: bool = False) -> Path:
     """The dataset's default generator in the package: drawing weights only, with the scores as metrics (`half`:
     in fp16, to keep the package small; re-score the shipped copy, its drawings can differ)."""
@@ -130,19 +142,25 @@ def ship(rec: dict, half: bool = False) -> Path:
 
     gen = load_model(rec["run"], kind="generator")
     gen.config.sample_temperature = rec["temperature"]
+    _guide(gen, rec.get("guidance", 1.0), rec["data"])
     dest = ROOT / "img2text2img" / "pretrained" / SHIPPED[rec["data"]]["generator"]
     gen.save(dest, full=False, half=half, metrics={"frechet": rec["frechet"], "roundtrip": rec["roundtrip"]},
              info={"source_run": rec["run"], "steps": rec["steps"], "date": rec["date"]})
     return dest
 
 
-def _shipped_runs() -> dict[str, float]:
-    """source run -> sampling temperature of each generator shipped in the package (a row is the shipped one only
-    at that temperature)."""
+def _sampling(config: dict) -> tuple:
+    """How a generator draws: (temperature, guidance)."""
+    return config.get("sample_temperature"), config.get("guidance", 1.0)
+
+
+def _shipped_runs() -> dict[str, tuple]:
+    """source run -> how each generator shipped in the package draws (a row is the shipped one only when it drew
+    the same way)."""
     shipped = {}
     for cfg in (ROOT / "img2text2img" / "pretrained").glob("generator*/config.json"):
         c = json.loads(cfg.read_text())
-        shipped[c.get("info", {}).get("source_run")] = c["config"].get("sample_temperature")
+        shipped[c.get("info", {}).get("source_run")] = _sampling(c["config"])
     return shipped
 
 
@@ -194,8 +212,10 @@ def section(results_dir: Path) -> str:
         for r in sorted(rows, key=lambda r: r["frechet"]["frechet_feature_distance"]):
             f, t = r["frechet"], r["roundtrip"]
             mins = "" if not r.get("train_seconds") else f"{r['train_seconds'] / 60:.0f}"
-            mark = " **shipped**" if r["run"] in shipped and r["temperature"] == shipped[r["run"]] else ""
-            lines.append(f"| {r['name']}{mark} | {r['kind']} | {r['steps']} | {mins} | {r['temperature']} "
+            drawn = (r["temperature"], r.get("guidance", 1.0))
+            mark = " **shipped**" if shipped.get(r["run"]) == drawn else ""
+            temp = r["temperature"] if drawn[1] == 1.0 else f"{r['temperature']}, guidance {drawn[1]}"
+            lines.append(f"| {r['name']}{mark} | {r['kind']} | {r['steps']} | {mins} | {temp} "
                          f"| {f['frechet_feature_distance']:.1f} | {_f(f['cosine_to_own_image'])} / "
                          f"{_f(f['cosine_to_other_image'])} | {_f(f['pixel_mse'], 4)} | **{_f(t['normalised_bleu4'])}** "
                          f"({t['images']} images) | {_f(t['bleu4'])} / {_f(t['upper_bleu4'])} / "
@@ -222,6 +242,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="draw --candidates samples per picture and keep the one this captioner finds the sentence "
                          "most likely for (must not be the judge)")
     ap.add_argument("--candidates", type=int, default=8, help="samples per picture with --rerank-with")
+    ap.add_argument("--guidance", type=float, default=None,
+                    help="draw every run with this guidance (Generator._decode; default: each model's own)")
     ap.add_argument("--ship", default=None, metavar="NAME", help="ship this scored generator as the data's default")
     ap.add_argument("--half", action="store_true", help="with --ship: store the shipped weights in fp16")
     ap.add_argument("--results", type=Path, default=ROOT / "docs" / "results")
@@ -237,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
         for spec in args.run:
             name, path, temp = parse_run(spec)
             rec = score(name, path, temp, args.data, args.frechet_images, args.roundtrip_images, args.seed, args.results,
-                        args.judge, args.rerank_with, args.candidates)
+                        args.judge, args.rerank_with, args.candidates, args.guidance)
             print(f"{name}: Fréchet {rec['frechet']['frechet_feature_distance']:.1f}, normalised round-trip BLEU-4 "
                   f"{_f(rec['roundtrip']['normalised_bleu4'])} ({rec['seconds']} s)", flush=True)
     if args.ship:

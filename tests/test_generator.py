@@ -798,3 +798,45 @@ def test_layer_window_keeps_a_layer_to_its_strongest_place():
     single = torch.full((1, 1, 64, 64), -5.0)
     single[..., 26:38, 26:38] = 8.0
     assert torch.equal(single - dec._outside_window(single) > 0, single > 0)
+
+
+def test_guidance_stretches_the_sentence_from_the_training_mean_and_is_saved(shapes, tmp_path):
+    from img2text2img.cli import main
+    from img2text2img.models.generator import load_generator
+    from img2text2img.train.generator import fit_sentence_mean_from, train_generator
+
+    ds, _, _ = shapes
+    train_generator("vae-tiny", str(ds.root), _tiny_config(tmp_path / "run"))
+    gen = load_generator(tmp_path / "run")
+    mean = gen.sentence_mean.clone()
+    assert mean.abs().sum() > 0  # every training checkpoint carries its text encoder's mean sentence
+    # ... the mean of the first caption of each training picture, which the library fits alike
+    assert torch.allclose(fit_sentence_mean_from(gen, str(ds.root)), mean, atol=1e-5)
+
+    ids = gen.prompt_ids(PROMPTS)
+    z = torch.randn(len(PROMPTS), gen.config.z_dim, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        s = gen.text(ids)
+        want = gen._image(gen.decoder(torch.cat([mean + 2.0 * (s - mean), gen._from_noise(mean + 2.0 * (s - mean), z)], 1)))
+        assert torch.equal(gen.draw(ids, z, guidance=2.0), want)  # mean + g * (s - mean), for decoder and prior alike
+    plain = gen.generate(PROMPTS, n=2, seed=0)
+    assert torch.equal(gen.generate(PROMPTS, n=2, seed=0, guidance=1.0), plain)  # 1 = the model as trained
+    louder = gen.generate(PROMPTS, n=2, seed=0, guidance=2.0)
+    assert not torch.equal(louder, plain)  # (after two steps the drawing barely reads the sentence yet)
+
+    gen.guided(2.0).save(tmp_path / "guided", full=False)
+    again = load_generator(tmp_path / "guided")
+    assert again.config.guidance == 2.0 and torch.equal(again.generate(PROMPTS, n=2, seed=0), louder)
+
+    fresh = create_generator("vae-tiny", gen.vocab)  # never trained, never fitted: no mean to push away from
+    with pytest.raises(I2TError, match="mean sentence"):
+        fresh.guided(2.0)
+    assert torch.equal(fresh.guided(1.0).generate(PROMPTS, seed=1), fresh.generate(PROMPTS, seed=1))
+    with pytest.raises(I2TError, match="guidance must be"):
+        generator_config("vae-tiny", vocab_size=len(gen.vocab), guidance=-1.0)
+
+    out = tmp_path / "g.png"
+    assert main(["generate", "a red circle", "--model", str(tmp_path / "run"), "--guidance", "2", "-o", str(out)]) == 0
+    fresh.save(tmp_path / "fresh")
+    assert main(["generate", "a red circle", "--model", str(tmp_path / "fresh"), "--guidance", "2",
+                 "-o", str(tmp_path / "f.png")]) == 2 and not (tmp_path / "f.png").exists()

@@ -36,6 +36,9 @@ def generate(
     rerank_with: Annotated[Path | None, typer.Option(help="Captioner folder: draw --candidates samples per picture and "
                                                           "keep the one it finds the sentence most likely for.")] = None,
     candidates: Annotated[int, typer.Option(min=1, max=256, help="Samples per picture with --rerank-with.")] = 8,
+    guidance: Annotated[float | None, typer.Option(min=0.0, help="pixel/vae/gan: draw the sentence this many times as "
+                                                          "far from the average training sentence (1 = as trained; "
+                                                          "default: the model's, 2.0 for the built-in flickr8k one).")] = None,
 ) -> None:
     """Draw 64x64 pictures from sentences and write them as one PNG (one row per sentence)."""
     import warnings
@@ -53,6 +56,8 @@ def generate(
             raise I2TError(f"--data must be one of: {', '.join(SHIPPED)} (or pass --model DIR)")
         model = default_model_dir("generator", data)
     gen = load_generator(model)
+    if guidance is not None:
+        gen = gen.guided(guidance)
     if rerank_with is not None:
         from img2text2img.rerank import reranked
 

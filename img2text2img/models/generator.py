@@ -68,6 +68,7 @@ class GeneratorConfig:
     dropout: float = 0.0  # between LSTM layers
     film: bool = False  # condition every decoder stage on the sentence (FiLM); see ImageDecoder
     sample_temperature: float = 1.0  # vae/gan: default scale of z ~ N(0, I) when drawing (lower = cleaner, less varied)
+    guidance: float = 1.0  # drawing: the sentence vector is taken this many times as far from the mean sentence (_decode)
     fg_weight: float = 0.0  # extra pixel-loss weight where a pixel differs from the image's border colour (see _recon)
     word_attention: int = 0  # the first N decoder stages (8 px, 16 px, ..) attend over the prompt's words (WordAttention)
     refine: int = 0  # the last N decoder stages get a residual 3x3 conv after their upsampling (ImageDecoder)
@@ -107,6 +108,8 @@ class GeneratorConfig:
             raise I2TError("a learned prior and adv_weight are vae options (a gan is adversarial already)")
         if self.adv_weight < 0:
             raise I2TError("adv_weight must be >= 0")
+        if self.guidance < 0:
+            raise I2TError(f"guidance must be >= 0, not {self.guidance}")
         if not 0.0 <= self.z_dropout < 1.0:
             raise I2TError(f"z_dropout must be in [0, 1), not {self.z_dropout}")
         if self.kind != "vae" and self.z_dropout:
@@ -694,6 +697,10 @@ class PromptedSampling:
             raise I2TError("this generator has no vocabulary attached; load it from a checkpoint")
         return prepare_prompts(texts, self.vocab, self.config.max_tokens)
 
+    def guided(self, guidance: float):
+        """This model drawing with `guidance` (see `Generator._decode`); only pixel / vae / gan generators have it."""
+        raise I2TError(f"guidance is for pixel, vae and gan generators; a {self.config.kind} generator has none")
+
     def sampling_ids(self, prompts: Sequence[str] | str | torch.Tensor, n: int,
                      temperature: float | None) -> tuple[torch.Tensor, float]:
         """-> (ids [len(prompts) * n, T], prompt-major; the temperature to sample at, None = the config's)."""
@@ -727,6 +734,8 @@ class Generator(PromptedSampling, nn.Module):
             self.decoder = ImageDecoder(in_dim, config.channels, config.film, word_dim=config.text_hidden,
                                         word_attention=config.word_attention, refine=config.refine, leak=config.leak,
                                         logits=config.palette_size if config.output == "palette" else 0)
+        # The mean sentence vector of the training captions (fit_sentence_mean), what `guidance` pushes away from.
+        self.register_buffer("sentence_mean", torch.zeros(self.text.out_dim))
         if config.output == "palette":
             # Fitted to the training pictures before training (fit_palette); a buffer, so it is saved with the weights.
             self.register_buffer("palette", torch.zeros(config.palette_size, 3))
@@ -771,21 +780,54 @@ class Generator(PromptedSampling, nn.Module):
         mu, logvar = self._prior(s)
         return mu + noise * torch.exp(0.5 * logvar)
 
-    def draw(self, ids: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
+    def draw(self, ids: torch.Tensor, z: torch.Tensor | None = None, guidance: float = 1.0) -> torch.Tensor:
         """ids [B, T] (+ noise z [B, z_dim], standard normal times the temperature) -> images [B, 3, S, S] in [0, 1].
 
         With a learned prior the noise is mapped through it, so a temperature scales the spread around what the
-        sentence predicts rather than around the origin."""
-        return self._image(self._decode(ids, z))
+        sentence predicts rather than around the origin. `guidance`: see `_decode`."""
+        return self._image(self._decode(ids, z, guidance))
 
-    def _decode(self, ids: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
-        """`draw` before `_image`: the decoder's raw output, which is what the pixel loss is taken of."""
+    def _decode(self, ids: torch.Tensor, z: torch.Tensor | None = None, guidance: float = 1.0) -> torch.Tensor:
+        """`draw` before `_image`: the decoder's raw output, which is what the pixel loss is taken of.
+
+        `guidance` g draws from mean + g * (s - mean) instead of the sentence vector s, the mean being that of the
+        training captions (`fit_sentence_mean`). Why: trained to be close to every photo a sentence fits, the decoder
+        draws mostly what all sentences share (a brownish scene, a dark figure); what sets this sentence apart (the
+        grass, the snow, the water) is a small part of its vector. Stretching that part, the way classifier-free
+        guidance stretches conditional from unconditional predictions, draws it louder. g = 1 is the model as
+        trained; training never uses g."""
         s, words = self._text(ids)
+        if guidance != 1.0:
+            self._check_guidance(guidance)
+            s = self.sentence_mean + guidance * (s - self.sentence_mean)
         if self.config.z_dim:
             if z is None:
                 raise ValueError("this generator needs z")
             s = torch.cat([s, self._from_noise(s, z)], dim=1)
         return self.decoder(s, **words)
+
+    def guided(self, guidance: float) -> Generator:
+        """This generator, drawing with `guidance` from now on (`config.guidance`, saved with it)."""
+        from dataclasses import replace
+
+        self._check_guidance(guidance)
+        self.config = replace(self.config, guidance=float(guidance))
+        return self
+
+    def _check_guidance(self, guidance: float) -> None:
+        if guidance != 1.0 and not bool(self.sentence_mean.any()):
+            raise I2TError("this generator has no mean sentence vector, which guidance needs (checkpoints saved by "
+                           "training have one; otherwise fit it with Generator.fit_sentence_mean)")
+
+    @torch.no_grad()
+    def fit_sentence_mean(self, ids: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+        """Set `sentence_mean` to the mean sentence vector of `ids` [N, T] (training captions) and return it."""
+        device = self.sentence_mean.device
+        with evaluating(self.text):
+            total = sum(self.text(ids[i:i + batch_size].to(device)).double().sum(0)
+                        for i in range(0, ids.shape[0], batch_size))
+        self.sentence_mean.copy_((total / max(ids.shape[0], 1)).to(self.sentence_mean.dtype))
+        return self.sentence_mean
 
     def _image(self, out: torch.Tensor) -> torch.Tensor:
         """The decoder's output as a picture. RGB output is one already. Palette logits become each pixel's most
@@ -1015,14 +1057,17 @@ class Generator(PromptedSampling, nn.Module):
         seed: int = 0,
         temperature: float | None = None,
         batch_size: int = 64,
+        guidance: float | None = None,
     ) -> torch.Tensor:
         """Draw `n` images per prompt -> FloatTensor [len(prompts) * n, 3, S, S] in [0, 1], prompt-major order.
 
         `prompts` are strings or token ids [B, T]. The latent noise comes from a `torch.Generator` seeded with
         `seed` (drawn on the CPU, so a seed gives the same noise on any device), scaled by `temperature` (None =
         `config.sample_temperature`); a `pixel` model is deterministic
-        and draws the same picture n times. Runs in eval mode and restores the previous mode."""
+        and draws the same picture n times. `guidance` (None = `config.guidance`): see `_decode`. Runs in eval mode
+        and restores the previous mode."""
         ids, temperature = self.sampling_ids(prompts, n, temperature)
+        guidance = self.config.guidance if guidance is None else float(guidance)
         device = next(self.parameters()).device
         rng = torch.Generator().manual_seed(int(seed))
         z = torch.randn(ids.shape[0], self.config.z_dim, generator=rng) * temperature if self.config.z_dim else None
@@ -1030,7 +1075,7 @@ class Generator(PromptedSampling, nn.Module):
         with evaluating(self):
             for i in range(0, ids.shape[0], batch_size):
                 zi = z[i : i + batch_size].to(device) if z is not None else None
-                out.append(self.draw(ids[i : i + batch_size].to(device), zi).float().cpu())
+                out.append(self.draw(ids[i : i + batch_size].to(device), zi, guidance).float().cpu())
         return torch.cat(out).clamp_(0, 1)
 
     # -- persistence -----------------------------------------------------------------------------------------
@@ -1108,8 +1153,10 @@ class Generator(PromptedSampling, nn.Module):
         model = cls(config, vocab=ckpt.vocab)
         state = ckpt.state_dict
         missing, unexpected = model.load_state_dict(state, strict=False)
-        # A drawing-only checkpoint may leave out the discriminator / image encoder, nothing else.
-        missing = [k for k in missing if not k.startswith(("discriminator.", "image_encoder.", "posterior."))]
+        # A drawing-only checkpoint may leave out the discriminator / image encoder, nothing else; one saved before
+        # guidance existed has no mean sentence (it stays zero, and guidance says so).
+        missing = [k for k in missing if not k.startswith(("discriminator.", "image_encoder.", "posterior."))
+                   and k != "sentence_mean"]
         if missing or unexpected:
             raise I2TError(f"{ckpt.path}: weights do not match the generator config "
                            f"(missing {missing[:3]}, unexpected {unexpected[:3]})")

@@ -293,8 +293,27 @@ class GeneratorTask(TrainTask):
         real = self.val.images[:n].float().to(dev) / 255.0
         return {"val_mse": float(((fake - real) ** 2).mean())}
 
+    def checkpoint_state(self) -> dict[str, torch.Tensor]:
+        # Every checkpoint carries the mean sentence of its own text encoder, so guidance works on any of them
+        # (Generator._decode); it is never trained on, so fitting it here changes nothing in the run.
+        self.model.fit_sentence_mean(pad_batch([c[0] for c in self.train.captions[:2000]]))
+        return self.model.state_dict()
+
     def on_checkpoint(self, path: Path, step: int) -> None:
         write_samples(self.model, self.prompts, path, step)
+
+
+def fit_sentence_mean_from(model: Generator, data: str, data_dir: str | Path | None = None, n: int = 2000) -> torch.Tensor:
+    """Fit `model.sentence_mean` (what guidance pushes away from) to the first caption of the first `n` training
+    pictures of `data`, the captions a training run fits it to (`GeneratorTask.checkpoint_state`); for a generator
+    saved before checkpoints carried one."""
+    from img2text2img.data import load_dataset
+
+    ds = load_dataset(data, data_dir)
+    firsts = [ds.captions[im][0] for im in list(ds.split("train"))[:n] if ds.captions.get(im)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PromptWarning)
+        return model.fit_sentence_mean(model.prompt_ids(firsts))
 
 
 def write_samples(model, prompts: list[str], path: Path, step: int) -> None:
@@ -415,7 +434,7 @@ def _extend(model: Generator, ck, changes: dict) -> Generator:
     missing, unexpected = extended.load_state_dict(state, strict=False)
     # A new kind of decoder reads the code afresh, so a drawing-only checkpoint (no image encoder) may start one:
     # what it keeps is the text encoder and the learned prior.
-    fresh = (("prior_net.", "discriminator.") + (_OUTPUT_HEAD if new_head else ()) + (("decoder.",) if resized else ())
+    fresh = (("prior_net.", "discriminator.", "sentence_mean") + (_OUTPUT_HEAD if new_head else ()) + (("decoder.",) if resized else ())
              + (_POSTERIOR if "decoder" in changes else ()))
     kept = [k for k in missing if not k.startswith(fresh)]
     if kept or unexpected:
