@@ -69,14 +69,14 @@ def score(name: str, path: Path, temperature: float | None, data: str, n_frechet
     from img2text2img.models.encoders import create_encoder
     from img2text2img.models.generator import Generator, PromptWarning, save_grid
     from img2text2img.roundtrip import default_model_dir, evaluate_roundtrip, model_functions
-    from img2text2img.train.generator import evaluate_generator, sample_prompts
+    from img2text2img.train.generator import evaluate_generator, guide, sample_prompts
 
     ck = load_checkpoint(path, kind="generator")  # read once: the model, and its step and training time
     gen = Generator.from_checkpoint(ck)
     if temperature is not None:
         gen.config.sample_temperature = temperature
     if guidance is not None:
-        _guide(gen, guidance, data)
+        guide(gen, guidance, "shapes:5000" if data == "shapes" else data)
     info = {**ck.info, "train_seconds": ck.metrics.get("train_seconds")}
     judge = judge or default_model_dir("captioner", data)
     if reranker is not None:  # best of `candidates` samples, chosen by another captioner than the judge
@@ -124,28 +124,24 @@ def score(name: str, path: Path, temperature: float | None, data: str, n_frechet
     return rec
 
 
-def _guide(gen, guidance: float, data: str) -> None:
-    """Draw with `guidance`; a generator saved before checkpoints carried their mean sentence gets it fitted from
-    the training captions first, as training would have."""
-    from img2text2img.train.generator import fit_sentence_mean_from
-
-    if guidance != 1.0 and not bool(gen.sentence_mean.any()):
-        fit_sentence_mean_from(gen, "shapes:5000" if data == "shapes" else data)
-    gen.guided(guidance)
-
-
 def ship(rec: dict, half: bool = False) -> Path:
     """The dataset's default generator in the package: drawing weights only, with the scores as metrics (`half`:
     in fp16, to keep the package small; re-score the shipped copy, its drawings can differ)."""
     from img2text2img.models import load_model
     from img2text2img.roundtrip import SHIPPED
+    from img2text2img.train.generator import guide
 
     gen = load_model(rec["run"], kind="generator")
     gen.config.sample_temperature = rec["temperature"]
-    _guide(gen, rec.get("guidance", 1.0), rec["data"])
+    guide(gen, rec.get("guidance", 1.0), "shapes:5000" if rec["data"] == "shapes" else rec["data"])
     dest = ROOT / "img2text2img" / "pretrained" / SHIPPED[rec["data"]]["generator"]
+    info = {"source_run": rec["run"], "steps": rec["steps"], "date": rec["date"]}
+    if Path(rec["run"]).resolve() == dest.resolve():  # re-shipped with other sampling: keep where it was trained
+        before = json.loads((dest / "config.json").read_text()).get("info", {})
+        info["trained_in"] = before.get("trained_in") or before.get("source_run")
+        info["steps"] = info["steps"] or before.get("steps")
     gen.save(dest, full=False, half=half, metrics={"frechet": rec["frechet"], "roundtrip": rec["roundtrip"]},
-             info={"source_run": rec["run"], "steps": rec["steps"], "date": rec["date"]})
+             info=info)
     return dest
 
 

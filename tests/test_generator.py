@@ -840,3 +840,14 @@ def test_guidance_stretches_the_sentence_from_the_training_mean_and_is_saved(sha
     fresh.save(tmp_path / "fresh")
     assert main(["generate", "a red circle", "--model", str(tmp_path / "fresh"), "--guidance", "2",
                  "-o", str(tmp_path / "f.png")]) == 2 and not (tmp_path / "f.png").exists()
+
+    rt = {}
+    for name, extra in (("plain", []), ("loud", ["--guidance", "3"])):
+        assert main(["roundtrip-eval", "--data", str(ds.root), "--limit", "4", "--encoder", "none", "--captioner",
+                     str(SHIPPED_SHAPES_CAPTIONER), "--generator", str(tmp_path / "run"), "--out", str(tmp_path / name),
+                     *extra]) == 0
+        rt[name] = json.loads((tmp_path / name / "roundtrip.json").read_text())["scores"]
+    assert rt["loud"]["guidance"] == 3.0 and "guidance" not in rt["plain"]
+    # the built-in shapes generator writes scenes: it has no guidance, and says so
+    assert main(["roundtrip-eval", "--limit", "2", "--encoder", "none", "--guidance", "2",
+                 "--out", str(tmp_path / "scene")]) == 2

@@ -214,6 +214,7 @@ def eval_generator_cmd(
     size: Annotated[int, typer.Option(help="Encoder input size (images are resized to it).")] = 128,
     seed: Annotated[int, typer.Option()] = 0,
     temperature: Annotated[float | None, typer.Option(min=0.0, help="Latent noise scale (vae/gan), or a scene generator's sampling temperature (default: the model's).")] = None,
+    guidance: Annotated[float | None, typer.Option(min=0.0, help="pixel/vae/gan: distance from the average training sentence to draw at (default: the model's).")] = None,
     out: Annotated[Path | None, typer.Option("-o", "--out", help="Also write the result as JSON here.")] = None,
     data_dir: Annotated[Path | None, typer.Option()] = None,
 ) -> None:
@@ -221,7 +222,7 @@ def eval_generator_cmd(
     from img2text2img.checkpoint import write_text_atomic
     from img2text2img.train.generator import evaluate_generator
 
-    result = evaluate_generator(model, data, split, n, encoder, size, seed, data_dir, temperature)
+    result = evaluate_generator(model, data, split, n, encoder, size, seed, data_dir, temperature, guidance=guidance)
     result["model"] = str(model) if model else "built-in"
     text = json.dumps(result, indent=2)
     if out:

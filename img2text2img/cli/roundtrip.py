@@ -29,6 +29,9 @@ def roundtrip_eval(
     temperature: Annotated[float | None, typer.Option(min=0.0, help="Latent noise scale of a vae/gan generator, "
                                                       "sampling temperature of a scene generator (default: the "
                                                       "model's own), e.g. to choose it on --split val.")] = None,
+    guidance: Annotated[float | None, typer.Option(min=0.0, help="pixel/vae/gan generator: draw each sentence this "
+                                                   "many times as far from the average training sentence (default: "
+                                                   "the model's own), e.g. to choose it on --split val.")] = None,
 ) -> None:
     """Send captions through the generator and back through the captioner; score BLEU between the bounds
     (upper: captioner on the real photo; lower: on a grey image / an unrelated photo). Writes OUT/roundtrip.json and
@@ -48,6 +51,10 @@ def roundtrip_eval(
     judge = captioner or default_model_dir("captioner", key)
     cap = load_model(judge, kind="captioner")
     gen = load_model(generator or default_model_dir("generator", key), kind="generator")
+    if guidance is not None:
+        from img2text2img.train.generator import guide
+
+        guide(gen, guidance, data, data_dir)
     if rerank_with is not None:
         from img2text2img.rerank import reranked
 
@@ -70,6 +77,8 @@ def roundtrip_eval(
         result.scores["reranker"] = {"captioner": str(rerank_with), "candidates": candidates}
     if temperature is not None:
         result.scores["temperature"] = temperature
+    if guidance is not None:
+        result.scores["guidance"] = guidance
     paths = write_report(result, out, title=f"img2text2img round trip on {ds.name} {split} ({result.scores['n_pairs']} captions)")
     s = result.scores
     t = Table(title=f"round trip: {ds.name} {split}, {s['n_images']} images, {s['n_pairs']} captions")

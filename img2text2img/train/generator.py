@@ -316,6 +316,16 @@ def fit_sentence_mean_from(model: Generator, data: str, data_dir: str | Path | N
         return model.fit_sentence_mean(model.prompt_ids(firsts))
 
 
+def guide(model: Generator, guidance: float, data: str, data_dir: str | Path | None = None) -> Generator:
+    """`model.guided(guidance)`; a generator saved before checkpoints carried a mean sentence first gets one from
+    `data`'s training captions (`fit_sentence_mean_from`), as its training run would have fitted it."""
+    if not isinstance(model, Generator):
+        return model.guided(guidance)  # (a scene generator: says it has no guidance)
+    if guidance != 1.0 and not bool(model.sentence_mean.any()):
+        fit_sentence_mean_from(model, data, data_dir)
+    return model.guided(guidance)
+
+
 def write_samples(model, prompts: list[str], path: Path, step: int) -> None:
     """The fixed prompts drawn twice each, beside the checkpoint and in the run's samples/ (one PNG per step), so a
     person can watch a run learn."""
@@ -572,7 +582,8 @@ def train_generator(kind_or_preset: str, data: str, cfg: TrainConfig, *, data_di
 
 def evaluate_generator(model: Generator | str | Path | None, data: str = "shapes:5000", split: str = "test",
                        n: int = 500, encoder: str = "mobilenet_v2", size: int | None = 128, seed: int = 0,
-                       data_dir: str | Path | None = None, temperature: float | None = None, batch_size: int = 64) -> dict:
+                       data_dir: str | Path | None = None, temperature: float | None = None, batch_size: int = 64,
+                       guidance: float | None = None) -> dict:
     """Draw one image per test image (from its first caption) and compare the two sets in `encoder` features.
 
     Returns the Fréchet feature distance (lower = closer to the real images; NOT the standard FID), the mean cosine
@@ -586,6 +597,8 @@ def evaluate_generator(model: Generator | str | Path | None, data: str = "shapes
     from img2text2img.models.generator import load_generator
 
     gen = load_generator(model)
+    if guidance is not None:
+        guide(gen, guidance, data, data_dir)
     ds = load_dataset(data, data_dir)
     real = load_image_captions(ds, split, gen.vocab, gen.config.image_size, n, gen.config.max_tokens)
     ids = pad_batch([c[0] for c in real.captions])
@@ -605,5 +618,6 @@ def evaluate_generator(model: Generator | str | Path | None, data: str = "shapes
         "pixel_mse": round(float(((fake - real_f) ** 2).mean()), 5),
         "images": len(fr), "encoder": encoder, "encoder_input": size or enc.preprocess.image_size,
         "data": data, "split": split, "seed": seed, "temperature": gen.config.sample_temperature if temperature is None else temperature,
+        "guidance": getattr(gen.config, "guidance", 1.0),
         "kind": gen.config.kind, "draw_images_per_s": round(len(fr) / max(draw_s, 1e-9), 1),
     }
