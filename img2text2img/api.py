@@ -30,12 +30,14 @@ def tag(images: Sequence, model=None, top: int = 10):
 
 
 def generate(prompts: str | Sequence[str], model=None, n: int = 1, seed: int = 0, rerank_with=None,
-             candidates: int = 8):
+             candidates: int = 8, guidance: float | None = None):
     """Draw `n` 64x64 pictures per prompt as PIL images; the same seed gives the same pictures. With `rerank_with`
-    (a captioner or its folder) each picture is the best of `candidates` samples by that captioner."""
+    (a captioner or its folder) each picture is the best of `candidates` samples by that captioner. `guidance`
+    (pixel / vae / gan generators; None = the model's own): how far each sentence is drawn from the average one."""
     from img2text2img.models.generator import generate_images
 
-    return generate_images(prompts, model=model, n=n, seed=seed, rerank_with=rerank_with, candidates=candidates)
+    return generate_images(prompts, model=model, n=n, seed=seed, rerank_with=rerank_with, candidates=candidates,
+                           guidance=guidance)
 
 
 __all__ = ["caption", "generate", "load_model", "tag"]

@@ -827,6 +827,11 @@ def test_guidance_stretches_the_sentence_from_the_training_mean_and_is_saved(sha
     gen.guided(2.0).save(tmp_path / "guided", full=False)
     again = load_generator(tmp_path / "guided")
     assert again.config.guidance == 2.0 and torch.equal(again.generate(PROMPTS, n=2, seed=0), louder)
+    from img2text2img.models.generator import to_pil
+
+    as_trained = generate_images(PROMPTS, model=again, n=2, seed=0, guidance=1.0)  # the library's face of --guidance
+    assert [np.asarray(a).tolist() for a in as_trained] == [np.asarray(a).tolist() for a in to_pil(plain)]
+    assert again.config.guidance == 2.0  # the caller's model keeps its own setting
 
     fresh = create_generator("vae-tiny", gen.vocab)  # never trained, never fitted: no mean to push away from
     with pytest.raises(I2TError, match="mean sentence"):

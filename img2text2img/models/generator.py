@@ -1189,13 +1189,19 @@ def to_pil(images: torch.Tensor) -> list:
 
 
 def generate_images(prompts: Sequence[str] | str, model: Generator | str | Path | None = None, n: int = 1, seed: int = 0,
-                    temperature: float | None = None, rerank_with=None, candidates: int = 8) -> list:
+                    temperature: float | None = None, rerank_with=None, candidates: int = 8,
+                    guidance: float | None = None) -> list:
     """Draw `n` pictures per prompt as PIL images (prompt-major). `model` None = the default shipped generator.
     `rerank_with` (a captioner or its folder): each picture is the best of `candidates` samples by that captioner's
-    likelihood of the prompt (`img2text2img.rerank`); slower by about `candidates` times, clearer pictures."""
+    likelihood of the prompt (`img2text2img.rerank`); slower by about `candidates` times, clearer pictures.
+    `guidance` (pixel / vae / gan; None = the model's own): see `Generator._decode`."""
+    import copy
+
     if isinstance(prompts, str):
         prompts = [prompts]
     gen = load_generator(model)
+    if guidance is not None:  # on a shallow copy: a model the caller passed in keeps its own setting
+        gen = copy.copy(gen).guided(guidance)
     if rerank_with is not None:
         from img2text2img.rerank import reranked
 
