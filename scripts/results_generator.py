@@ -58,6 +58,11 @@ def _model_id(folder: str | Path | None) -> dict | None:
     return {"path": shown, "weights_sha256": cfg.get("weights_sha256"), "source_run": cfg.get("info", {}).get("source_run")}
 
 
+def _dataset(data: str) -> str:
+    """The dataset a --data choice is scored on (shapes: its 5,000-picture set)."""
+    return "shapes:5000" if data == "shapes" else data
+
+
 def score(name: str, path: Path, temperature: float | None, data: str, n_frechet: int, n_roundtrip: int,
           seed: int, out_dir: Path, judge: Path | None = None, reranker: Path | None = None,
           candidates: int = 1, guidance: float | None = None) -> dict:
@@ -76,7 +81,7 @@ def score(name: str, path: Path, temperature: float | None, data: str, n_frechet
     if temperature is not None:
         gen.config.sample_temperature = temperature
     if guidance is not None:
-        guide(gen, guidance, "shapes:5000" if data == "shapes" else data)
+        guide(gen, guidance, _dataset(data))
     info = {**ck.info, "train_seconds": ck.metrics.get("train_seconds")}
     judge = judge or default_model_dir("captioner", data)
     if reranker is not None:  # best of `candidates` samples, chosen by another captioner than the judge
@@ -84,7 +89,7 @@ def score(name: str, path: Path, temperature: float | None, data: str, n_frechet
 
         gen = reranked(gen, reranker, candidates, judge=judge)
     t0 = time.time()
-    ds_name = "shapes:5000" if data == "shapes" else data
+    ds_name = _dataset(data)
     fr = evaluate_generator(gen, data=ds_name, split="test", n=n_frechet, seed=seed)
     cap = load_model(judge, kind="captioner")
     summary = path.parent / "summary.json"  # a run's last/ sits beside its summary, which names any critic
@@ -133,7 +138,7 @@ def ship(rec: dict, half: bool = False) -> Path:
 
     gen = load_model(rec["run"], kind="generator")
     gen.config.sample_temperature = rec["temperature"]
-    guide(gen, rec.get("guidance", 1.0), "shapes:5000" if rec["data"] == "shapes" else rec["data"])
+    guide(gen, rec.get("guidance", 1.0), _dataset(rec["data"]))
     dest = ROOT / "img2text2img" / "pretrained" / SHIPPED[rec["data"]]["generator"]
     info = {"source_run": rec["run"], "steps": rec["steps"], "date": rec["date"]}
     if Path(rec["run"]).resolve() == dest.resolve():  # re-shipped with other sampling: keep where it was trained

@@ -38,7 +38,7 @@ def generate(
     candidates: Annotated[int, typer.Option(min=1, max=256, help="Samples per picture with --rerank-with.")] = 8,
     guidance: Annotated[float | None, typer.Option(min=0.0, help="pixel/vae/gan: draw the sentence this many times as "
                                                           "far from the average training sentence (1 = as trained; "
-                                                          "default: the model's, 2.0 for the built-in flickr8k one).")] = None,
+                                                          "default: the model's own, 2.5 for the built-in flickr8k one).")] = None,
 ) -> None:
     """Draw 64x64 pictures from sentences and write them as one PNG (one row per sentence)."""
     import warnings

@@ -16,6 +16,10 @@ logits over K colours fitted to the training pictures, cross-entropy, drawn as e
 keeps edges hard where an RGB decoder averages the outlines it is unsure of. With `decoder="layers"` the picture is
 instead a background colour and a few flat-coloured masks, one per thing the prompt names (`LayeredDecoder`).
 
+Any of pixel / vae / gan can draw with `guidance` g > 1: from mean + g * (s - mean) instead of the sentence vector
+s, the mean being that of the training captions (stored with every checkpoint), so what sets a sentence apart from
+the average one is drawn louder (`Generator._decode`).
+
 The public entry points are `Generator.generate(prompts, n, seed)` (a tensor in [0, 1], deterministic for a seed
 through a private `torch.Generator`) and `generate_images(prompts, model, n, seed)` (PIL images; `model=None` loads
 the small generator shipped in `img2text2img/pretrained/generator/`).
