@@ -231,6 +231,8 @@ class GeneratorTask(TrainTask):
         self.critic, self.perceptual = critic, perceptual
         self.train, self.val, self.seed, self.hflip = train, val, seed, hflip
         self.prompts = prompts or SAMPLE_PROMPTS["shapes"]
+        # what the mean sentence is fitted to at each checkpoint: the first caption of each of the first 2,000 pictures
+        self.mean_ids = pad_batch([c[0] for c in train.captions[:2000]])
         self.d_lr_mult = d_lr_mult
 
     def train_dataset(self) -> Dataset:
@@ -296,7 +298,7 @@ class GeneratorTask(TrainTask):
     def checkpoint_state(self) -> dict[str, torch.Tensor]:
         # Every checkpoint carries the mean sentence of its own text encoder, so guidance works on any of them
         # (Generator._decode); it is never trained on, so fitting it here changes nothing in the run.
-        self.model.fit_sentence_mean(pad_batch([c[0] for c in self.train.captions[:2000]]))
+        self.model.fit_sentence_mean(self.mean_ids)
         return self.model.state_dict()
 
     def on_checkpoint(self, path: Path, step: int) -> None:
