@@ -65,6 +65,32 @@ def grey_image(size: int = 224) -> Image.Image:
     return Image.new("RGB", (size, size), (128, 128, 128))
 
 
+def roundtrip_pairs(dataset: CaptionDataset, split: str = "test", limit: int | None = 100,
+                    captions_per_image: int = 1, seed: int = 0) -> tuple[list[str], list[str], list[tuple[str, str]]]:
+    """The first `limit` images of `split`, each one's unrelated photo, and the (image, caption) pairs sent round.
+
+    A function of its own so that anything comparing generators (scripts/compare_generators.py) sends exactly the
+    captions `evaluate_roundtrip` sends for the same seed, and its scores stay comparable with the tool's."""
+    rng = random.Random(seed)
+    images = list(dataset.split(split))[: limit or None]
+    if not images:
+        from img2text2img.errors import I2TError
+
+        raise I2TError(f"split {split!r} of {dataset.name} has no images")
+    # A random derangement: every image gets a different photo as its "unrelated image" lower bound.
+    order = list(range(len(images)))
+    rng.shuffle(order)
+    others = list(images)
+    for j, i in enumerate(order):
+        others[i] = images[order[(j + 1) % len(order)]]
+    pairs = []
+    for im in images:
+        caps = dataset.captions[im]
+        chosen = caps if captions_per_image >= len(caps) else rng.sample(caps, captions_per_image)
+        pairs += [(im, c) for c in chosen]
+    return images, others, pairs
+
+
 def evaluate_roundtrip(
     dataset: CaptionDataset,
     caption_fn: CaptionFn,
@@ -79,27 +105,9 @@ def evaluate_roundtrip(
     progress: Callable[[int, int], None] | None = None,
 ) -> RoundTripResult:
     """Run both loops over the first `limit` images of `split` and return scores, per-row results and images."""
-    rng = random.Random(seed)
-    images = list(dataset.split(split))[: limit or None]
-    if not images:
-        from img2text2img.errors import I2TError
-
-        raise I2TError(f"split {split!r} of {dataset.name} has no images")
+    images, others, pairs = roundtrip_pairs(dataset, split, limit, captions_per_image, seed)
     refs = {im: [tokenize(c) for c in dataset.captions[im]] for im in images}
     photos = {im: load_image(dataset.image_path(im)) for im in images}
-    # A random derangement: every image gets a different photo as its "unrelated image" lower bound.
-    order = list(range(len(images)))
-    rng.shuffle(order)
-    others = list(images)
-    for j, i in enumerate(order):
-        others[i] = images[order[(j + 1) % len(order)]]
-
-    # The (image, reference caption) pairs sent around the loop.
-    pairs = []
-    for im in images:
-        caps = dataset.captions[im]
-        chosen = caps if captions_per_image >= len(caps) else rng.sample(caps, captions_per_image)
-        pairs += [(im, c) for c in chosen]
 
     total = len(pairs) + 3 * len(images)
     done = 0
