@@ -495,6 +495,34 @@ def test_z_dropout_draws_the_dropped_part_of_the_batch_from_the_prior_mean(shape
                         init_from=tmp_path / "a" / "last", z_dropout=1.5)
 
 
+def test_sentence_dropout_trains_some_drawings_from_the_batch_mean_sentence(shapes, tmp_path):
+    """Classifier-free training: a dropped row is drawn from the batch's mean sentence, so with (nearly) every row
+    dropped the drawings no longer depend on which sentence went with which picture."""
+    ds, vocab, data = shapes
+    with pytest.raises(I2TError, match="sentence_dropout is an option of a vae"):
+        create_generator("pixel-tiny", vocab, sentence_dropout=0.2)
+    with pytest.raises(I2TError, match=r"sentence_dropout must be in \[0, 1\)"):
+        create_generator("vae-tiny", vocab, sentence_dropout=1.0)
+    _, (ids, images) = next(_batches(data, 1, bs=8))
+    for p, same in ((0.999, True), (0.0, False)):
+        torch.manual_seed(0)
+        model = create_generator("vae-tiny", vocab, prior="learned", sentence_dropout=p).train()
+        with torch.no_grad():
+            torch.manual_seed(1)
+            fake, _, _ = model(ids, images)
+            torch.manual_seed(1)
+            shuffled, _, _ = model(ids.roll(1, dims=0), images)  # same sentences, other pictures
+        assert torch.allclose(fake, shuffled, atol=1e-6) == same, p
+    # the option reaches the model from the trainer, survives a checkpoint and may change with --init-from
+    from img2text2img.train.generator import train_generator
+
+    train_generator("vae-tiny", str(ds.root), _tiny_config(tmp_path / "a"), sentence_dropout=0.2)
+    assert load_model(tmp_path / "a" / "last").config.sentence_dropout == 0.2
+    train_generator("vae-tiny", str(ds.root), _tiny_config(tmp_path / "b"), init_from=tmp_path / "a" / "last",
+                    sentence_dropout=0.0)
+    assert load_model(tmp_path / "b" / "last").config.sentence_dropout == 0.0
+
+
 def test_leaky_decoder_keeps_a_gradient_through_a_stage_that_relu_kills(shapes):
     """The failure `leak` exists for: when every FiLM shift of a stage is negative, ReLU blocks all gradient to the
     layers before it (the pixel model then draws flat grey for good); a leaky decoder still learns."""

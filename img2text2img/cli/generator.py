@@ -126,6 +126,10 @@ def train_generator_cmd(
                                                     "made from the prior's mean instead of the image's code, so "
                                                     "the sentence alone must say where things are (default 0); "
                                                     "can be changed with --init-from.")] = None,
+    sentence_dropout: Annotated[float | None, typer.Option(min=0.0, max=0.99, help="vae: fraction of training "
+                                                           "sentences replaced by the batch's mean sentence "
+                                                           "(classifier-free training, for drawing with --guidance; "
+                                                           "default 0); can be changed with --init-from.")] = None,
     leak: Annotated[float | None, typer.Option(min=0.0, max=0.99, help="Negative slope of the decoder's "
                                                "activations (default 0: ReLU). A pixel generator on shapes can "
                                                "lose a whole ReLU stage early and draw flat grey for good; 0.2 "
@@ -194,7 +198,7 @@ def train_generator_cmd(
                               critic=critic, critic_weight=critic_weight,
                               critic_shift=critic_shift, critic_target=critic_target,
                               critic_tv=critic_tv, prior=prior, adv_weight=adv_weight, z_dim=z_dim, beta=beta,
-                              z_dropout=z_dropout, leak=leak, output=output, palette_size=palette_size,
+                              z_dropout=z_dropout, sentence_dropout=sentence_dropout, leak=leak, output=output, palette_size=palette_size,
                               channels=widths, refine=refine, shift_tolerance=shift_tolerance,
                               decoder=decoder, layers=layers, ordinal=ordinal, window=window, masks=masks,
                               sprites=sprites, count_weight=count_weight,

@@ -79,6 +79,7 @@ class GeneratorConfig:
     prior: str = "standard"  # vae: "standard" z ~ N(0, I), or "learned" z ~ N(mu(s), sigma(s)) from the sentence
     adv_weight: float = 0.0  # vae: weight of a matching-aware discriminator's hinge loss on its drawings (VAE-GAN)
     z_dropout: float = 0.0  # vae: fraction of training drawings made from the prior's mean instead of the posterior's z
+    sentence_dropout: float = 0.0  # vae: fraction of training sentences replaced by the batch's mean sentence (forward)
     leak: float = 0.0  # negative slope of the decoder's activations (0 = ReLU); see ImageDecoder
     output: str = "rgb"  # rgb: a colour per pixel (pixel loss) | palette: a choice among palette colours (see below)
     palette_size: int = 16  # palette output: colours in the palette, fitted to the training images (fit_palette)
@@ -118,6 +119,11 @@ class GeneratorConfig:
             raise I2TError(f"z_dropout must be in [0, 1), not {self.z_dropout}")
         if self.kind != "vae" and self.z_dropout:
             raise I2TError("z_dropout is a vae option (the other kinds have no posterior to drop)")
+        if not 0.0 <= self.sentence_dropout < 1.0:
+            raise I2TError(f"sentence_dropout must be in [0, 1), not {self.sentence_dropout}")
+        if self.sentence_dropout and (self.kind != "vae" or self.word_attention):
+            raise I2TError("sentence_dropout is an option of a vae without word attention (its code must be able to "
+                           "carry the whole picture when the sentence is dropped)")
         if not 0.0 <= self.leak < 1.0:
             raise I2TError(f"leak must be in [0, 1), not {self.leak}")
         if self.recon_loss not in ("mse", "l1"):
@@ -949,6 +955,13 @@ class Generator(PromptedSampling, nn.Module):
             return fake, loss + self._critic_term(critic, fake, ids, logs), logs
         # vae
         s, words = self._text(ids)
+        if cfg.sentence_dropout > 0 and self.training:
+            # Classifier-free training: some drawings are made from the mean sentence (the batch's, close to the
+            # `sentence_mean` that guidance pushes away from), so the decoder learns what to draw when the sentence
+            # says nothing beyond what all sentences share, and the code carries the whole picture there. Guidance
+            # then extrapolates from a drawing the model was trained to make, not from one it never saw.
+            drop = torch.rand(s.shape[0], 1, device=s.device) < cfg.sentence_dropout
+            s = torch.where(drop, s.mean(0, keepdim=True).detach(), s)
         h = self.image_encoder(images * 2 - 1).flatten(1)
         mu, logvar = self.posterior(torch.cat([h, s], 1)).chunk(2, dim=1)  # B x Z each
         logvar = logvar.clamp(-10, 10)
