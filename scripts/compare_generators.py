@@ -13,6 +13,8 @@ reader reads every drawing, and the JSON gives per seed and reader the normalise
 lower bound and the real-photo upper bound, which are captioned once per reader) and, for each generator against
 the first, the mean paired difference with its standard error over seeds and how many seeds it is ahead at.
 A generator spec is NAME=DIR[@GUIDANCE]; a reader is NAME=DIR, or NAME=shipped for the package's captioner.
+`--rerank NAME=CAPTIONER` draws generator NAME best of `--candidates` by that captioner (`img2text2img.rerank`); a
+reader with the reranker's weights does not read those drawings, so each reranked row is judged by another reader.
 """
 from __future__ import annotations
 
@@ -65,26 +67,42 @@ def paired(a: list[float], b: list[float]) -> dict:
 
 
 def compare(data: str, split: str, limit: int, seeds: list[int], generators: list[tuple[str, str, float | None]],
-            readers: list[tuple[str, str]], data_dir: str | None = None, batch_size: int = 32) -> dict:
+            readers: list[tuple[str, str]], data_dir: str | None = None, batch_size: int = 32,
+            rerank: dict[str, str] | None = None, candidates: int = 8) -> dict:
+    """Round trips of every generator read by every reader at every seed (see the module docstring). `rerank` maps
+    a generator's name to a captioner folder that picks its best of `candidates` drawings (`img2text2img.rerank`);
+    a reader with that captioner's weights does not read those drawings (it would score its own choice)."""
     import torch
     from tqdm import tqdm
 
     from img2text2img.data import load_dataset
     from img2text2img.data.images import load_image
     from img2text2img.metrics.caption import corpus_bleu_scores
-    from img2text2img.models import load_model
+    from img2text2img.models import load_model, weights_sha256
     from img2text2img.models.generator import PromptWarning, to_pil
     from img2text2img.roundtrip import _normalise, default_model_dir, grey_image, roundtrip_pairs
     from img2text2img.train.generator import guide
     from img2text2img.vocab import tokenize
 
     ds = load_dataset(data, data_dir)
-    caps = {name: load_model(default_model_dir("captioner", data) if path == "shipped" else path, kind="captioner")
-            for name, path in readers}
-    gens = {}
+    from img2text2img.rerank import reranked
+
+    def captioner_dir(path: str) -> str:
+        return str(default_model_dir("captioner", data)) if path == "shipped" else path
+
+    caps = {name: load_model(captioner_dir(path), kind="captioner") for name, path in readers}
+    reader_sha = {name: weights_sha256(captioner_dir(path)) for name, path in readers}
+    rerank = {name: captioner_dir(path) for name, path in (rerank or {}).items()}
+    unknown = sorted(set(rerank) - {g[0] for g in generators})
+    if unknown:
+        raise I2TError(f"--rerank names no generator: {', '.join(unknown)}")
+    gens, skip = {}, set()
     for name, path, g in generators:
         model = load_model(path, kind="generator")
         gens[name] = guide(model, g, data, data_dir) if g is not None else model
+        if name in rerank:
+            gens[name] = reranked(gens[name], rerank[name], candidates)
+            skip |= {(name, r) for r, sha in reader_sha.items() if sha and sha == weights_sha256(rerank[name])}
 
     def read(reader, pics: list) -> list[list[str]]:
         out = []
@@ -116,6 +134,8 @@ def compare(data: str, split: str, limit: int, seeds: list[int], generators: lis
                 for i in range(0, len(prompts), batch_size):
                     drawn += to_pil(gen.generate(prompts[i:i + batch_size], n=1, seed=seed + i))
             for reader in caps:
+                if (name, reader) in skip:
+                    continue
                 b4 = corpus_bleu_scores(refs, read(reader, drawn))["bleu4"]
                 b = bounds[reader]
                 rows.append({"generator": name, "reader": reader, "seed": seed, "bleu4": b4,
@@ -127,11 +147,12 @@ def compare(data: str, split: str, limit: int, seeds: list[int], generators: lis
     first = generators[0][0]
     for reader in caps:
         by = {name: [r["normalised_bleu4"] for r in rows if r["generator"] == name and r["reader"] == reader]
-              for name in gens}
+              for name in gens if (name, reader) not in skip}
         summary[reader] = {name: {"mean": sum(v) / len(v),
-                                  **({} if name == first else {f"vs_{first}": paired(v, by[first])})}
+                                  **({f"vs_{first}": paired(v, by[first])} if name != first and first in by else {})}
                            for name, v in by.items()}
-    return {"bounds": bounds, "summary": summary, "rows": rows}
+    return {"bounds": bounds, "summary": summary, "rows": rows,
+            "not_read": [{"generator": g, "reader": r, "why": "reranked by this reader's weights"} for g, r in sorted(skip)]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -148,6 +169,10 @@ def main(argv: list[str] | None = None) -> int:
                          "guidance G")
     ap.add_argument("--reader", action="append", required=True, metavar="NAME=DIR",
                     help="a captioner that reads the drawings back (repeat); DIR 'shipped' = the package's")
+    ap.add_argument("--rerank", action="append", default=[], metavar="NAME=CAPTIONER",
+                    help="draw generator NAME best of --candidates, picked by this captioner (repeat; 'shipped' = the "
+                         "package's); readers with its weights skip those drawings")
+    ap.add_argument("--candidates", type=int, default=8, help="samples per picture for --rerank (default 8)")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     ap.add_argument("--out", type=Path, required=True, help="JSON file to write")
     args = ap.parse_args(argv)
@@ -163,11 +188,14 @@ def main(argv: list[str] | None = None) -> int:
             raise I2TError("generator and reader names must be unique")
         seeds = parse_seeds(args.seeds)
         t0 = time.time()
-        result = compare(args.data, args.split, args.limit, seeds, gens, readers, args.data_dir)
+        rerank = dict(parse_spec(s, "rerank")[:2] for s in args.rerank)
+        result = compare(args.data, args.split, args.limit, seeds, gens, readers, args.data_dir,
+                         rerank=rerank, candidates=args.candidates)
         result.update({
             "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
             "data": args.data, "split": args.split, "photos": args.limit, "seeds": seeds,
-            "generators": {n: {"dir": p, "guidance": g} for n, p, g in gens},
+            "generators": {n: {"dir": p, "guidance": g, "reranker": rerank.get(n),
+                               "candidates": args.candidates if n in rerank else None} for n, p, g in gens},
             "readers": {n: p for n, p in readers},
             "seconds": round(time.time() - t0, 1),
             "machine": f"{cpu_model()}, {os.cpu_count()} CPUs, {platform.platform()}, torch {torch.__version__}",

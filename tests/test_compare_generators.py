@@ -38,14 +38,23 @@ def test_compare_scores_each_seed_as_the_roundtrip_tool_does(tmp_path):
 
     ds = load_dataset("shapes:200", data_dir=tmp_path / "s")
     gen_dir, cap_dir = default_model_dir("generator", "shapes"), default_model_dir("captioner", "shapes")
-    res = cg.compare("shapes:200", "test", 20, [0, 1], [("a", str(gen_dir), None), ("b", str(gen_dir), None)],
-                     [("shapes", str(cap_dir))], data_dir=str(tmp_path / "s"))
+    res = cg.compare("shapes:200", "test", 20, [0, 1],
+                     [("a", str(gen_dir), None), ("b", str(gen_dir), None), ("c", str(gen_dir), None)],
+                     [("shapes", str(cap_dir))], data_dir=str(tmp_path / "s"), rerank={"c": str(cap_dir)},
+                     candidates=2)
     gen, cap = load_model(gen_dir, kind="generator"), load_model(cap_dir, kind="captioner")
     for seed in (0, 1):
         tool = evaluate_roundtrip(ds, *model_functions(cap, gen), split="test", limit=20, seed=seed)
         mine = [r for r in res["rows"] if r["seed"] == seed]
+        assert {r["generator"] for r in mine} == {"a", "b"}
         assert tool.scores["normalised_bleu4"] is not None
         assert all(r["normalised_bleu4"] == pytest.approx(tool.scores["normalised_bleu4"]) for r in mine)
     # the same generator twice: paired seed by seed, it is never ahead of itself
     vs = res["summary"]["shapes"]["b"]["vs_a"]
     assert vs["mean_difference"] == 0 and vs["ahead_at"] == 0 and vs["seeds"] == 2
+    # "c" was picked by the only reader's own weights: that reader does not score its own choice
+    assert res["not_read"] == [{"generator": "c", "reader": "shapes", "why": "reranked by this reader's weights"}]
+    assert "c" not in res["summary"]["shapes"]
+    with pytest.raises(I2TError, match="--rerank names no generator: d"):
+        cg.compare("shapes:200", "test", 4, [0], [("a", str(gen_dir), None)], [("shapes", str(cap_dir))],
+                   data_dir=str(tmp_path / "s"), rerank={"d": str(cap_dir)})
