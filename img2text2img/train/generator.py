@@ -422,7 +422,8 @@ _DECODER_FIELDS = ("channels", "refine", "decoder", "layers", "ordinal", "window
 _EXTENSIONS = ("prior", "adv_weight", *_OUTPUT_FIELDS, *_DECODER_FIELDS)
 _OUTPUT_HEAD = ("decoder.to_rgb.", "palette")
 _POSTERIOR = ("image_encoder.", "posterior.")  # a VAE's image -> code network: training runs only
-_LOSS_WEIGHTS = ("beta", "z_dropout", "sentence_dropout", "shift_tolerance", "count_weight")  # how the loss is taken, not the network
+# how the loss is taken, not the network: a run started from another may change these
+_LOSS_WEIGHTS = ("beta", "z_dropout", "sentence_dropout", "shift_tolerance", "count_weight")
 
 
 def _extend(model: Generator, ck, changes: dict) -> Generator:
