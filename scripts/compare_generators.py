@@ -79,13 +79,13 @@ def compare(data: str, split: str, limit: int, seeds: list[int], generators: lis
     from img2text2img.data.images import load_image
     from img2text2img.metrics.caption import corpus_bleu_scores
     from img2text2img.models import load_model, weights_sha256
-    from img2text2img.models.generator import PromptWarning, to_pil
-    from img2text2img.roundtrip import _normalise, default_model_dir, grey_image, roundtrip_pairs
+    from img2text2img.models.generator import PromptWarning
+    from img2text2img.rerank import reranked
+    from img2text2img.roundtrip import _normalise, default_model_dir, grey_image, model_functions, roundtrip_pairs
     from img2text2img.train.generator import guide
     from img2text2img.vocab import tokenize
 
     ds = load_dataset(data, data_dir)
-    from img2text2img.rerank import reranked
 
     def captioner_dir(path: str) -> str:
         return str(default_model_dir("captioner", data)) if path == "shipped" else path
@@ -104,10 +104,15 @@ def compare(data: str, split: str, limit: int, seeds: list[int], generators: lis
             gens[name] = reranked(gens[name], rerank[name], candidates)
             skip |= {(name, r) for r, sha in reader_sha.items() if sha and sha == weights_sha256(rerank[name])}
 
+    # Each reader reads and each generator draws through the very callables `i2t roundtrip-eval` uses
+    # (roundtrip.model_functions: the captioner's own search, the generator's own temperature and guidance).
+    caption_fn = {name: model_functions(cap, None)[0] for name, cap in caps.items()}
+    generate_fn = {name: model_functions(None, gen)[1] for name, gen in gens.items()}
+
     def read(reader, pics: list) -> list[list[str]]:
         out = []
         for i in range(0, len(pics), batch_size):
-            out += [tokenize(r.text) for r in caps[reader].caption_images(pics[i:i + batch_size])]
+            out += [tokenize(t) for t in caption_fn[reader](pics[i:i + batch_size])]
         return out
 
     images, _, _ = roundtrip_pairs(ds, split, limit, 1, seeds[0])
@@ -125,14 +130,14 @@ def compare(data: str, split: str, limit: int, seeds: list[int], generators: lis
     for seed in seeds:
         _, _, pairs = roundtrip_pairs(ds, split, limit, 1, seed)
         prompts = [c for _, c in pairs]
-        for name, gen in gens.items():
+        for name in gens:
             drawn = []
-            # the batches and their seeds are those of roundtrip.model_functions; a test caption's rare words are
-            # read as <unk> there too, so saying so for every run would only bury the progress bar
+            # batches and seeds as in evaluate_roundtrip; a test caption's rare words are read as <unk> there too,
+            # so saying so for every run would only bury the progress bar
             with torch.inference_mode(), warnings.catch_warnings():
                 warnings.simplefilter("ignore", PromptWarning)
                 for i in range(0, len(prompts), batch_size):
-                    drawn += to_pil(gen.generate(prompts[i:i + batch_size], n=1, seed=seed + i))
+                    drawn += generate_fn[name](prompts[i:i + batch_size], seed + i)
             for reader in caps:
                 if (name, reader) in skip:
                     continue

@@ -21,6 +21,10 @@ from img2text2img.models.generator import Generator, PromptWarning, save_grid
 from img2text2img.train.engine import StepContext, TrainConfig, TrainTask
 from img2text2img.vocab import PAD_ID, Vocabulary, pad_batch
 
+# The mean sentence that guidance pushes away from (Generator._decode) is that of the first caption of each of the
+# first this many training pictures: enough for a stable mean, cheap to refit at every checkpoint.
+MEAN_SENTENCE_PICTURES = 2000
+
 # Fixed prompts drawn at every checkpoint so a person can watch a run improve.
 SAMPLE_PROMPTS = {
     "shapes": [
@@ -231,8 +235,8 @@ class GeneratorTask(TrainTask):
         self.critic, self.perceptual = critic, perceptual
         self.train, self.val, self.seed, self.hflip = train, val, seed, hflip
         self.prompts = prompts or SAMPLE_PROMPTS["shapes"]
-        # what the mean sentence is fitted to at each checkpoint: the first caption of each of the first 2,000 pictures
-        self.mean_ids = pad_batch([c[0] for c in train.captions[:2000]])
+        # what the mean sentence is fitted to at each checkpoint (fit_sentence_mean_from fits the same captions)
+        self.mean_ids = pad_batch([c[0] for c in train.captions[:MEAN_SENTENCE_PICTURES]])
         self.d_lr_mult = d_lr_mult
 
     def train_dataset(self) -> Dataset:
@@ -305,7 +309,8 @@ class GeneratorTask(TrainTask):
         write_samples(self.model, self.prompts, path, step)
 
 
-def fit_sentence_mean_from(model: Generator, data: str, data_dir: str | Path | None = None, n: int = 2000) -> torch.Tensor:
+def fit_sentence_mean_from(model: Generator, data: str, data_dir: str | Path | None = None,
+                           n: int = MEAN_SENTENCE_PICTURES) -> torch.Tensor:
     """Fit `model.sentence_mean` (what guidance pushes away from) to the first caption of the first `n` training
     pictures of `data`, the captions a training run fits it to (`GeneratorTask.checkpoint_state`); for a generator
     saved before checkpoints carried one."""
