@@ -6,13 +6,7 @@ the vocabulary's fingerprint, and turns any mismatch into a one-line `I2TError`.
 """
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import shutil
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,65 +16,12 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from img2text2img.errors import I2TError
+from img2text2img.io import atomic_folder, sha256_file
 from img2text2img.vocab import Vocabulary
 
 FORMAT_VERSION = 1
 CONFIG, WEIGHTS, VOCAB, METRICS = "config.json", "model.safetensors", "vocab.json", "metrics.json"
 TRAINER_TENSORS, TRAINER_JSON = "trainer.safetensors", "trainer.json"
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
-def write_text_atomic(path: str | Path, text: str) -> None:
-    """Write a text file through a temp file + rename so readers never see half of it."""
-    write_bytes_atomic(path, text.encode("utf-8"))
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def write_bytes_atomic(path: str | Path, data: bytes) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; outputs should have normal permissions
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-@contextmanager
-def atomic_folder(path: str | Path) -> Iterator[Path]:
-    """Yield a temp folder beside `path` to fill; when the block ends it replaces `path` in one swap, and when the
-    block fails (or is interrupted) it is removed, so `path` is never a half-written folder."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp"))
-    try:
-        yield tmp
-        # mkdtemp makes a 0700 folder; give the finished folder and its files the usual permissions
-        mask = _umask()
-        os.chmod(tmp, 0o777 & ~mask)
-        for f in tmp.rglob("*"):
-            os.chmod(f, (0o777 if f.is_dir() else 0o666) & ~mask)
-        _swap_into_place(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 @dataclass
@@ -138,17 +79,6 @@ def save_checkpoint(
             save_file(flat, str(tmp / TRAINER_TENSORS))
             (tmp / TRAINER_JSON).write_text(json.dumps(skeleton), encoding="utf-8")
     return path
-
-
-def _swap_into_place(tmp: Path, path: Path) -> None:
-    """Replace `path` by `tmp` so that at every instant one complete checkpoint exists (at `path` or `path.old`)."""
-    old = path.with_name(path.name + ".old")
-    if old.exists():
-        shutil.rmtree(old)
-    if path.exists():
-        os.replace(path, old)
-    os.replace(tmp, path)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def checkpoint_exists(path: str | Path) -> bool:

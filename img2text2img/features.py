@@ -248,7 +248,7 @@ def _encode_into(encoder: Any, paths: Sequence[Path], pooled: np.ndarray, grid: 
 
 
 def _write_json_atomic(path: Path, obj: dict[str, Any]) -> None:
-    from img2text2img.checkpoint import write_text_atomic
+    from img2text2img.io import write_text_atomic
 
     write_text_atomic(path, json.dumps(obj, indent=1))
 

@@ -28,9 +28,9 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from img2text2img.checkpoint import write_text_atomic
 from img2text2img.data.captions import CaptionDataset
 from img2text2img.data.images import load_image
+from img2text2img.io import write_text_atomic
 from img2text2img.metrics.caption import corpus_bleu_scores
 from img2text2img.vocab import tokenize
 

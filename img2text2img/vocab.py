@@ -5,7 +5,6 @@ fed to the generator without any re-mapping, and the round trip compares like wi
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from collections import Counter
@@ -18,6 +17,7 @@ import torch
 from torch import nn
 
 from img2text2img.errors import I2TError
+from img2text2img.io import sha256_text, write_text_atomic
 
 PAD, START, END, UNK = "<pad>", "<start>", "<end>", "<unk>"
 SPECIALS = (PAD, START, END, UNK)
@@ -104,11 +104,9 @@ class Vocabulary:
     @property
     def sha256(self) -> str:
         """A fingerprint of the word list, stored in checkpoints so weights never meet the wrong vocabulary."""
-        return hashlib.sha256("\n".join(self.itos).encode("utf-8")).hexdigest()
+        return sha256_text("\n".join(self.itos))
 
     def save(self, path: str | Path) -> None:
-        from img2text2img.checkpoint import write_text_atomic  # here: checkpoint imports this module
-
         write_text_atomic(path, json.dumps(self.to_dict(), ensure_ascii=False))
 
     @classmethod

@@ -49,7 +49,7 @@ def bench_products(repeat: int) -> list[dict]:
 def bench_search(decoder: str, words: int, repeat: int) -> dict:
     import torch
 
-    import img2text2img.models.captioner as captioner
+    from img2text2img.models import captioner
     torch.manual_seed(0)
     model = captioner.create_captioner(f"efficientnet_lite0+{decoder}", _vocab(2549), 1280).eval()
     pooled, grid = torch.randn(1, 1280), torch.randn(1, 49, 1280)
@@ -84,7 +84,7 @@ def main() -> None:
               "search": [bench_search(d, args.words, max(10, args.repeat // 10)) for d in ("lstm", "attention")]}
     text = json.dumps(record, indent=1)
     if args.out:
-        from img2text2img.checkpoint import write_text_atomic
+        from img2text2img.io import write_text_atomic
 
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         write_text_atomic(Path(args.out), text + "\n")

@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     import torch
 
-    from img2text2img.checkpoint import write_text_atomic
+    from img2text2img.io import write_text_atomic
     from img2text2img.models.generator import load_generator
     from img2text2img.train.generator import SAMPLE_PROMPTS
 

@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
                       "loadavg_at_end": [round(v, 2) for v in os.getloadavg()]}
     rec["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     rec["command"] = "python scripts/bench_int8.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    from img2text2img.checkpoint import write_text_atomic
+    from img2text2img.io import write_text_atomic
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(args.out, json.dumps(rec, indent=1) + "\n")

@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
             "machine": f"{cpu_model()}, {os.cpu_count()} CPUs, {platform.platform()}, torch {torch.__version__}",
             "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         })
-        from img2text2img.checkpoint import write_text_atomic
+        from img2text2img.io import write_text_atomic
 
         write_text_atomic(args.out, json.dumps(result, indent=1))
         for reader, by in result["summary"].items():

@@ -40,7 +40,7 @@ def convert(images_zip: Path, text_zip: Path, out: Path, size: int | None = None
     """Turn the two release archives into the project layout at `out` (written to a temp folder, then renamed)."""
     from PIL import Image
 
-    from img2text2img.checkpoint import atomic_folder
+    from img2text2img.io import atomic_folder
 
     with atomic_folder(out) as tmp:
         (tmp / "images").mkdir()

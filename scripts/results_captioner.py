@@ -98,8 +98,9 @@ def build_combination(members: list[str], run: Path, val_images: int | None, how
     """Write the ensemble (`how="ensemble"`) or weight average (`"average"`) of `members` (captioner checkpoints or
     run folders) as the run `run`: best/ and a summary whose training time is the members' sum (each had to be
     trained; for a fine-tune that is its starting run plus its own stage), so the row is scored like any other."""
-    from img2text2img.checkpoint import read_metrics, write_text_atomic
+    from img2text2img.checkpoint import read_metrics
     from img2text2img.config import config_to_dict
+    from img2text2img.io import write_text_atomic
     from img2text2img.models import resolve_checkpoint_dir
     from img2text2img.models.captioner import average_captioners, ensemble_captioners
     from img2text2img.train.captioner import evaluate_captioner
@@ -117,7 +118,8 @@ def build_combination(members: list[str], run: Path, val_images: int | None, how
 
 def run_one(name: str, args, results_dir: Path) -> dict:
     """Train (unless a finished run exists) and score one model; returns the JSON record."""
-    from img2text2img.checkpoint import read_metrics, write_text_atomic
+    from img2text2img.checkpoint import read_metrics
+    from img2text2img.io import write_text_atomic
     from img2text2img.models.captioner import load_captioner
     from img2text2img.train.captioner import CaptionTrainOptions, evaluate_captioner, train_captioner
     from img2text2img.train.engine import TrainConfig
@@ -175,7 +177,7 @@ def run_one(name: str, args, results_dir: Path) -> dict:
         "machine": machine(), "date": dt.date.today().isoformat(),
         "command": "python " + " ".join(sys.argv),
     }
-    from img2text2img.checkpoint import write_text_atomic as w
+    from img2text2img.io import write_text_atomic as w
 
     w(results_dir / f"captioner-{name}{args.tag}.json", json.dumps(rec, indent=2))
     return rec
@@ -260,7 +262,7 @@ def ship_best(results_dir: Path, runs: str) -> dict:
 def ship_shapes(run: str, results_dir: Path) -> dict:
     """Score a shapes captioner run (its best/ by validation BLEU-4) on the shapes test split and ship it as the
     package's shapes captioner: the reader of the shapes round trip."""
-    from img2text2img.checkpoint import write_text_atomic
+    from img2text2img.io import write_text_atomic
     from img2text2img.models import resolve_checkpoint_dir
     from img2text2img.models.captioner import load_captioner
     from img2text2img.roundtrip import default_model_dir
@@ -469,7 +471,7 @@ def main(argv: list[str] | None = None) -> int:
     results_dir = Path(args.results)
     results_dir.mkdir(parents=True, exist_ok=True)
     if args.bench:
-        from img2text2img.checkpoint import write_text_atomic
+        from img2text2img.io import write_text_atomic
 
         b = bench(args.bench, beam=args.beam)
         # one file per folder, weights, search and day, so a re-run never overwrites an older machine's record

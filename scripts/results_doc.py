@@ -22,7 +22,7 @@ def cpu_model() -> str:
 
 def replace_section(doc: Path, section: str, begin: str, end: str) -> None:
     """Put `section` (which includes its own markers) in place of the old one, writing the file atomically."""
-    from img2text2img.checkpoint import write_text_atomic
+    from img2text2img.io import write_text_atomic
 
     old = doc.read_text(encoding="utf-8") if doc.exists() else "# Results\n"
     if begin in old and end in old:

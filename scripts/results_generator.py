@@ -123,7 +123,7 @@ def score(name: str, path: Path, temperature: float | None, data: str, n_frechet
                    f"{torch.get_num_threads()} threads",
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "seconds": round(time.time() - t0, 1),
     }
-    from img2text2img.checkpoint import write_text_atomic
+    from img2text2img.io import write_text_atomic
 
     write_text_atomic(out_dir / f"generator-{data}-{name}.json", json.dumps(rec, indent=2, default=str))
     return rec

@@ -50,8 +50,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from img2text2img.checkpoint import write_text_atomic
     from img2text2img.data import load_dataset
+    from img2text2img.io import write_text_atomic
     from img2text2img.metrics.caption import coco_scores, corpus_bleu_scores
     from img2text2img.models.captioner import load_captioner
     from img2text2img.train.captioner import decode_source, load_features

@@ -10,7 +10,15 @@ import pytest
 from img2text2img.data import load_dataset, read_caption_folder
 from img2text2img.data.augment import AugmentConfig, augment, rewrite_directions
 from img2text2img.data.shapes import (
-    CELL_NAMES, COLOURS, SIZES, draw_caption, generate_shapes, relation, render, scene, scene_from_caption,
+    CELL_NAMES,
+    COLOURS,
+    SIZES,
+    draw_caption,
+    generate_shapes,
+    relation,
+    render,
+    scene,
+    scene_from_caption,
 )
 from img2text2img.errors import I2TError
 

@@ -165,7 +165,7 @@ def eval_captioner_cmd(
     no_repeat: NoRepeatOption = None,
 ) -> None:
     """Score a captioner against all references of a split: nltk BLEU-1..4 and COCO BLEU, METEOR, ROUGE-L, CIDEr-D."""
-    from img2text2img.checkpoint import write_text_atomic
+    from img2text2img.io import write_text_atomic
     from img2text2img.models.captioner import load_captioner
     from img2text2img.train.captioner import evaluate_captioner
 

@@ -224,7 +224,7 @@ def eval_generator_cmd(
     data_dir: Annotated[Path | None, typer.Option()] = None,
 ) -> None:
     """Fréchet distance in encoder features (not the standard FID) and image-text cosine scores on a test split."""
-    from img2text2img.checkpoint import write_text_atomic
+    from img2text2img.io import write_text_atomic
     from img2text2img.train.generator import evaluate_generator
 
     result = evaluate_generator(model, data, split, n, encoder, size, seed, data_dir, temperature, guidance=guidance)

@@ -37,7 +37,7 @@ def write_run_summary(out, summary: dict) -> None:
     import shlex
     from pathlib import Path
 
-    from img2text2img.checkpoint import write_text_atomic
+    from img2text2img.io import write_text_atomic
 
     args = COMMAND_LINE.get()
     summary["command"] = shlex.join(["i2t", *(sys.argv[1:] if args is None else args)])

@@ -106,8 +106,8 @@ def eval_tagger_cmd(
     out: Annotated[Path | None, typer.Option(help="Write the scores as JSON here.")] = None,
 ) -> None:
     """Score a tagger on a split: micro/macro/per-image precision, recall, F1, exact match, and mAP (BCE head)."""
-    from img2text2img.checkpoint import write_text_atomic
     from img2text2img.data import load_dataset
+    from img2text2img.io import write_text_atomic
     from img2text2img.models.tagger import load_tagger
     from img2text2img.tags import dataset_tags
     from img2text2img.train.tagger import evaluate_tagger

@@ -158,7 +158,7 @@ def scene(index: int, seed: int) -> tuple[str, list[ShapeSpec], list[str]]:
 
 def generate_shapes(out: str | Path, n: int = 5000, size: int = 64, seed: int = 0, progress: bool = False) -> Path:
     """Write the dataset (images/, captions.tsv, tags.tsv, splits/ 80/10/10) into `out`, atomically."""
-    from img2text2img.checkpoint import atomic_folder
+    from img2text2img.io import atomic_folder
 
     out = Path(out)
     with atomic_folder(out) as tmp:

@@ -386,7 +386,7 @@ def _fused(name: str, parts: tuple[str, ...], quality: str) -> EncoderSpec:
 
 
 def _sha256(path: Path) -> str:
-    from img2text2img.checkpoint import sha256_file
+    from img2text2img.io import sha256_file
 
     return sha256_file(path)
 

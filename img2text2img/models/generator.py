@@ -1251,7 +1251,7 @@ def save_grid(images: Sequence | torch.Tensor, path: str | Path, ncol: int | Non
     """Write images as one PNG (a single image as itself), atomically; `scale` enlarges with nearest neighbour."""
     from PIL import Image
 
-    from img2text2img.checkpoint import write_bytes_atomic
+    from img2text2img.io import write_bytes_atomic
 
     grid = make_grid(images, ncol)
     if scale > 1:
