@@ -1,0 +1,114 @@
+"""The one way a trained model becomes a shipped one: a compact fp16 folder that says how it was made.
+
+Every trainer, `i2t ship` and the scripts go through `ship()`, so each shipped folder records the same provenance:
+the command that trained it, the git commit of the code, the parent checkpoints it started from (by name and weights
+fingerprint) and the date. Nothing recorded is a path of the machine it was made on: folders are named by their last
+component, paths inside the repository relative to it.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shlex
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+
+from img2text2img.errors import I2TError
+
+REPO = Path(__file__).resolve().parent.parent
+PRETRAINED = Path(__file__).resolve().parent / "pretrained"
+
+
+def portable_path(path: str | Path) -> str:
+    """`path` as it may be recorded: relative to the repository when inside it, else its last component."""
+    p = Path(path)
+    if not p.is_absolute():
+        return p.as_posix()
+    try:
+        return p.resolve().relative_to(REPO).as_posix()
+    except ValueError:
+        return p.name
+
+
+def portable_command(command: str | Sequence[str]) -> str:
+    """A command line with every absolute path (alone or after `--opt=`) made portable."""
+    tokens = shlex.split(command) if isinstance(command, str) else list(command)
+    out = []
+    for tok in tokens:
+        key, eq, value = tok.partition("=") if tok.startswith("--") else ("", "", tok)
+        if value.startswith("/"):
+            value = portable_path(value)
+        out.append(f"{key}{eq}{value}" if eq else value)
+    return shlex.join(out)
+
+
+def git_commit() -> str | None:
+    """The commit of the code doing the shipping (with `+dirty` when the tree has changes), None outside git."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10)
+        if head.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head.stdout.strip() + ("+dirty" if dirty else "")
+
+
+def parent_record(path: str | Path) -> dict:
+    """A parent checkpoint as provenance: its portable name and the sha256 of its weights."""
+    from img2text2img.models import resolve_checkpoint_dir, weights_sha256
+
+    return {"name": portable_path(resolve_checkpoint_dir(path)), "weights_sha256": weights_sha256(path)}
+
+
+def provenance(command: str | Sequence[str] | None = None, parents: Sequence[str | Path] = (),
+               extra: dict | None = None) -> dict:
+    """The `info` block of a shipped model's config.json."""
+    info = {
+        "command": portable_command(command) if command else None,
+        "git_commit": git_commit(),
+        "parents": [parent_record(p) for p in parents],
+        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d"),
+    }
+    return {**info, **(extra or {})}
+
+
+def target_dir(name_or_dir: str | Path) -> Path:
+    """`--as NAME` ships into the package (`img2text2img/pretrained/NAME`); anything with a slash is a folder."""
+    s = str(name_or_dir)
+    if "/" in s or s.startswith("."):
+        return Path(s)
+    if not s.replace("_", "").replace("-", "").isalnum():
+        raise I2TError(f"model name {s!r}: use letters, digits, '-' and '_'")
+    return PRETRAINED / s
+
+
+def ship(model, out: str | Path, *, command: str | Sequence[str] | None = None, parents: Sequence[str | Path] = (),
+         metrics: dict | None = None, extra: dict | None = None, force: bool = False) -> Path:
+    """Write `model` (any captioner, tagger or generator) as a shipped folder at `out` (a name or a folder):
+    weights in fp16 without training-only parts, its vocabulary, `metrics` and the provenance above."""
+    from img2text2img.checkpoint import checkpoint_exists
+
+    out = target_dir(out)
+    if out.exists() and any(out.iterdir()):
+        if not checkpoint_exists(out):
+            raise I2TError(f"{out} exists and is not a model folder; choose another place")
+        if not force:
+            raise I2TError(f"{out} already holds a model; pass --force to replace it")
+    return model.save(out, metrics=metrics, info=provenance(command, parents, extra), half=True, full=False)
+
+
+def ship_run(run: str | Path, out: str | Path, *, force: bool = False) -> Path:
+    """Ship a training run folder (its `best/`, else `last/`) with the command and parents its summary recorded."""
+    from img2text2img.checkpoint import read_metrics
+    from img2text2img.models import load_model, resolve_checkpoint_dir
+
+    run = Path(run)
+    ckpt = resolve_checkpoint_dir(run)
+    summary_file = run / "summary.json"
+    summary = json.loads(summary_file.read_text(encoding="utf-8")) if summary_file.exists() else {}
+    model = load_model(ckpt)
+    return ship(model, out, command=summary.get("command"), parents=summary.get("parents", []),
+                metrics=read_metrics(ckpt) or None, force=force)
