@@ -34,7 +34,10 @@ class Checkpoint:
     state_dict: dict[str, torch.Tensor]
     vocab: Vocabulary
     metrics: dict = field(default_factory=dict)
-    info: dict = field(default_factory=dict)  # free-form extras saved by the trainer (step, epoch, ...)
+    info: dict = field(default_factory=dict)  # provenance and extras saved by the trainer (step, command, ...)
+    # how the model is used, apart from what the network is (beam width, guidance, temperature); {} in checkpoints
+    # written before the two were kept apart, whose model config still holds these keys
+    inference: dict = field(default_factory=dict)
 
 
 def save_checkpoint(
@@ -48,8 +51,10 @@ def save_checkpoint(
     info: dict | None = None,
     trainer_state: dict | None = None,
     half: bool = False,
+    inference: dict | None = None,
 ) -> Path:
-    """Write a checkpoint folder atomically. `half=True` stores floating tensors as float16 (for shipped models)."""
+    """Write a checkpoint folder atomically. `half=True` stores floating tensors as float16 (for shipped models);
+    `inference` is the model's inference settings, saved beside its network config."""
     from img2text2img import __version__
 
     path = Path(path)
@@ -67,6 +72,7 @@ def save_checkpoint(
             "library_version": __version__,
             "kind": kind,
             "config": config,
+            "inference": inference or {},
             "vocab_sha256": vocab.sha256,
             "weights_sha256": sha256_file(tmp / WEIGHTS),
             "info": info or {},
@@ -120,7 +126,8 @@ def load_checkpoint(path: str | Path, kind: str | None = None) -> Checkpoint:
     vocab = Vocabulary.load(path / VOCAB)
     if meta.get("vocab_sha256") and vocab.sha256 != meta["vocab_sha256"]:
         raise I2TError(f"{path / VOCAB} does not match the vocabulary the weights were trained with")
-    return Checkpoint(path, meta["kind"], meta.get("config", {}), state, vocab, read_metrics(path), meta.get("info", {}))
+    return Checkpoint(path, meta["kind"], meta.get("config", {}), state, vocab, read_metrics(path), meta.get("info", {}),
+                      meta.get("inference", {}))
 
 
 def read_metrics(path: str | Path) -> dict:
