@@ -185,3 +185,21 @@ def unflatten_state(tensors: dict[str, torch.Tensor], skeleton: Any) -> Any:
         return o
 
     return walk(skeleton)
+
+
+def check_target(path: str | Path, force: bool = False, what: str = "model") -> None:
+    """Refuse to write a model or run folder where that would lose something: `path` may be absent or empty; a
+    folder holding a checkpoint (or a run with best/ or last/) is replaced only with `force`; anything else (a file,
+    a folder of other things) never is."""
+    path = Path(path)
+    if not path.exists():
+        return
+    if not path.is_dir():
+        raise I2TError(f"{path} is a file, not a {what} folder; choose another place")
+    if not any(path.iterdir()):
+        return
+    ours = checkpoint_exists(path) or any(checkpoint_exists(path / sub) for sub in ("best", "last"))
+    if not ours:
+        raise I2TError(f"{path} exists and does not hold a {what}; choose another place")
+    if not force:
+        raise I2TError(f"{path} already holds a {what}; pass --force to replace it")

@@ -89,14 +89,10 @@ def ship(model, out: str | Path, *, command: str | Sequence[str] | None = None, 
          metrics: dict | None = None, extra: dict | None = None, force: bool = False) -> Path:
     """Write `model` (any captioner, tagger or generator) as a shipped folder at `out` (a name or a folder):
     weights in fp16 without training-only parts, its vocabulary, `metrics` and the provenance above."""
-    from img2text2img.checkpoint import checkpoint_exists
+    from img2text2img.checkpoint import check_target
 
     out = target_dir(out)
-    if out.exists() and any(out.iterdir()):
-        if not checkpoint_exists(out):
-            raise I2TError(f"{out} exists and is not a model folder; choose another place")
-        if not force:
-            raise I2TError(f"{out} already holds a model; pass --force to replace it")
+    check_target(out, force)
     return model.save(out, metrics=metrics, info=provenance(command, parents, extra), half=True, full=False)
 
 
