@@ -1,0 +1,87 @@
+"""The losses the pixel / vae / gan generators are trained with; their weights come from the training recipe.
+
+Kept apart from the network so that a config says what a model is and a recipe how it was taught.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from img2text2img.errors import I2TError
+
+
+def pixel_loss(drawn: torch.Tensor, real: torch.Tensor, kind: str = "mse") -> torch.Tensor:
+    """Mean per-pixel loss, MSE or L1."""
+    if kind == "mse":
+        return (drawn - real).pow(2).mean()
+    if kind == "l1":
+        return (drawn - real).abs().mean()
+    raise I2TError(f"recon_loss must be mse or l1, not {kind!r}")
+
+
+def matching_hinge(discriminator, ids: torch.Tensor, images: torch.Tensor, fake: torch.Tensor):
+    """Hinge losses of a matching-aware discriminator: (d_loss, g_fn), g_fn() -> (g_adv, logs) to be called after
+    the discriminator's update so the drawings are scored by the updated discriminator.
+
+    Its negatives are the drawings and real images paired with a mismatched sentence (the batch rolled by one), so
+    it must check that the picture fits the sentence, not only that it looks real."""
+    D = discriminator
+    d_real = D(images, ids)
+    d_fake = D(fake.detach(), ids)
+    d_wrong = D(images, ids.roll(1, dims=0))
+    d_loss = F.relu(1 - d_real).mean() + 0.5 * (F.relu(1 + d_fake).mean() + F.relu(1 + d_wrong).mean())
+
+    def g_fn():
+        g_adv = -D(fake, ids).mean()
+        return g_adv, {"d": d_loss.item(), "g_adv": g_adv.item(), "d_real": d_real.mean().item(),
+                       "d_fake": d_fake.mean().item()}
+
+    return d_loss, g_fn
+
+
+class GeneratorLoss:
+    """A generator's training loss as a recipe sets it: the pixel loss (+ beta * KL with a linear warm-up for a
+    vae, + an optional perceptual term), or for a gan the hinge losses (+ an optional pixel term).
+
+    `perceptual`: a callable (drawn, real) -> scalar with a `weight` attribute, e.g. `train.generator.FeatureLoss`.
+    The KL is divided by the pixel count, like the mean pixel loss, so beta means the same at any image size."""
+
+    def __init__(self, recon: str = "mse", beta: float = 1.0, kl_warmup: int = 0, recon_weight: float = 0.0,
+                 perceptual: Callable | None = None):
+        pixel_loss(torch.zeros(1), torch.zeros(1), recon)  # refuse an unknown kind now, not at the first step
+        self.recon, self.beta, self.kl_warmup = recon, beta, kl_warmup
+        self.recon_weight, self.perceptual = recon_weight, perceptual
+
+    def beta_at(self, step: int) -> float:
+        return self.beta * min(1.0, step / self.kl_warmup) if self.kl_warmup > 0 else self.beta
+
+    def __call__(self, model, ids: torch.Tensor, images: torch.Tensor, step: int = 0):
+        """pixel / vae: -> (drawn, loss, logs). `model` may be a DistributedDataParallel wrapper: it is called once."""
+        fake, kl = model(ids, images)
+        recon = pixel_loss(fake, images, self.recon)
+        loss, logs = recon, {"recon": recon.item()}
+        if kl is not None:
+            numel = images[0].numel()
+            beta = self.beta_at(step)
+            loss = loss + beta * kl / numel
+            logs.update(kl=kl.item(), beta=beta)
+        if self.perceptual is not None and self.perceptual.weight > 0:
+            p = self.perceptual(fake, images)
+            loss, logs["perceptual"] = loss + self.perceptual.weight * p, p.item()
+        return fake, loss, logs
+
+    def gan(self, model, ids: torch.Tensor, images: torch.Tensor, z: torch.Tensor):
+        """One GAN step's losses: (d_loss, g_fn) as in `matching_hinge`, for drawings from noise `z`."""
+        fake = model.draw(ids, z)
+        d_loss, adv_fn = matching_hinge(model.discriminator, ids, images, fake)
+
+        def g_fn():
+            g_loss, logs = adv_fn()
+            if self.recon_weight > 0:
+                r = pixel_loss(fake, images, self.recon)
+                g_loss, logs["recon"] = g_loss + self.recon_weight * r, r.item()
+            return g_loss, logs
+
+        return d_loss, g_fn

@@ -1,0 +1,95 @@
+"""The sentence side of every generator: prompts to token ids, and token ids to a sentence vector."""
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from img2text2img.errors import I2TError
+from img2text2img.vocab import PAD_ID, SharedEmbedding, Vocabulary, pad_batch, tokenize
+
+MAX_PROMPT_CHARS = 10_000
+
+
+class PromptWarning(UserWarning):
+    """A prompt was used but not as written (unknown words, truncated); the CLI shows these as warnings."""
+
+
+class TextEncoder(nn.Module):
+    """Token ids [B, T] (padded with <pad>) -> sentence vector [B, 2*H]: the LSTM's last state and its mean output.
+
+    The last state alone forgets the start of long sentences; the mean alone loses word order; both together are
+    cheap and give the decoder what it needs ("a red circle to the left of a blue square")."""
+
+    def __init__(self, vocab_size: int, embed_dim: int, hidden: int, layers: int = 2, dropout: float = 0.0):
+        super().__init__()
+        self.embed = SharedEmbedding(vocab_size, embed_dim)
+        self.lstm = nn.LSTM(embed_dim, hidden, num_layers=layers, batch_first=True, dropout=dropout if layers > 1 else 0.0)
+        self.out_dim = 2 * hidden
+
+    def forward(self, ids: torch.Tensor, words: bool = False):
+        """-> sentence [B, 2H]; with `words`, also the per-word outputs [B, T, H] and the real-word mask [B, T]."""
+        T = ids.shape[1]
+        lengths = (ids != PAD_ID).sum(1).clamp(min=1)
+        x = self.embed(ids)  # B x T x E
+        packed = nn.utils.rnn.pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        out, (h, _) = self.lstm(packed)
+        out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=T)  # B x T x H
+        mean = out.sum(1) / lengths.unsqueeze(1).to(out.dtype)  # padded steps are zeros
+        sentence = torch.cat([h[-1], mean], dim=1)  # B x 2H
+        return (sentence, out, ids != PAD_ID) if words else sentence
+
+
+def prepare_prompts(texts: Sequence[str], vocab: Vocabulary, max_tokens: int) -> torch.Tensor:
+    """Prompts -> ids [B, T] (with <start>/<end>). Empty prompts are an error; unknown words and over-long prompts
+    are a `PromptWarning` (the picture is still drawn, from the words that are known / kept)."""
+    if isinstance(texts, str):
+        texts = [texts]
+    if len(texts) == 0:
+        raise I2TError("no prompt given")
+    seqs = []
+    for text in texts:
+        if not isinstance(text, str) or not text.strip():
+            raise I2TError("empty prompt: give a sentence such as 'a red circle on the left'")
+        if len(text) > MAX_PROMPT_CHARS:
+            warnings.warn(f"prompt is {len(text):,} characters; only the first {MAX_PROMPT_CHARS:,} are read",
+                          PromptWarning, stacklevel=3)
+            text = text[:MAX_PROMPT_CHARS]
+        tokens = tokenize(text)
+        if not tokens:
+            raise I2TError(f"prompt {text[:40]!r} has no words")
+        if len(tokens) > max_tokens:
+            warnings.warn(f"prompt has {len(tokens)} words; only the first {max_tokens} are used", PromptWarning,
+                          stacklevel=3)
+            tokens = tokens[:max_tokens]
+        unknown = sorted({t for t in tokens if t not in vocab})
+        if unknown:
+            shown = ", ".join(unknown[:8]) + (" ..." if len(unknown) > 8 else "")
+            warnings.warn(f"words the generator has never seen (read as <unk>): {shown}", PromptWarning, stacklevel=3)
+        seqs.append(vocab.encode(tokens))
+    return pad_batch(seqs)
+
+
+class PromptedSampling:
+    """What every generator kind does before it draws: prompts to token ids, `n` rows per prompt, the default
+    temperature. Mixed into each kind's module (it needs `self.vocab`, `self.settings` and a config with
+    `max_tokens`) so that the kinds check and read prompts the same way."""
+
+    def prompt_ids(self, texts: Sequence[str]) -> torch.Tensor:
+        if self.vocab is None:
+            raise I2TError("this generator has no vocabulary attached; load it from a checkpoint")
+        return prepare_prompts(texts, self.vocab, self.config.max_tokens)
+
+    def guided(self, guidance: float):
+        """This model drawing with `guidance` (see `Generator.decode`); only pixel / vae / gan generators have it."""
+        raise I2TError(f"guidance is for pixel, vae and gan generators; a {self.config.kind} generator has none")
+
+    def sampling_ids(self, prompts: Sequence[str] | str | torch.Tensor, n: int,
+                     temperature: float | None) -> tuple[torch.Tensor, float]:
+        """-> (ids [len(prompts) * n, T], prompt-major; the temperature to sample at, None = the settings')."""
+        if n < 1:
+            raise I2TError(f"n must be at least 1, got {n}")
+        ids = prompts if isinstance(prompts, torch.Tensor) else self.prompt_ids(prompts)
+        return ids.repeat_interleave(n, dim=0), self.settings.temperature if temperature is None else temperature

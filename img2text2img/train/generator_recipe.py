@@ -1,0 +1,52 @@
+"""The training recipe of the generators: every setting of `i2t train generator` that says how a model is taught,
+declared once (the CLI options are made from these fields). Kept free of torch so the CLI stays fast to start."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from img2text2img.config import option
+from img2text2img.errors import I2TError
+
+
+@dataclass
+class GeneratorRecipe:
+    """How a generator is trained; `i2t train generator` takes each field as an option."""
+
+    kind: str = option("pixel", "Preset: pixel | vae | gan, or scene for flat-colour pictures such as the shapes set "
+                       "(a writer of scenes; train it with --batch-size 64 --lr 1e-3); *-tiny presets are for tests.")
+    steps: int = option(3000, "Optimizer steps.", min=1)
+    batch_size: int = option(32, "Pictures per step.", min=1)
+    lr: float = option(2e-3, "Peak learning rate (linear warm-up, then cosine).", min=0.0)
+    checkpoint_every: int = option(250, "Steps between checkpoints (each with samples.png).", min=1)
+    seed: int = option(0, "Same seed, same run.")
+    limit: int | None = option(None, "Use only the first N training pictures.", min=1)
+    glove: bool = option(False, "Initialise word vectors from GloVe 6B-50d (embed_dim 50).")
+    z_dim: int | None = option(None, "vae/gan: size of the latent code (default: the preset's).", min=1)
+    prior: str = option("standard", "vae: 'standard' (z ~ N(0, I)) or 'learned' (predicted from the sentence; "
+                        "--init-from a standard vae adds it, starting as N(0, I)).")
+    recon_loss: str = option("mse", "Pixel loss: mse or l1.")
+    beta: float = option(1.0, "vae: weight of the KL term.", min=0.0)
+    kl_warmup: int = option(1000, "vae: steps over which beta ramps up from 0 (none when --init-from brings a "
+                            "trained code).", min=0)
+    recon_weight: float = option(0.0, "gan: weight of an added pixel-loss term (0 = pure GAN).", min=0.0)
+    perceptual: str | None = option(None, "Perceptual term (pixel, vae): an encoder name such as mobilenet_v3_small, "
+                                    "or a captioner checkpoint whose encoder compares drawing and real picture.")
+    perceptual_weight: float = option(1.0, "Weight of the --perceptual term.", min=0.0)
+    perceptual_size: int | None = option(None, "Side the drawing is resized to for the --perceptual encoder "
+                                         "(default: the encoder's input size; smaller is faster).", min=32)
+    fit_pictures: int = option(3000, "scene: training pictures the palette and sprite templates are fitted to.", min=1)
+
+
+# recipe fields that mean something for some kinds only: set for another, they are refused rather than ignored
+ONLY_FOR = {"z_dim": ("vae", "gan"), "prior": ("vae",), "beta": ("vae",), "kl_warmup": ("vae",),
+            "recon_weight": ("gan",), "recon_loss": ("pixel", "vae", "gan"), "glove": ("pixel", "vae", "gan"),
+            "perceptual": ("pixel", "vae"), "perceptual_weight": ("pixel", "vae"), "perceptual_size": ("pixel", "vae"),
+            "fit_pictures": ("scene",)}
+
+
+def check_recipe(recipe: GeneratorRecipe, kind: str) -> None:
+    for f in dataclasses.fields(recipe):
+        kinds = ONLY_FOR.get(f.name)
+        if kinds and kind not in kinds and getattr(recipe, f.name) != f.default:
+            raise I2TError(f"--{f.name.replace('_', '-')} is a {'/'.join(kinds)} option; a {kind} generator has none")
