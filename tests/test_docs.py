@@ -65,3 +65,10 @@ def test_every_file_in_docs_is_linked():
     orphans = [str(p.relative_to(ROOT)) for p in docs_listing()
                if p.suffix != ".md" and p.resolve() not in linked]
     assert not orphans, f"files in docs/ that no doc links to: {orphans}"
+
+
+def test_scripts_and_recipes_the_docs_name_exist():
+    pattern = r"(?:scripts/[\w-]+\.py|recipes/[a-z0-9_-]+\.sh)"
+    named = {m for md in doc_files() for m in re.findall(pattern, md.read_text())}
+    missing = sorted(s for s in named if not (ROOT / s).exists())
+    assert not missing, f"the docs name files that are not there: {missing}"
