@@ -2,9 +2,7 @@
 from __future__ import annotations
 
 import copy
-import itertools
 import json
-import math
 import re
 from pathlib import Path
 
@@ -26,12 +24,14 @@ from img2text2img.models.captioner import (
     sample_search,
 )
 from img2text2img.models.encoders import create_encoder
-from img2text2img.vocab import END_ID, PAD_ID, Vocabulary, pad_batch
+from img2text2img.train.captioner import CaptionerTask, FeatureSource, SCSTTask, caption_loss, train_captioner
+from img2text2img.train.captioner_recipe import CaptionerRecipe
+from img2text2img.train.engine import TrainConfig
+from img2text2img.vocab import END_ID, Vocabulary, pad_batch
 
 DECODERS = ("lstm", "blstm", "attention")
 SHIPPED_SHAPES = Path(__file__).resolve().parent.parent / "img2text2img" / "pretrained" / "captioner_shapes"
-
-
+RECIPE = CaptionerRecipe()  # the default loss weights
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +51,10 @@ def shapes():
 
 def test_registry_names():
     names = list_captioners()
-    for n in ("mobilenet_v2+attention", "mobilenet_v2+lstm", "mobilenet_v2+blstm", "small_cnn+lstm-tiny"):
+    for n in ("mobilenet_v2+attention", "mobilenet_v2+lstm", "mobilenet_v2+blstm", "small_cnn+lstm-tiny",
+              "efficientnet_lite0+attention", "small_cnn+attention-small"):
         assert n in names
+    assert not any(n.startswith("fused_") for n in names)
     with pytest.raises(I2TError):
         captioner_config("nope+lstm")
 
@@ -64,7 +66,8 @@ def _train_on_shapes(model: Captioner, shapes: dict, steps: int) -> list[float]:
     losses = []
     for step in range(steps):
         rows = torch.arange(step * 32, step * 32 + 32) % 192
-        loss = model.loss(shapes["tokens"][rows], shapes["pooled"][rows], shapes["grid"][rows])
+        tokens = shapes["tokens"][rows]
+        loss = caption_loss(*model(tokens, shapes["pooled"][rows], shapes["grid"][rows]), tokens, RECIPE)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -73,17 +76,14 @@ def _train_on_shapes(model: Captioner, shapes: dict, steps: int) -> list[float]:
     return losses
 
 
-@pytest.mark.parametrize("decoder, extra", [*((d, {}) for d in DECODERS), ("attention", {"refine_layers": 1}),
-                                             ("attention", {"attribute_words": 4})],
-                         ids=[*DECODERS, "attention-refine", "attention-attributes"])
+@pytest.mark.parametrize("decoder, extra", [*((d, {}) for d in DECODERS), ("attention", {"attribute_words": 4})],
+                         ids=[*DECODERS, "attention-attributes"])
 def test_each_decoder_loss_falls(shapes, decoder, extra):
     torch.manual_seed(0)
     model = create_captioner(f"small_cnn+{decoder}-tiny", shapes["vocab"], feature_dim=64, dropout=0.0, **extra)
     losses = _train_on_shapes(model, shapes, steps=40)
     assert sum(losses[-5:]) / 5 < 0.6 * sum(losses[:5]) / 5, losses
-    if extra.get("refine_layers"):  # the refiner is in the graph: every one of its weights learned
-        assert all(p.grad is not None for p in model.decoder.refine.parameters())
-    if extra.get("attribute_words"):  # so is the word detector, and its word cells
+    if extra.get("attribute_words"):  # the word detector is in the graph, and so are its word cells
         assert all(p.grad is not None for p in [*model.decoder.attr_head.parameters(),
                                                 *model.decoder.attr_proj.parameters()])
 
@@ -99,7 +99,7 @@ def test_each_decoder_trains_under_bf16_autocast(shapes, decoder):
         rows = torch.arange(step * 32, step * 32 + 32) % 192
         with torch.autocast("cpu", dtype=torch.bfloat16):
             logits, aux = model(shapes["tokens"][rows], shapes["pooled"][rows], shapes["grid"][rows])
-            loss = model.loss_from_logits(logits, aux, shapes["tokens"][rows])
+            loss = caption_loss(logits, aux, shapes["tokens"][rows], RECIPE)
         assert loss.dtype == torch.float32
         opt.zero_grad()
         loss.backward()
@@ -122,7 +122,7 @@ def test_features_once_per_image_give_the_same_loss_and_gradients(shapes, decode
     def loss_and_grads(**kw):
         model.zero_grad()
         logits, aux = model(tokens, **kw)
-        loss = model.loss_from_logits(logits, aux, tokens)
+        loss = caption_loss(logits, aux, tokens, RECIPE)
         loss.backward()
         return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
@@ -155,13 +155,9 @@ def _task_loss_before_and_after(task, fixed_images: int, per_batch: int, steps: 
 
 
 def test_grouped_training_batches_hold_all_captions_of_each_image(shapes, tmp_path):
-    from img2text2img.train.captioner import CaptionerTask, CaptionTrainOptions, train_captioner
-    from img2text2img.train.engine import TrainConfig
-
-    opts = CaptionTrainOptions(model="small_cnn+attention-tiny", data="shapes:400", min_count=1, val_images=16,
-                               group_images=True)
+    recipe = CaptionerRecipe(model="small_cnn+attention-tiny", min_count=1, val_images=16, group_images=True)
     torch.manual_seed(0)  # the task builds the model
-    task = CaptionerTask(opts)
+    task = CaptionerTask(recipe, shapes["ds"])
     batch = task.collate([task.train_dataset()[i] for i in (0, 5)])
     assert batch["images"].shape[0] == 2 and batch["tokens"].shape[0] == 10  # 2 images x 5 captions
     assert batch["index"].tolist() == [0] * 5 + [1] * 5
@@ -169,8 +165,9 @@ def test_grouped_training_batches_hold_all_captions_of_each_image(shapes, tmp_pa
     print(f'grouped training: fixed-batch loss {start:.3f} -> {end:.3f}')
     assert end < 0.75 * start
     cfg = TrainConfig(out=str(tmp_path / "run"), max_steps=4, batch_size=4, progress=False, eval_every=4, device="cpu")
-    summary = train_captioner(opts, cfg)  # the engine runs grouped batches too (no length grouping)
+    summary = train_captioner(recipe, cfg, shapes["ds"])  # the engine runs grouped batches too (no length grouping)
     assert summary["steps"] == 4 and (tmp_path / "run" / "last" / "config.json").exists()
+    assert summary["parents"] == [] and summary["recipe"]["group_images"]
 
 
 @pytest.mark.parametrize("decoder", DECODERS)
@@ -183,44 +180,6 @@ def test_beam_width_one_equals_greedy(shapes, decoder):
         b_ids, b_lp = beam_search(model.decoder, pooled, grid, 1, 12)
     assert torch.equal(g_ids, b_ids)
     assert torch.allclose(g_lp, b_lp, atol=1e-5)
-
-
-def test_repeated_ngram_ban_rules_out_the_word_that_would_repeat():
-    from img2text2img.models.captioner import _ban_repeated_ngrams
-    from img2text2img.vocab import START_ID
-
-    # prefix <start> 7 8 9 7 8: the trigram "7 8 9" is there, so after "7 8" the word 9 is banned; nothing else is
-    prefix = torch.tensor([[START_ID, 7, 8, 9, 7, 8], [START_ID, 7, 8, 9, 7, 7]])
-    logp = torch.zeros(2, 12)
-    out = _ban_repeated_ngrams(logp, prefix, 3)
-    def banned(row):  # <pad> stands in for "nothing banned" (the searches rule it out anyway)
-        return sorted(set((row == -math.inf).nonzero().flatten().tolist()) - {PAD_ID})
-
-    assert banned(out[0]) == [9]
-    assert banned(out[1]) == []  # "7 7" was never followed by anything
-    assert torch.equal(_ban_repeated_ngrams(logp, prefix, 0), logp)
-    # bigrams: after "8" (row 0) the word 9 followed "8" once: banned
-    assert banned(_ban_repeated_ngrams(logp, prefix, 2)[0]) == [9]
-
-
-@pytest.mark.parametrize("decoder", DECODERS)
-def test_searches_with_the_ngram_ban_never_repeat_one(shapes, decoder):
-    """An untrained decoder loops; with the ban no caption holds a bigram twice, and beam 1 still equals greedy."""
-    torch.manual_seed(3)
-    model = create_captioner(f"small_cnn+{decoder}-tiny", shapes["vocab"], feature_dim=64).eval()
-    pooled, grid = shapes["pooled"][:16], shapes["grid"][:16] if decoder == "attention" else None
-
-    def bigrams_repeat(ids):
-        rows = [[t for t in r if t != PAD_ID] for r in ids.tolist()]
-        return sum(len(r) - 1 - len(set(itertools.pairwise(r))) for r in rows if len(r) > 1)
-
-    with torch.no_grad():
-        assert bigrams_repeat(greedy_search(model.decoder, pooled, grid, 12)[0]) > 0  # the test can fail
-        g_ids, g_lp = greedy_search(model.decoder, pooled, grid, 12, no_repeat_ngram=2)
-        b_ids, b_lp = beam_search(model.decoder, pooled, grid, 1, 12, no_repeat_ngram=2)
-        b3_ids, _ = beam_search(model.decoder, pooled, grid, 3, 12, no_repeat_ngram=2)
-    assert bigrams_repeat(g_ids) == 0 and bigrams_repeat(b3_ids) == 0
-    assert torch.equal(g_ids, b_ids) and torch.allclose(g_lp, b_lp, atol=1e-5)
 
 
 @pytest.mark.parametrize("decoder", DECODERS)
@@ -262,14 +221,17 @@ def test_default_search_is_the_models_own_and_is_saved(shapes, tmp_path):
 
     greedy, wide = search(model, beam_size=1), search(model, beam_size=4)
     assert greedy != wide  # otherwise this test could not tell the two searches apart
-    model.config.beam_size = 4
+    model.settings.beam_size = 4
     assert search(model) == wide
-    model.config.beam_size, model.config.length_alpha = 1, 1.3
+    model.settings.beam_size, model.settings.length_alpha = 1, 1.3
     assert search(model) == greedy
     model.save(tmp_path / "cap")
     loaded = load_captioner(tmp_path / "cap")
-    assert (loaded.config.beam_size, loaded.config.length_alpha) == (1, 1.3)
+    assert (loaded.settings.beam_size, loaded.settings.length_alpha) == (1, 1.3)
     assert search(loaded) == greedy
+    # saved beside the network config, not in it
+    record = json.loads((tmp_path / "cap" / "config.json").read_text())
+    assert record["inference"] == {"beam_size": 1, "length_alpha": 1.3} and "beam_size" not in record["config"]
 
 
 @pytest.mark.parametrize("decoder", DECODERS)
@@ -307,15 +269,13 @@ def test_sample_search_masks_seeds_and_gradients(shapes):
 
 
 def test_self_critical_training_raises_the_cider_reward(shapes, tmp_path):
-    from img2text2img.train.captioner import CaptionTrainOptions, FeatureSource, SCSTTask
-
     torch.manual_seed(5)
     model = create_captioner("small_cnn+lstm-tiny", shapes["vocab"], feature_dim=64, dropout=0.0)
     _train_on_shapes(model, shapes, steps=15)  # a weak cross-entropy start, as SCST always has one
     model.save(tmp_path / "ce")
     src = FeatureSource(shapes["images"], pooled=shapes["pooled"], grid=shapes["grid"])
-    task = SCSTTask(CaptionTrainOptions(data="shapes:400", init_from=str(tmp_path / "ce"), scst_samples=4),
-                    vocab=shapes["vocab"], sources={"train": src})
+    task = SCSTTask(CaptionerRecipe(scst=True, scst_samples=4), shapes["ds"], str(tmp_path / "ce"),
+                    sources={"train": src})
     assert torch.equal(task.model.decoder.out.weight, model.decoder.out.weight)  # started from the checkpoint
     opt = torch.optim.Adam(task.model.decoder.parameters(), lr=3e-3)
     rewards = []
@@ -359,7 +319,8 @@ def test_train_and_caption_through_cli(tmp_path, capsys):
     assert code == 0
     assert (out / "best" / "config.json").exists() and (out / "last" / "trainer.json").exists()
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["steps"] == 12
+    assert summary["steps"] == 12 and summary["parents"] == []
+    assert summary["recipe"]["batch_size"] == 16 and summary["recipe"]["val_images"] == 16
     assert summary["command"].startswith("i2t train captioner --model small_cnn+lstm-tiny")  # cited by results tables
     ds = load_dataset("shapes:400")
     img = ds.image_path(ds.split("test")[0])
@@ -393,8 +354,7 @@ def test_shipped_shapes_captioner_names_colour_and_shape():
 def test_self_critical_resume_reaches_same_weights(shapes, tmp_path):
     """Sampling uses the engine's (checkpointed) RNG, so an interrupted self-critical run resumes exactly."""
     from img2text2img.checkpoint import load_checkpoint
-    from img2text2img.train.captioner import CaptionTrainOptions, FeatureSource, SCSTTask
-    from img2text2img.train.engine import TrainConfig, fit
+    from img2text2img.train.engine import fit
 
     torch.manual_seed(6)
     create_captioner("small_cnn+lstm-tiny", shapes["vocab"], feature_dim=64).save(tmp_path / "start")
@@ -407,9 +367,9 @@ def test_self_critical_resume_reaches_same_weights(shapes, tmp_path):
                     raise KeyboardInterrupt
                 return super().training_step(batch, step, ctx)
 
-        opts = CaptionTrainOptions(data="shapes:400", init_from=str(tmp_path / "start"), scst=True, scst_samples=3)
+        recipe = CaptionerRecipe(scst=True, scst_samples=3)
         torch.manual_seed(0)  # the start has no stored encoder, so small_cnn is built afresh: the same one each time
-        return Crashing(opts, vocab=shapes["vocab"], sources={"train": src})
+        return Crashing(recipe, shapes["ds"], str(tmp_path / "start"), sources={"train": src})
 
     def cfg(out, resume=False):
         return TrainConfig(out=str(tmp_path / out), max_steps=8, batch_size=16, lr=1e-3, checkpoint_every=3,
@@ -511,12 +471,12 @@ def test_weight_average_of_captioners(shapes, tmp_path):
     for seed in (7, 8):
         torch.manual_seed(seed)
         members.append(create_captioner("small_cnn+attention-tiny", shapes["vocab"], feature_dim=64).eval())
-    members[0].config.beam_size, members[1].config.length_alpha = 4, 1.3
+    members[0].settings.beam_size, members[1].settings.length_alpha = 4, 1.3
     avg = average_captioners(members)
     for name, w in avg.decoder.state_dict().items():
         want = (members[0].decoder.state_dict()[name] + members[1].decoder.state_dict()[name]) / 2
         assert torch.allclose(w, want, atol=1e-6), name
-    assert (avg.config.beam_size, avg.config.length_alpha) == (4, members[0].config.length_alpha)
+    assert (avg.settings.beam_size, avg.settings.length_alpha) == (4, members[0].settings.length_alpha)
     # the average of a model with itself is that model
     same = average_captioners([members[0], members[0]])
     assert [r.text for r in same.decode_features(pooled, grid)] == [r.text for r in members[0].decode_features(pooled, grid)]
@@ -534,9 +494,7 @@ def test_weight_average_of_captioners(shapes, tmp_path):
     stored = []
     for seed in (7, 8):
         torch.manual_seed(seed)
-        # two fine-tuning rounds of one lineage may have trained different depths of the encoder: still averageable
-        cap = create_captioner("small_cnn+attention-tiny", shapes["vocab"], feature_dim=64, store_encoder=True,
-                               encoder_trainable_blocks=seed - 5)
+        cap = create_captioner("small_cnn+attention-tiny", shapes["vocab"], feature_dim=64, store_encoder=True)
         cap.attach_encoder(create_encoder("small_cnn", pretrained=False))
         stored.append(cap.eval())
     avg = average_captioners(stored)
@@ -584,32 +542,6 @@ def test_several_batches_encoded_ahead_give_the_same_captions():
     assert [r.text for r in ahead] == [r.text for r in alone] and len(ahead) == 10
 
 
-@pytest.mark.skipif(not (SHIPPED_SHAPES / "config.json").exists(), reason="shapes captioner not shipped yet")
-def test_mirror_average_is_saved_and_used_when_captioning(tmp_path):
-    """`mirror_average` survives save -> load, and captioning then decodes the mean of each photo's and its mirror
-    image's features, not the photo's own."""
-    from img2text2img.models.captioner import load_captioner
-    from img2text2img.models.encoders import MirrorAverage
-
-    model = load_captioner(SHIPPED_SHAPES)
-    ds = load_dataset("shapes")
-    images = [load_image(ds.image_path(i)) for i in ds.split("val")[:6]]
-    plain = model.encode_images(images)
-    model.config.mirror_average = True
-    model.save(tmp_path / "m")
-    again = load_captioner(tmp_path / "m")
-    assert again.config.mirror_average
-    both = again.encode_images(images)
-    enc = again.ensure_encoder()
-    x = torch.stack([enc.transform()(im) for im in images])
-    with torch.no_grad():
-        want = MirrorAverage(enc, enc.grid_hw)(x)
-    assert torch.allclose(both[0], want[0], atol=1e-4) and torch.allclose(both[1], want[1], atol=1e-4)
-    assert not torch.allclose(both[1], plain[1], atol=1e-3)
-    assert [r.text for r in again.caption_images(images, beam_size=3)] == \
-        [r.text for r in again.decode_features(*both, beam_size=3)]
-
-
 def _grouped_greedy_and_saved_alike(model: Captioner, shapes: dict, tmp_path: Path) -> Captioner:
     """The checks every attention-decoder variant must pass: features given once per image (`index`) are the same
     function as features per caption, beam width 1 equals greedy, and save -> load captions alike (the model gets
@@ -634,27 +566,10 @@ def _grouped_greedy_and_saved_alike(model: Captioner, shapes: dict, tmp_path: Pa
     return loaded
 
 
-def test_attention_decoder_with_refined_grid_groups_searches_and_round_trips(shapes, tmp_path):
-    """`refine_layers`: self-attention over the projected grid cells, once per image (its loss falls in
-    test_each_decoder_loss_falls). Grouped batches must be the same function, beam 1 must equal greedy, and
-    save -> load must give the same captions."""
-    torch.manual_seed(0)
-    model = create_captioner("small_cnn+attention-tiny", shapes["vocab"], feature_dim=64, refine_layers=1).eval()
-    assert model.decoder.refine is not None
-    loaded = _grouped_greedy_and_saved_alike(model, shapes, tmp_path)
-    assert loaded.config.refine_layers == 1
-    with pytest.raises(I2TError, match="divisible by 8"):
-        captioner_config("small_cnn+attention-tiny", refine_layers=1, feature_proj=60)
-
-
 def test_attribute_words_are_detected_attended_saved_and_added_to_a_trained_model(shapes, tmp_path):
     """`attribute_words`: a word-detector head picks content words that join the grid as cells. It learns to find
     the words of an image's captions, never proposes function words or specials, keeps grouped batches the same
     function, beam 1 = greedy, save -> load identical; and it can be added to a model trained without it."""
-    from dataclasses import replace
-
-    from img2text2img.train.captioner import CaptionerTask, CaptionTrainOptions
-
     vocab = shapes["vocab"]
     torch.manual_seed(0)
     model = create_captioner("small_cnn+attention-tiny", vocab, feature_dim=64, dropout=0.0, attribute_words=3)
@@ -663,7 +578,7 @@ def test_attribute_words_are_detected_attended_saved_and_added_to_a_trained_mode
     _train_on_shapes(model, shapes, steps=60)
     model.eval()
     with torch.no_grad():
-        _, logits = model.decoder._image_state(shapes["pooled"][:64], shapes["grid"][:64])
+        _, logits = model.decoder.image_state(shapes["pooled"][:64], shapes["grid"][:64])
     top = logits.topk(3, dim=-1).indices
     assert allowed[top].all()  # only content words are ever proposed
     hits = [len(set(t.tolist()) & set(shapes["tokens"][i].tolist())) for i, t in enumerate(top)]
@@ -676,9 +591,8 @@ def test_attribute_words_are_detected_attended_saved_and_added_to_a_trained_mode
     plain.attach_encoder(shapes["enc"])
     plain.config.store_encoder = True
     plain.save(tmp_path / "plain")
-    opts = CaptionTrainOptions(data="shapes:400", min_count=1, val_images=8, group_images=True,
-                               init_from=str(tmp_path / "plain"))
-    added = CaptionerTask(replace(opts, overrides={"attribute_words": 2})).model
+    recipe = CaptionerRecipe(val_images=8, group_images=True, attribute_words=2)
+    added = CaptionerTask(recipe, shapes["ds"], init_from=str(tmp_path / "plain")).model
     assert added.config.attribute_words == 2
     old = plain.state_dict()
     assert all(torch.equal(v, old[k]) for k, v in added.state_dict().items() if k in old)
@@ -696,16 +610,14 @@ def test_fine_tuning_the_encoders_last_blocks_trains_them_alone_and_round_trips(
     from dataclasses import replace
 
     from img2text2img.models import load_model
-    from img2text2img.models.encoders import create_encoder
-    from img2text2img.train.captioner import CaptionerTask, CaptionTrainOptions, train_captioner
-    from img2text2img.train.engine import TrainConfig
 
-    opts = CaptionTrainOptions(model="efficientnet_lite0+attention-tiny", data="shapes:40", min_count=1, val_images=8,
-                               group_images=True, overrides={"encoder_trainable_blocks": 2})
+    recipe = CaptionerRecipe(model="efficientnet_lite0+attention-tiny", min_count=1, val_images=8, group_images=True,
+                             encoder_trainable_blocks=2)
+    ds = load_dataset("shapes:40")
     torch.manual_seed(0)
-    task = CaptionerTask(opts)
+    task = CaptionerTask(recipe, ds)
     model = task.model
-    assert model.config.store_encoder and model.config.encoder_trainable_blocks == 2
+    assert model.config.store_encoder
     trainable = {n for n, p in model.encoder.named_parameters() if p.requires_grad}
     assert trainable and all(n.startswith(("model.conv_head", "model.bn2")) for n in trainable)
     fresh = create_encoder("efficientnet_lite0", pretrained=True).state_dict()
@@ -716,10 +628,9 @@ def test_fine_tuning_the_encoders_last_blocks_trains_them_alone_and_round_trips(
     moved = {k for k in fresh if not torch.equal(fresh[k], now[k])}
     assert moved and all(k.startswith(("model.conv_head", "model.bn2")) for k in moved)
     cfg = TrainConfig(out=str(tmp_path / "run"), max_steps=2, batch_size=3, progress=False, eval_every=2, device="cpu")
-    train_captioner(opts, cfg)
+    train_captioner(recipe, cfg, ds)
     run = load_model(tmp_path / "run" / "last")
     assert run.config.store_encoder and run.encoder is not None
-    ds = task.dataset
     images = [load_image(ds.image_path(i)) for i in ds.split("test")[:3]]
     before = run.caption_images(images, beam_size=2)
     run.save(tmp_path / "again")
@@ -727,8 +638,8 @@ def test_fine_tuning_the_encoders_last_blocks_trains_them_alone_and_round_trips(
     assert [r.text for r in before] == [r.text for r in after]
     assert [r.logprob for r in before] == pytest.approx([r.logprob for r in after], abs=1e-5)
     # a run from it that freezes the encoder again keeps the fine-tuned weights, not the pretrained file's
-    frozen = CaptionerTask(replace(opts, init_from=str(tmp_path / "run" / "last"),
-                                   overrides={"encoder_trainable_blocks": 0})).model
+    frozen = CaptionerTask(replace(recipe, encoder_trainable_blocks=0), ds,
+                           init_from=str(tmp_path / "run" / "last")).model
     assert frozen.config.store_encoder and not any(p.requires_grad for p in frozen.encoder.parameters())
     assert all(torch.equal(v, run.encoder.state_dict()[k]) for k, v in frozen.encoder.state_dict().items())
 
@@ -770,3 +681,58 @@ def test_warm_up_builds_the_fast_encoder_before_the_first_photo():
     assert built is not None
     cap.encode_images([Image.new("RGB", (64, 48), (200, 30, 30))])
     assert cap._fast_encoder is built
+
+
+def test_old_checkpoint_configs_migrate_to_network_and_settings():
+    """A config.json written before network, recipe and decoding settings were kept apart still loads: decoding keys
+    become the settings, training keys are dropped, and removed options load only at their old default."""
+    from img2text2img.models.captioner import migrate_config
+
+    old = {"encoder": "small_cnn", "decoder": "attention", "feature_dim": 64, "vocab_size": 48, "refine_layers": 0,
+           "label_smoothing": 0.1, "alpha_c": 1.0, "attribute_weight": 0.02, "encoder_trainable_blocks": 5,
+           "beam_size": 5, "length_alpha": 1.0, "no_repeat_ngram": 0, "mirror_average": False,
+           "member_overrides": []}
+    cfg, settings = migrate_config(old, {})
+    assert (cfg.encoder, cfg.decoder, cfg.member_overrides) == ("small_cnn", "attention", ())
+    assert (settings.beam_size, settings.length_alpha) == (5, 1.0)
+    cfg, settings = migrate_config({"encoder": "small_cnn"}, {})  # keys it never had take the old defaults
+    assert (settings.beam_size, settings.length_alpha) == (3, 0.7)
+    for key, value in (("refine_layers", 2), ("no_repeat_ngram", 3), ("mirror_average", True)):
+        with pytest.raises(I2TError, match=f"{key}={value!r} is an option this version no longer has"):
+            migrate_config({**old, key: value}, {})
+    with pytest.raises(I2TError, match="does not know the keys"):
+        migrate_config({**old, "nonsense": 1}, {})
+
+
+def test_glove_cannot_change_a_model_started_from_init_from(shapes, tmp_path):
+    create_captioner("small_cnn+lstm-tiny", shapes["vocab"], feature_dim=64).save(tmp_path / "start")
+    with pytest.raises(I2TError, match="--glove cannot change when a run starts from --init-from"):
+        CaptionerTask(CaptionerRecipe(glove=True), shapes["ds"], init_from=str(tmp_path / "start"))
+
+
+@pytest.mark.parametrize("command", ["average", "ensemble"])
+def test_average_and_ensemble_record_parents_and_never_replace_what_is_not_a_model(shapes, tmp_path, command):
+    """Their output records the members as parents (for `i2t ship`); an existing file or foreign folder is never
+    replaced, an existing model only with --force."""
+    from img2text2img.cli import main
+    from img2text2img.models import load_model
+
+    members = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        create_captioner("small_cnn+lstm-tiny", shapes["vocab"], feature_dim=64).save(tmp_path / f"m{seed}")
+        members.append(str(tmp_path / f"m{seed}"))
+    out = tmp_path / "out"
+    assert main([command, *members, "--out", str(out)]) == 0
+    info = json.loads((out / "config.json").read_text())["info"]
+    assert [p["name"] for p in info["parents"]] == ["m1", "m2"] and info["command"].startswith(f"i2t {command}")
+    assert json.loads((out / "summary.json").read_text())["parents"] == members
+    load_model(out)
+    assert main([command, *members, "--out", str(out)]) == 2  # a model: only with --force
+    assert main([command, *members, "--out", str(out), "--force"]) == 0
+    (tmp_path / "notes.txt").write_text("mine")
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "a.jpg").write_bytes(b"x")
+    for target in ("notes.txt", "photos"):
+        assert main([command, *members, "--out", str(tmp_path / target), "--force"]) == 2
+    assert (tmp_path / "notes.txt").read_text() == "mine" and (tmp_path / "photos" / "a.jpg").exists()
