@@ -9,7 +9,7 @@ import torch
 
 from img2text2img.errors import I2TError
 from img2text2img.models import load_model
-from img2text2img.models.scene_generator import SceneGenerator, SceneTokens, scene_config
+from img2text2img.models.generator import SceneGenerator, SceneTokens, generator_config
 from img2text2img.vocab import pad_batch
 
 PROMPTS = ["a large red circle in the top left", "a small blue square to the right of a small green star"]
@@ -21,7 +21,7 @@ PROMPTS = ["a large red circle in the top left", "a small blue square to the rig
 def fitted(shapes):
     _, vocab, data = shapes
     torch.manual_seed(0)
-    model = SceneGenerator(scene_config("scene-tiny", vocab_size=len(vocab), templates=24), vocab=vocab)
+    model = SceneGenerator(generator_config("scene-tiny", vocab_size=len(vocab), templates=24), vocab=vocab)
     model.picture.fit(data.images, seed=0)
     return model, model.picture.parse(data.images)
 
@@ -84,14 +84,16 @@ def test_train_scene_generator_from_the_cli_and_resume(shapes, tmp_path):
     assert main([*args, "--steps", "20", "--resume"]) == 0
     model = load_model(out)
     assert isinstance(model, SceneGenerator)
-    assert main([*args, "--steps", "2", "--beta", "2", "--out", str(tmp_path / "bad")]) == 2
+    assert main([*args, "--steps", "2", "--beta", "2", "--out", str(tmp_path / "bad")]) == 2  # not a scene option
+    assert main([*args, "--steps", "2"]) == 2  # a fresh run does not replace one
+    assert model.settings.temperature == 0.5 and not (tmp_path / "bad").exists()
     assert main(["generate", "a red circle", "-n", "2", "--model", str(out), "-o", str(tmp_path / "s.png")]) == 0
 
 
 def test_scene_config_checks():
     with pytest.raises(I2TError):
-        scene_config("no-such")
+        generator_config("no-such")
     with pytest.raises(I2TError):
-        scene_config("scene", d_model=30, heads=4)
-    tok = SceneTokens(scene_config("scene"))
+        generator_config("scene", d_model=30, heads=4)
+    tok = SceneTokens(generator_config("scene"))
     assert tok.length == 17 and tok.end == tok.n - 1

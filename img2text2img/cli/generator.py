@@ -86,8 +86,6 @@ def train_generator_cmd(
     precision: PrecisionOption = "auto",
 ) -> None:
     """Train a text-to-image generator; a sample grid for fixed prompts is written at every checkpoint."""
-    import shutil
-
     import torch
 
     from img2text2img.checkpoint import check_target
@@ -95,12 +93,9 @@ def train_generator_cmd(
 
     if threads:
         torch.set_num_threads(threads)
-    if not resume:
+    if not resume:  # fail before the pictures are loaded, not after (fit() checks again before it writes)
         check_target(out, force, what="training run")
-        for sub in ("last", "best", "samples"):  # what a run of ours wrote; check_target allowed replacing it
-            if force and (out / sub).is_dir():
-                shutil.rmtree(out / sub)
-    cfg = train_config(recipe, out, resume=resume, device=device, precision=precision)
+    cfg = train_config(recipe, out, resume=resume, force=force, device=device, precision=precision)
     summary = train_generator(recipe, data, cfg, data_dir=data_dir, init_from=init_from)
     write_run_summary(out, summary)
     console.print(json.dumps(summary, indent=2, default=str))

@@ -28,6 +28,7 @@ from img2text2img.models.generator import (
     load_generator,
 )
 from img2text2img.train.engine import StepContext, TrainConfig, TrainTask, fit, seed_everything
+from img2text2img.train.engine import train_config as engine_train_config
 from img2text2img.train.generator_data import (
     SAMPLE_PROMPTS,
     ImageCaptionDataset,
@@ -64,10 +65,9 @@ __all__ = [
 
 
 def train_config(recipe: GeneratorRecipe, out: str | Path, **engine) -> TrainConfig:
-    """The engine's settings for `recipe` (`engine`: resume, device, precision, progress, ...)."""
-    return TrainConfig(out=str(out), max_steps=recipe.steps, batch_size=recipe.batch_size, lr=recipe.lr,
-                       checkpoint_every=recipe.checkpoint_every, seed=recipe.seed,
-                       warmup_steps=min(50, recipe.steps // 10), log_every=25, **engine)
+    """The engine's settings for `recipe` (`engine`: resume, force, device, precision, progress, ...)."""
+    return engine_train_config(recipe, out=str(out), max_steps=recipe.steps, warmup_steps=min(50, recipe.steps // 10),
+                               log_every=25, **engine)
 
 
 class FeatureLoss(torch.nn.Module):
@@ -184,9 +184,6 @@ class GeneratorTask(TrainTask):
         # it is never trained on, so fitting it here changes nothing in the run.
         self.model.fit_sentence_mean(self.mean_ids)
         return self.model.state_dict()
-
-    def checkpoint_inference(self) -> dict:
-        return dataclasses.asdict(self.model.settings)
 
     def on_checkpoint(self, path: Path, step: int) -> None:
         write_samples(self.model, self.prompts, path, step)

@@ -8,7 +8,6 @@ from pathlib import Path
 from torch.utils.data import Dataset
 
 from img2text2img.checkpoint import load_checkpoint
-from img2text2img.config import config_to_dict
 from img2text2img.data import load_dataset
 from img2text2img.models.generator import SceneGenerator, generator_config
 from img2text2img.train.engine import TrainConfig, TrainTask, fit, seed_everything
@@ -56,9 +55,6 @@ class SceneTask(TrainTask):
     def loss(self, model, batch):
         ids, scenes = batch
         return model(ids, scenes), {}
-
-    def checkpoint_inference(self) -> dict:
-        return config_to_dict(self.model.settings)
 
     def on_checkpoint(self, path: Path, step: int) -> None:
         write_samples(self.model, self.prompts, path, step)
