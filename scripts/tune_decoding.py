@@ -8,9 +8,9 @@ The decoder is trained once; how it searches is a separate choice that moves eve
 BLEU's brevity penalty, a long one loses precision). Each (beam, length_alpha) pair decodes the whole validation
 split from cached encoder features and is scored with the COCO scorer (PTB tokens) and nltk BLEU. The pair with the
 best COCO BLEU-4 (the project's selection metric), ties broken by CIDEr-D, is printed; the test split is never
-touched here. `--no-repeat 0 3` also tries banning repeated n-grams. `--apply` writes the chosen point into the model
-folder's config.json (`beam_size`, `length_alpha`, `no_repeat_ngram`),
-so that `i2t caption --model DIR` and `i2t eval captioner --model DIR` decode that way; then score the test split once.
+touched here. `--apply` writes the chosen point into the model folder's decoding settings (the `inference` block of
+its config.json), so that `i2t caption --model DIR` and `i2t eval captioner --model DIR` decode that way; then score
+the test split once.
 """
 from __future__ import annotations
 
@@ -26,10 +26,27 @@ from results_doc import cpu_model  # scripts/ is on sys.path when a script runs
 from img2text2img.errors import run_reporting_errors
 
 
-def grid_points(beams: list[int], alphas: list[float], bans: list[int] = (0,)) -> list[tuple[int, float, int]]:
-    """Every (beam, alpha, n-gram ban) point, with greedy (beam 1, where alpha means nothing) once per ban."""
-    pts = [(1, 0.0, n) for n in bans] if 1 in beams else []
-    return pts + [(b, a, n) for b in beams if b > 1 for a in alphas for n in bans]
+def grid_points(beams: list[int], alphas: list[float]) -> list[tuple[int, float]]:
+    """Every (beam, alpha) point, with greedy (beam 1, where alpha means nothing) once."""
+    return ([(1, 0.0)] if 1 in beams else []) + [(b, a) for b in beams if b > 1 for a in alphas]
+
+
+def apply_settings(model_dir: Path, beam: int, length_alpha: float) -> Path:
+    """Write the chosen search into a checkpoint's decoding settings (migrating a config that still held them)."""
+    from dataclasses import asdict, replace
+
+    from img2text2img.io import write_text_atomic
+    from img2text2img.models import resolve_checkpoint_dir
+    from img2text2img.models.captioner import migrate_config
+    from img2text2img.models.captioner.config import INFERENCE_KEYS
+
+    cfg_file = resolve_checkpoint_dir(model_dir) / "config.json"
+    record = json.loads(cfg_file.read_text())
+    _, settings = migrate_config(record["config"], record.get("inference", {}))
+    record["config"] = {k: v for k, v in record["config"].items() if k not in INFERENCE_KEYS}
+    record["inference"] = asdict(replace(settings, beam_size=beam, length_alpha=length_alpha))
+    write_text_atomic(cfg_file, json.dumps(record, indent=2))
+    return cfg_file
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,12 +57,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--split", default="val", choices=["val", "train"], help="never the test split")
     ap.add_argument("--beams", type=int, nargs="+", default=[1, 2, 3, 5])
     ap.add_argument("--alphas", type=float, nargs="+", default=[0.0, 0.4, 0.7, 1.0, 1.3])
-    ap.add_argument("--no-repeat", type=int, nargs="+", default=[0],
-                    help="n-gram bans to try (0: off; 3: no caption writes the same three words twice)")
     ap.add_argument("--meteor", action="store_true", help="also METEOR (Java; ~30 s more per point)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, required=True, help="JSON file to write")
-    ap.add_argument("--apply", action="store_true", help="write the chosen search into --model's config.json")
+    ap.add_argument("--apply", action="store_true", help="write the chosen search into --model's decoding settings")
     args = ap.parse_args(argv)
 
     import torch
@@ -53,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     from img2text2img.data import load_dataset
     from img2text2img.io import write_text_atomic
     from img2text2img.metrics.caption import coco_scores, corpus_bleu_scores
-    from img2text2img.models.captioner import load_captioner
+    from img2text2img.models.captioner import default_captioner_dir, load_captioner
     from img2text2img.train.captioner import decode_source, load_features
     from img2text2img.vocab import tokenize
 
@@ -65,44 +80,36 @@ def main(argv: list[str] | None = None) -> int:
     refs_raw = [ds.captions[im] for im in imgs]
     refs_tok = [[tokenize(c) for c in r] for r in refs_raw]
     ref_len = sum(min((len(r) for r in rs), default=0) for rs in refs_tok)
-    shipped_alpha, shipped_ban = model.config.length_alpha, model.config.no_repeat_ngram
+    shipped = {"beam_size": model.settings.beam_size, "length_alpha": model.settings.length_alpha}
     rows = []
-    for beam, alpha, ban in grid_points(args.beams, args.alphas, args.no_repeat):
-        model.config.length_alpha, model.config.no_repeat_ngram = alpha, ban
+    for beam, alpha in grid_points(args.beams, args.alphas):
+        model.settings.length_alpha = alpha
         t0 = time.perf_counter()
         hyps = decode_source(model, src, beam_size=beam)
         secs = time.perf_counter() - t0
         words = sum(len(h.tokens) for h in hyps)
-        row = {"beam": beam, "length_alpha": alpha, "no_repeat_ngram": ban, "decode_s": round(secs, 1),
+        row = {"beam": beam, "length_alpha": alpha, "decode_s": round(secs, 1),
                "mean_words": round(words / len(hyps), 2),
                "length_ratio_vs_shortest_ref": round(words / max(ref_len, 1), 3)}
         row.update({k: round(v, 4) for k, v in corpus_bleu_scores(refs_tok, [h.tokens for h in hyps]).items()})
         row.update({k: round(v, 4) for k, v in coco_scores(refs_raw, [h.text for h in hyps], meteor=args.meteor).items()})
         rows.append(row)
         print(json.dumps(row), flush=True)
-    model.config.length_alpha, model.config.no_repeat_ngram = shipped_alpha, shipped_ban
+    model.settings.length_alpha = shipped["length_alpha"]
     best = max(rows, key=lambda r: (r["coco_bleu4"], r["coco_cider_d"]))
     out = {"model": str(args.model or "shipped"), "data": args.data, "split": args.split, "images": len(imgs),
-           "shipped": {"length_alpha": shipped_alpha, "no_repeat_ngram": shipped_ban},
+           "shipped": shipped,
            "chosen_by": "coco_bleu4, then coco_cider_d",
-           "best": {k: best[k] for k in ("beam", "length_alpha", "no_repeat_ngram")}, "points": rows,
+           "best": {k: best[k] for k in ("beam", "length_alpha")}, "points": rows,
            "machine": f"{cpu_model()}, torch {torch.__version__}, {args.threads} threads",
            "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
            "command": "python scripts/tune_decoding.py " + " ".join(sys.argv[1:] if argv is None else argv)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(args.out, json.dumps(out, indent=1) + "\n")
     if args.apply:
-        from img2text2img.models import resolve_checkpoint_dir
-        from img2text2img.models.captioner import default_captioner_dir
-
-        cfg_file = resolve_checkpoint_dir(args.model or default_captioner_dir()) / "config.json"
-        record = json.loads(cfg_file.read_text())
-        record["config"].update(beam_size=best["beam"], length_alpha=best["length_alpha"],
-                                no_repeat_ngram=best["no_repeat_ngram"])
-        write_text_atomic(cfg_file, json.dumps(record, indent=2))
+        cfg_file = apply_settings(Path(args.model or default_captioner_dir()), best["beam"], best["length_alpha"])
         print(f"wrote the search into {cfg_file}")
-    print(f"best on {args.split}: beam {best['beam']}, length_alpha {best['length_alpha']}, "
-          f"no_repeat_ngram {best['no_repeat_ngram']} "
+    print(f"best on {args.split}: beam {best['beam']}, length_alpha {best['length_alpha']} "
           f"(COCO BLEU-4 {best['coco_bleu4']:.4f}, CIDEr-D {best['coco_cider_d']:.4f}) -> {args.out}")
     return 0
 

@@ -2,7 +2,7 @@
 
 A beam search sends a few rows (its beams) through the decoder's largest matrices at every word. For 2-8 rows the
 CPU BLAS computes x @ W.T (what nn.Linear does) markedly slower than (W @ x.T).T, the same product with the weight
-as the long side (`python scripts/bench_decode.py`). Searches run with grad off and take that form; with grad on
+as the long side. Searches run with grad off and take that form; with grad on
 (training, self-critical sampling) the ordinary modules run, so autograd is untouched.
 """
 from __future__ import annotations
