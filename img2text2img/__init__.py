@@ -4,7 +4,7 @@ Heavy modules (torch, models) are imported when first used, so `import img2text2
 """
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from img2text2img.version import __version__
 
 __all__ = ["__version__", "caption", "generate", "load_model", "tag"]
 

@@ -17,6 +17,7 @@ from safetensors.torch import load_file, save_file
 
 from img2text2img.errors import I2TError
 from img2text2img.io import atomic_folder, sha256_file
+from img2text2img.version import __version__
 from img2text2img.vocab import Vocabulary
 
 FORMAT_VERSION = 1
@@ -55,8 +56,6 @@ def save_checkpoint(
 ) -> Path:
     """Write a checkpoint folder atomically. `half=True` stores floating tensors as float16 (for shipped models);
     `inference` is the model's inference settings, saved beside its network config."""
-    from img2text2img import __version__
-
     path = Path(path)
     with atomic_folder(path) as tmp:
         tensors = {}

@@ -29,7 +29,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from img2text2img import locations
+from img2text2img.data import CaptionDataset, load_dataset, load_image
 from img2text2img.errors import I2TError
+from img2text2img.io import write_text_atomic
+from img2text2img.models.encoders import Encoder, create_encoder
+from img2text2img.train.engine import pick_device
 
 CACHE_VERSION = 1
 META, PROGRESS, POOLED, GRID, LOCK = "meta.json", "progress.json", "pooled.npy", "grid.npy", ".lock"
@@ -127,12 +132,9 @@ def cache_key(encoder_desc: dict[str, Any], dataset_root: str, images: Sequence[
             "images_sha256": img_hash, "num_images": len(images), "grid": grid}
 
 
-def _key_hash(key: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(key, sort_keys=True).encode("utf-8")).hexdigest()[:16]
-
-
 def cache_folder(base: Path, key: dict[str, Any], dataset_name: str) -> Path:
-    return base / "features" / f"{key['encoder']['name']}-{dataset_name}-{_key_hash(key)}"
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode("utf-8")).hexdigest()[:16]
+    return base / "features" / f"{key['encoder']['name']}-{dataset_name}-{digest}"
 
 
 class _ImageFiles(torch.utils.data.Dataset):
@@ -145,8 +147,6 @@ class _ImageFiles(torch.utils.data.Dataset):
         return len(self.paths) - self.start
 
     def __getitem__(self, i: int) -> tuple[int, torch.Tensor, str]:
-        from img2text2img.data import load_image
-
         row = self.start + i
         try:
             return row, self.transform(load_image(self.paths[row])), ""
@@ -218,26 +218,14 @@ def _progress_bar(enabled: bool, total: int, done: int, label: str) -> Iterator[
         yield lambda n: bar.advance(task, n)
 
 
-def _resolve_device(device: str) -> torch.device:
-    # The engine's rule (auto -> this rank's CUDA device, else CPU; a clear error when CUDA is asked for but absent).
-    from img2text2img.train.engine import pick_device
-
-    return pick_device(device)
-
-
 @torch.inference_mode()
 def _encode_into(encoder: Any, paths: Sequence[Path], pooled: np.ndarray, grid: np.ndarray | None, start: int,
-                 batch_size: int, num_workers: int, device: torch.device, on_batch: Any, advance: Any,
-                 mirror_average: bool = False) -> None:
+                 batch_size: int, num_workers: int, device: torch.device, on_batch: Any, advance: Any) -> None:
     run = None
     for rows, x in _batches(paths, start, encoder.transform(), batch_size, num_workers):
         x = x.to(device)
         if run is None:
             run = encoder.for_bulk_inference(x)
-            if mirror_average:
-                from img2text2img.models.encoders import MirrorAverage
-
-                run = MirrorAverage(run, encoder.grid_hw)
         p, g = run(x)
         lo, hi = int(rows[0]), int(rows[-1]) + 1  # rows are consecutive: the loader does not shuffle
         pooled[lo:hi] = p.float().cpu().numpy().astype(np.float16)
@@ -248,8 +236,6 @@ def _encode_into(encoder: Any, paths: Sequence[Path], pooled: np.ndarray, grid: 
 
 
 def _write_json_atomic(path: Path, obj: dict[str, Any]) -> None:
-    from img2text2img.io import write_text_atomic
-
     write_text_atomic(path, json.dumps(obj, indent=1))
 
 
@@ -262,55 +248,45 @@ def encode_dataset(
     num_workers: int = 2,
     cache_dir: str | Path | None = None,
     progress: bool = True,
-    encoder: Any = None,
+    encoder: Encoder | None = None,
     *,
     weights: str | Path | None = None,
     allow_download: bool = False,
     use_cache: bool = True,
     device: str = "cpu",
     data_dir: str | Path | None = None,
-    mirror_average: bool = False,
 ) -> FeatureCache:
     """Features of `images` (default: every captioned image of `dataset`) from the named encoder, cached.
 
     `dataset` is a `CaptionDataset` or a name for `load_dataset` ("flickr8k", "shapes", a folder). Pass `encoder` to
     reuse an already built `Encoder` (its name, weights hash and preprocessing form the key). A finished cache for
     the same key is opened at once; a cache of the whole dataset also serves any subset of its images, and a grid
-    cache also serves `grid=False`. `use_cache=False` encodes into memory and touches no files. `mirror_average`:
-    each image's features are the mean of its own and its mirror image's (`MirrorAverage`; a cache of its own).
+    cache also serves `grid=False`. `use_cache=False` encodes into memory and touches no files.
     """
-    from img2text2img import locations
-    from img2text2img.data import CaptionDataset, load_dataset
-
     ds = dataset if isinstance(dataset, CaptionDataset) else load_dataset(dataset, data_dir)
     all_images = ds.images
     images = list(all_images if images is None else images)
     if not images:
         raise I2TError("no images to encode")
     if encoder is None:
-        from img2text2img.models.encoders import create_encoder
-
         encoder = create_encoder(encoder_name, weights=weights, allow_download=allow_download)
     elif encoder_name and encoder.name != encoder_name:
         raise I2TError(f"encoder_name {encoder_name!r} does not match the encoder given ({encoder.name!r})")
-    dev = _resolve_device(device)
+    dev = pick_device(device)
     encoder = encoder.to(dev).eval()
     desc = {**encoder.describe(), "weights_sha256": encoder.fingerprint()}
-    if mirror_average:  # only then, so that the keys of existing caches stay what they were
-        desc["views"] = "mirror-average"
     root = str(Path(ds.root).resolve())
     paths = [ds.image_path(i) for i in images]
     grid_hw = list(encoder.grid_hw)
     n, D, N = len(images), encoder.num_features, grid_hw[0] * grid_hw[1]
-    label = f"encode {encoder.name}" + (" (+ mirror)" if mirror_average else "")
+    label = f"encode {encoder.name}"
 
     if not use_cache:
         pooled = np.zeros((n, D), np.float16)
         grid_arr = np.zeros((n, N, D), np.float16) if grid else None
         t0 = time.perf_counter()
         with _progress_bar(progress, n, 0, label) as advance:
-            _encode_into(encoder, paths, pooled, grid_arr, 0, batch_size, num_workers, dev, lambda hi: None, advance,
-                         mirror_average)
+            _encode_into(encoder, paths, pooled, grid_arr, 0, batch_size, num_workers, dev, lambda hi: None, advance)
         meta = {"version": CACHE_VERSION, **cache_key(desc, root, images, grid), "images": images,
                 "grid_hw": grid_hw, "complete": True}
         return FeatureCache(meta, {m: i for i, m in enumerate(images)}, pooled, grid_arr, None,
@@ -364,8 +340,7 @@ def encode_dataset(
 
         t0 = time.perf_counter()
         with _progress_bar(progress, n, done, label) as advance:
-            _encode_into(encoder, paths, pooled, grid_arr, done, batch_size, num_workers, dev, on_batch, advance,
-                         mirror_average)
+            _encode_into(encoder, paths, pooled, grid_arr, done, batch_size, num_workers, dev, on_batch, advance)
         seconds = time.perf_counter() - t0
         pooled = grid_arr = None  # close the memory maps before the folder is renamed
         meta.update(complete=True, seconds=round(seconds, 1), resumed_from=done)
@@ -389,8 +364,6 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 def list_caches(cache_dir: str | Path | None = None) -> list[dict[str, Any]]:
     """Summaries of the feature caches under the cache folder (finished and partial)."""
-    from img2text2img import locations
-
     out = []
     root = locations.cache_dir(cache_dir) / "features"
     for d in sorted(root.glob("*")) if root.exists() else []:

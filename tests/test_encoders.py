@@ -24,6 +24,19 @@ def test_registry_names():
         create_encoder("resnet9000", pretrained=False)
 
 
+def test_one_registry_idiom_refuses_duplicates_and_old_import_paths_still_work():
+    from img2text2img.models.encoders import ENCODERS
+    from img2text2img.models.encoders.int8 import QuantizedEncoder
+    from img2text2img.models.encoders.onnx import OnnxEncoder
+    from img2text2img.models.int8 import QuantizedEncoder as OldQuantized
+    from img2text2img.models.onnx_runtime import OnnxEncoder as OldOnnx
+
+    with pytest.raises(ValueError, match="already registered"):
+        ENCODERS.register("mobilenet_v2")(lambda: None)
+    assert OldQuantized is QuantizedEncoder and OldOnnx is OnnxEncoder
+    assert "fused_lite0_mnv2" not in list_encoders()
+
+
 @pytest.mark.parametrize("name", list_encoders())
 def test_random_init_shapes_and_frozen(name):
     torch.manual_seed(0)
@@ -186,7 +199,7 @@ def test_mobilenet_v2_sees_a_dog_in_a_flickr8k_photo(flickr8k_dog_photo):
 
 @pytest.mark.parametrize("backend", ["torch", "onnx"])
 def test_bulk_inference_copy_matches_the_module(backend):
-    from img2text2img.models.onnx_runtime import OnnxEncoder
+    from img2text2img.models.encoders.onnx import OnnxEncoder
 
     torch.manual_seed(0)
     enc = create_encoder("mobilenet_v2", pretrained=False).eval()
@@ -206,21 +219,8 @@ def test_bulk_inference_copy_matches_the_module(backend):
     assert enc.for_bulk_inference(x, backend=backend) is enc  # fine-tuning keeps the plain module
 
 
-def test_mirror_average_swaps_the_mirror_grid_back():
-    """An encoder whose grid is the image itself is mirror-equivariant: averaging it with its mirror view (grid
-    swapped back) must give back exactly the plain features; a grid left mirrored would not."""
-    from img2text2img.models.encoders import MirrorAverage
-
-    def run(x):
-        return x.mean((2, 3)), x.flatten(2).transpose(1, 2)
-
-    x = torch.randn(2, 3, 4, 6)
-    p, g = MirrorAverage(run, (4, 6))(x)
-    assert torch.allclose(p, run(x)[0], atol=1e-6) and torch.allclose(g, run(x)[1], atol=1e-6)
-
-
 def test_bulk_inference_backend_setting(monkeypatch):
-    from img2text2img.models.onnx_runtime import OnnxEncoder
+    from img2text2img.models.encoders.onnx import OnnxEncoder
 
     enc = create_encoder("mobilenet_v3_small", pretrained=False).eval()
     x = torch.randn(1, 3, 96, 96)
@@ -228,12 +228,12 @@ def test_bulk_inference_backend_setting(monkeypatch):
     assert isinstance(enc.for_bulk_inference(x), torch.jit.ScriptModule)
     monkeypatch.setenv("I2T_ENCODER_BACKEND", "auto")
     assert isinstance(enc.for_bulk_inference(x), OnnxEncoder)  # onnxruntime is a dependency, so auto picks it
-    import img2text2img.models.onnx_runtime as ort_module
+    import img2text2img.models.encoders.encoder as encoder_module
 
     def broken(*a, **k):
         raise RuntimeError("no exporter here")
 
-    monkeypatch.setattr(ort_module, "OnnxEncoder", broken)  # asked for onnx and it fails: warn, TorchScript
+    monkeypatch.setattr(encoder_module, "OnnxEncoder", broken)  # asked for onnx and it fails: warn, TorchScript
     with pytest.warns(UserWarning, match="no exporter here"):
         assert isinstance(enc.for_bulk_inference(x, backend="onnx"), torch.jit.ScriptModule)
     monkeypatch.setenv("I2T_ENCODER_BACKEND", "tensorrt")
@@ -244,7 +244,7 @@ def test_bulk_inference_backend_setting(monkeypatch):
 def test_int8_encoder_close_to_fp32():
     """Opt-in int8 trunk (Encoder.quantized_for_inference): same output shapes, features close to fp32, and the
     TF-"same" mirror rewrite is exact in fp32. Random weights, small images: a few seconds."""
-    from img2text2img.models.int8 import QuantizedEncoder, plain_trunk
+    from img2text2img.models.encoders.int8 import QuantizedEncoder, plain_trunk
 
     torch.manual_seed(0)
     enc = create_encoder("efficientnet_lite0", pretrained=False).eval()
@@ -274,36 +274,3 @@ def test_int8_falls_back_to_fp32():
         fast = enc.quantized_for_inference(x)
     with torch.no_grad():
         assert torch.allclose(fast(x)[0], enc(x)[0], atol=1e-4)
-
-
-def test_fused_encoder_stacks_its_parts_feature_maps():
-    """fused_lite0_mnv2 = EfficientNet-Lite0's grid, then MobileNetV2's on the same photo (renormalised for it)."""
-    torch.manual_seed(0)
-    fused = create_encoder("fused_lite0_mnv2", pretrained=False).eval()
-    lite0, mnv2 = fused.model.parts
-    assert fused.num_features == lite0.num_features + mnv2.num_features == 2560
-    x = torch.randn(2, 3, 224, 224)  # normalised as EfficientNet-Lite0 wants: (raw - 0.5) / 0.5
-    raw = x * 0.5 + 0.5
-    mean, std = torch.tensor(mnv2.preprocess.mean).view(1, 3, 1, 1), torch.tensor(mnv2.preprocess.std).view(1, 3, 1, 1)
-    with torch.no_grad():
-        _, grid = fused(x)
-        assert torch.equal(grid[..., :1280], lite0(x)[1])
-        assert torch.allclose(grid[..., 1280:], mnv2((raw - mean) / std)[1], atol=1e-5)
-        fast = fused.for_bulk_inference(x, backend="onnx")
-        assert fast is not fused and torch.allclose(fast(x)[1], grid, atol=1e-4)
-    assert fused.weights_sha256 is None and fused.fingerprint().startswith("state:")
-    with pytest.raises(I2TError, match="each part's own weight file"):
-        create_encoder("fused_lite0_mnv2", weights="x.safetensors")
-    with pytest.raises(I2TError, match="frozen trunks"):
-        create_encoder("fused_lite0_mnv2", pretrained=False, trainable_blocks=1)
-
-
-@pytest.mark.skipif(not all((SHARED_WEIGHTS / f).exists() for f in (
-    "torchvision_mobilenet_v2_imagenet.safetensors", "timm_tf_efficientnet_lite0_imagenet.safetensors")),
-    reason="shared ImageNet weights not present")
-def test_fused_encoder_fingerprint_names_both_weight_files():
-    fused, a, b = (create_encoder(n) for n in ("fused_lite0_mnv2", "efficientnet_lite0", "mobilenet_v2"))
-    import hashlib
-
-    assert fused.weights_sha256 == hashlib.sha256(f"{a.weights_sha256} {b.weights_sha256}".encode()).hexdigest()
-    assert fused.describe()["num_features"] == 2560 and "mobilenet_v2" in fused.describe()["constructor"]

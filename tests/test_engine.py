@@ -9,7 +9,7 @@ from torch import nn
 
 from img2text2img.checkpoint import load_checkpoint
 from img2text2img.errors import I2TError
-from img2text2img.train import TrainConfig, TrainTask, fit
+from img2text2img.train.engine import TrainConfig, TrainTask, fit
 from img2text2img.vocab import Vocabulary
 
 
@@ -131,7 +131,7 @@ def test_resume_without_checkpoint_is_clear_error(tmp_path):
 def test_diverging_loss_is_a_clear_error(tmp_path):
     class Diverging(ToyTask):
         def loss(self, model, batch):
-            x, y = batch
+            x, _ = batch
             return (model(x) * float("nan")).mean(), {}
 
     with pytest.raises(I2TError, match="diverged at step 1"):

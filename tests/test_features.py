@@ -67,26 +67,6 @@ def test_cache_equals_fresh_and_is_reused(shapes, tmp_path):
         cache.pooled_for(["nope.png"])
 
 
-def test_mirror_average_cache(shapes, tmp_path):
-    """`mirror_average=True` is a cache of its own whose rows are the mean of each image's and its mirror image's
-    features, the mirror's grid swapped back into place."""
-    enc = _encoder()
-    plain = encode_dataset("small_cnn", shapes, num_workers=0, cache_dir=tmp_path, progress=False, encoder=enc)
-    both = encode_dataset("small_cnn", shapes, num_workers=0, cache_dir=tmp_path, progress=False, encoder=enc,
-                          mirror_average=True)
-    assert both.path != plain.path and both.encoder["views"] == "mirror-average"
-    names = shapes.images[:6]
-    tf = enc.transform()
-    x = torch.stack([tf(load_image(shapes.image_path(n))) for n in names])
-    with torch.no_grad():
-        p, g = enc(x)
-        pm, gm = enc(x.flip(-1))
-    gm = gm.view(6, 8, 8, -1).flip(2).reshape(6, 64, -1)
-    assert torch.allclose(both.pooled_for(names), (p + pm) / 2, rtol=1e-2, atol=1e-3)
-    assert torch.allclose(both.grid_for(names), (g + gm) / 2, rtol=1e-2, atol=1e-3)
-    assert not torch.allclose(both.grid_for(names), plain.grid_for(names), rtol=1e-2, atol=1e-3)
-
-
 def test_pooled_only_cache(shapes, tmp_path):
     cache = encode_dataset("small_cnn", shapes, grid=False, num_workers=0, cache_dir=tmp_path, progress=False,
                            encoder=_encoder())

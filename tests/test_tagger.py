@@ -75,11 +75,11 @@ def _tiny_vocab(n: int = 12) -> Vocabulary:
 def test_rnn_decoding_never_repeats_a_tag(beam):
     torch.manual_seed(0)
     vocab = _tiny_vocab()
-    m = create_tagger("small_cnn+rnn-tiny", vocab, max_tags=20, beam=beam).eval()
+    m = create_tagger("small_cnn+rnn-tiny", vocab, max_tags=20).eval()
     with torch.no_grad():  # push the output layer towards always repeating one tag
         m.head.out.bias.zero_()
         m.head.out.bias[5] = 8.0
-    rows = m.head.decode(torch.randn(16, m.config.feature_dim))
+    rows = m.head.decode(torch.randn(16, m.config.feature_dim), beam=beam)
     for r in rows:
         ids = [i for i, _ in r]
         assert len(ids) == len(set(ids)) and ids == sorted(ids)
@@ -121,19 +121,21 @@ SHIPPED_SHAPES = Path(__file__).resolve().parent.parent / "img2text2img" / "pret
 @pytest.fixture(scope="module")
 def shapes_run(tmp_path_factory):
     """One short training run (120 steps) of the tiny CNN-RNN tagger on the shapes set, shared by the tests below."""
-    from img2text2img.train.engine import TrainConfig
     from img2text2img.train.tagger import prepare_tag_data, train_tagger
+    from img2text2img.train.tagger_recipe import TaggerRecipe
 
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("tagger") / "run"
-    cfg = TrainConfig(out=str(out), max_steps=120, batch_size=32, lr=3e-3, warmup_steps=20, eval_every=120,
-                      checkpoint_every=10_000, progress=False, seed=0)
-    summary = train_tagger("shapes:1000", "small_cnn+rnn-tiny", cfg, val_limit=100)
+    recipe = TaggerRecipe(max_steps=120, batch_size=32, lr=3e-3, warmup_steps=20, eval_every=120, val_images=100,
+                          aux_bce=1.0, beam=2, seed=0)
+    summary = train_tagger("shapes:1000", "small_cnn+rnn-tiny", recipe, out=out, checkpoint_every=10_000,
+                           progress=False)
     return out, summary, prepare_tag_data("shapes:1000")
 
 
 def test_short_training_learns_tags(shapes_run):
     """120 steps from a random CNN: colours and sizes are learnt first (shapes take thousands of steps, see below)."""
+    from img2text2img.checkpoint import load_checkpoint
     from img2text2img.models import load_model
     from img2text2img.train.tagger import evaluate_tagger
 
@@ -141,6 +143,9 @@ def test_short_training_learns_tags(shapes_run):
     res = evaluate_tagger(load_model(out), td.dataset, "test", td.tags)
     assert res["micro_f1"] >= 0.55, res
     assert summary["steps"] == 120 and (out / "last" / "trainer.json").exists()
+    assert summary["parents"] == [] and summary["recipe"]["aux_bce"] == 1.0
+    ckpt = load_checkpoint(out / "best")
+    assert ckpt.inference == {"beam": 2, "threshold": 0.5} and "beam" not in ckpt.config and "aux_bce" not in ckpt.config
 
 
 @pytest.mark.skipif(not (SHIPPED_SHAPES / "config.json").exists(), reason="shapes tagger not shipped")
@@ -176,12 +181,46 @@ def test_shapes_training_loss_falls():
         opt = torch.optim.Adam([p for p in m.parameters() if p.requires_grad], lr=3e-3)
         losses = []
         for _ in range(15):
-            loss, _ = m(batch)
+            loss, _ = m(batch, aux_bce=1.0)
             opt.zero_grad()
             loss.backward()
             opt.step()
             losses.append(loss.item())
         assert losses[-1] < 0.7 * losses[0], (name, losses)
+
+
+def test_old_checkpoint_configs_migrate_to_settings():
+    """Checkpoints from before the split keep beam/threshold in the network config and the loss weight aux_bce:
+    the first become inference settings (a saved `inference` block wins), the second is dropped."""
+    from img2text2img.errors import I2TError
+    from img2text2img.models.tagger import TaggerSettings, migrate_config
+
+    old = {"encoder": "small_cnn", "head": "rnn", "beam": 2, "aux_bce": 1.0, "threshold": 0.3}
+    cfg, settings = migrate_config(old, {})
+    assert settings == TaggerSettings(beam=2, threshold=0.3) and cfg.encoder == "small_cnn"
+    assert migrate_config(old, {"beam": 5})[1].beam == 5
+    with pytest.raises(I2TError, match="does not know the keys palette"):
+        migrate_config({**old, "palette": 8}, {})
+
+
+def test_train_refuses_a_foreign_folder_and_replaces_a_run_only_with_force(shapes_run, tmp_path):
+    import shutil
+
+    from img2text2img.cli import main
+
+    foreign = tmp_path / "notes"
+    foreign.mkdir()
+    (foreign / "thesis.tex").write_text("mine")
+    args = ["train", "tagger", "--model", "small_cnn+bce-tiny", "--data", "shapes:1000", "--max-steps", "2",
+            "--batch-size", "8", "--val-images", "8", "--device", "cpu"]
+    assert main([*args, "--out", str(foreign), "--force"]) == 2
+    assert (foreign / "thesis.tex").read_text() == "mine"
+    run = tmp_path / "run"
+    shutil.copytree(shapes_run[0], run)
+    (run / "samples.txt").write_text("not written by the trainer")
+    assert main([*args, "--out", str(run)]) == 2  # a run is there: --resume or --force
+    assert main([*args, "--out", str(run), "--force"]) == 0
+    assert (run / "samples.txt").exists() and json.loads((run / "summary.json").read_text())["steps"] == 2
 
 
 def test_save_load_identity_and_no_duplicates(shapes_run, tmp_path):
@@ -250,7 +289,7 @@ def test_frozen_pretrained_encoder_is_not_stored(tmp_path):
     except Exception as e:  # noqa: BLE001 - the shared weights are not everywhere
         pytest.skip(f"mobilenet_v3_small weights unavailable: {e}")
     assert not any(k.startswith("encoder.") for k in m.checkpoint_state())
-    m.config.threshold = 0.0
+    m.settings.threshold = 0.0
     f = torch.randn(2, m.config.feature_dim)
     loaded = load_model(m.save(tmp_path / "t"))
     assert loaded.config.encoder_sha256 == m.config.encoder_sha256
@@ -258,9 +297,10 @@ def test_frozen_pretrained_encoder_is_not_stored(tmp_path):
     assert sum(v.numel() for v in m.checkpoint_state().values()) < 0.1 * sum(p.numel() for p in m.parameters())
 
 
-def test_rotate90_is_reproducible_per_epoch(tmp_path):
+def test_augmentation_is_reproducible_per_epoch(tmp_path):
     from PIL import Image
 
+    from img2text2img.data.augment import AugmentConfig
     from img2text2img.train.tagger import TagImageDataset
 
     img = Image.new("RGB", (8, 8), (0, 0, 0))
@@ -271,7 +311,7 @@ def test_rotate90_is_reproducible_per_epoch(tmp_path):
         return int(t[0].flatten().argmax())
 
     ds = TagImageDataset([tmp_path / "a.png"] * 16, [[4]] * 16, lambda im: torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1),
-                         rotate90=True, seed=3)
+                         augment=AugmentConfig(rot90=True), seed=3)
     first = [corner(ds[i]["images"]) for i in range(16)]
     assert first == [corner(ds[i]["images"]) for i in range(16)]  # same (seed, epoch, index) -> same turn
     assert len(set(first)) > 1  # several of the four turns are used

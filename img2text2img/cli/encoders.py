@@ -22,23 +22,19 @@ def encoders(
     from rich.table import Table
 
     from img2text2img.errors import I2TError
-    from img2text2img.models.encoders import _weight_dirs, encoder_spec, list_encoders
+    from img2text2img.models.encoders import create_encoder, encoder_spec, list_encoders, weight_dirs
 
-    dirs = _weight_dirs()
+    dirs = weight_dirs()
     table = Table("encoder", "D", "input", "weights", "notes")
     for name in list_encoders():
         spec = encoder_spec(name)
         p = spec.preprocess
         found = next((str(d / s.filename) for d in dirs for s in spec.sources if (d / s.filename).is_file()), None)
-        if spec.parts:
-            status = "the parts' own (" + ", ".join(spec.parts) + ")"
-        elif not spec.sources:
+        if not spec.sources:
             status = "random init"
         elif found:
             status = "[green]found[/green]"
             if check:
-                from img2text2img.models.encoders import create_encoder
-
                 try:
                     create_encoder(name)
                     status = "[green]ok (sha256 + strict load)[/green]"

@@ -2,8 +2,7 @@
 
 Flipping or rotating a picture changes what "to the left of" means, so every geometric op that changes directions
 also rewrites the direction phrases of the caption (exact for the shapes set's phrases; for free text, left/right
-words under a flip). Colour jitter never shifts hue, because hue changes would make colour words false.
-All random draws come from the `random.Random` passed in, so augmentation is reproducible per (seed, epoch, index).
+words under a flip); tags name what is in a picture, not where, so they stay true under every op. All random draws come from the `random.Random` passed in, so augmentation is reproducible per (seed, epoch, index).
 """
 from __future__ import annotations
 
@@ -65,11 +64,10 @@ class AugmentConfig:
     rotation: float = 0.0  # small rotation, max degrees either way (directions kept)
     shear: float = 0.0  # max shear degrees
     zoom: float = 0.0  # max relative zoom in/out, e.g. 0.1
-    color_jitter: float = 0.0  # brightness/contrast/saturation strength; hue is never changed
 
     @property
     def enabled(self) -> bool:
-        return bool(self.rot90 or self.hflip or self.rotation or self.shear or self.zoom or self.color_jitter)
+        return bool(self.rot90 or self.hflip or self.rotation or self.shear or self.zoom)
 
 
 def augment(img: Image.Image, caption: str, cfg: AugmentConfig, rng: random.Random) -> tuple[Image.Image, str]:
@@ -88,9 +86,4 @@ def augment(img: Image.Image, caption: str, cfg: AugmentConfig, rng: random.Rand
         scale = rng.uniform(1 - cfg.zoom, 1 + cfg.zoom)
         fill = img.getpixel((0, 0))
         img = TF.affine(img, angle=angle, translate=[0, 0], scale=scale, shear=[shear, 0.0], fill=list(fill))
-    if cfg.color_jitter:
-        j = cfg.color_jitter
-        img = TF.adjust_brightness(img, rng.uniform(1 - j, 1 + j))
-        img = TF.adjust_contrast(img, rng.uniform(1 - j, 1 + j))
-        img = TF.adjust_saturation(img, rng.uniform(1 - j, 1 + j))
     return img, caption

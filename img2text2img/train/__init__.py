@@ -1,4 +1,4 @@
-"""Training: one engine (`engine.fit`) and a `TrainTask` per model family."""
-from img2text2img.train.engine import StepContext, TrainConfig, TrainTask, fit, pick_device, seed_everything
+"""Training: one engine (`train.engine.fit`), a `TrainTask` per model family, and each family's recipe dataclass.
 
-__all__ = ["StepContext", "TrainConfig", "TrainTask", "fit", "pick_device", "seed_everything"]
+Nothing is imported here: the recipe modules are read by the CLI, which must not import torch to show `--help`.
+"""

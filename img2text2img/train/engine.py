@@ -13,9 +13,11 @@ an augmentation) should implement `set_epoch(epoch)` and seed from it, not from 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
 import random
+import shutil
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -28,7 +30,13 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
-from img2text2img.checkpoint import load_checkpoint, load_trainer_state, save_checkpoint
+from img2text2img.checkpoint import (
+    check_target,
+    checkpoint_exists,
+    load_checkpoint,
+    load_trainer_state,
+    save_checkpoint,
+)
 from img2text2img.config import config_to_dict
 from img2text2img.errors import I2TError
 
@@ -54,15 +62,24 @@ class TrainConfig:
     # Weights, optimizer state and the losses' reductions stay fp32 either way.
     precision: str = "auto"
     resume: bool = False
+    force: bool = False  # a fresh run may replace the checkpoints of an earlier run in `out` (never other files)
     progress: bool = True
     log_every: int = 50  # steps between log lines when the output is not a terminal
+
+
+def train_config(recipe: Any, **settings: Any) -> TrainConfig:
+    """A TrainConfig from a training recipe's fields of the same names (epochs, lr, ...), plus `settings` the
+    command gives (out, device, resume, ...): each trainer's recipe holds its own defaults, the engine none."""
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    picked = {k: v for k, v in dataclasses.asdict(recipe).items() if k in names}
+    return TrainConfig(**{**picked, **settings})
 
 
 def pick_device(device: str = "auto") -> torch.device:
     """`auto` -> the local CUDA device when there is one (per-rank under torchrun), else the CPU."""
     if device == "auto":
         if torch.cuda.is_available():
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         return torch.device("cpu")
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
@@ -77,9 +94,8 @@ def autocast_dtype_for(precision: str, device: torch.device) -> torch.dtype | No
     """The autocast dtype a training step runs under, or None for plain fp32.
 
     Why bf16 is offered on the CPU: on CPUs with bf16 matrix units (Intel AMX, AVX512-BF16) oneDNN runs bf16 matrix
-    products several times faster than fp32, and the attention captioner's training step went from 80 to 135
-    captions/s at 1 thread (docs/RESULTS.md). It is opt-in there because the numbers change (bf16 keeps 8 bits of
-    mantissa) and on CPUs without those units it is slower, not faster."""
+    products several times faster than fp32 (docs/BENCHMARKS.md). It is opt-in there because the numbers change
+    (bf16 keeps 8 bits of mantissa) and on CPUs without those units it is slower, not faster."""
     if precision not in PRECISIONS:
         raise I2TError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if precision == "bf16":
@@ -121,7 +137,7 @@ def init_distributed(device: torch.device) -> DistInfo:
 
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
+    return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 
 class TrainTask:
@@ -168,6 +184,11 @@ class TrainTask:
 
     def checkpoint_config(self) -> dict:
         return config_to_dict(self.model.config)
+
+    def checkpoint_inference(self) -> dict | None:
+        """The model's inference settings (`model.settings`, a dataclass), saved beside its network config."""
+        settings = getattr(self.model, "settings", None)
+        return config_to_dict(settings) if dataclasses.is_dataclass(settings) else None
 
     def checkpoint_state(self) -> dict[str, torch.Tensor]:
         return self.model.state_dict()
@@ -349,6 +370,17 @@ class _Display:
             self.progress.stop()
 
 
+def check_run_target(cfg: TrainConfig) -> None:
+    """Refuse a fresh run into `cfg.out` when that would lose something (an earlier run: only with `force`; other
+    files: never). `fit` checks it; trainers call it too, before the slow preparation of their data."""
+    if cfg.resume:
+        return
+    if not cfg.force and checkpoint_exists(Path(cfg.out) / "last"):
+        raise I2TError(f"{cfg.out} already holds a run; pass --resume to continue it, --force to replace it, or "
+                       "choose another --out")
+    check_target(cfg.out, cfg.force, "training run")
+
+
 def fit(task: TrainTask, cfg: TrainConfig) -> dict:
     """Train `task.model` as `cfg` says; returns a summary (steps, best metric, last metrics, samples/s, seconds)."""
     device = pick_device(cfg.device)
@@ -377,9 +409,11 @@ def fit(task: TrainTask, cfg: TrainConfig) -> dict:
 
     step, epoch, batch_in_epoch, best, bad_evals = 0, 0, 0, -math.inf, 0
     metrics: dict[str, float] = {}
-    if not cfg.resume and dist_info.main and (last_dir / "config.json").exists():
-        # a fresh run would overwrite someone's checkpoints step by step: refuse before anything is written
-        raise I2TError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+    if not cfg.resume and dist_info.main:
+        check_run_target(cfg)
+        for sub in (last_dir, best_dir, last_dir.with_name("last.old"), best_dir.with_name("best.old")):
+            if sub.is_dir():  # --force: only what an earlier run wrote goes
+                shutil.rmtree(sub)
     if cfg.resume:
         if not (last_dir / "config.json").exists() and not last_dir.with_name("last.old").exists():
             raise I2TError(f"--resume: no checkpoint in {last_dir}")
@@ -422,7 +456,7 @@ def fit(task: TrainTask, cfg: TrainConfig) -> dict:
                 "bad_evals": bad_evals, "seed": cfg.seed, "train_config": config_to_dict(cfg)}
         save_checkpoint(target, kind=task.kind, config=task.checkpoint_config(), state_dict=task.checkpoint_state(),
                         vocab=task.vocab, metrics={"val": metrics, "step": step, "train_seconds": round(elapsed(), 1)},
-                        info=info, trainer_state=trainer_state)
+                        info=info, trainer_state=trainer_state, inference=task.checkpoint_inference())
         task.on_checkpoint(target, step)
 
     def evaluate() -> bool:

@@ -1,38 +1,43 @@
-"""Training and evaluating the tagger.
+"""Training and evaluating the tagger: `TaggerRecipe` (every training option, one place) and `train_tagger`.
 
 Two ways to feed the head:
 - features (default for a frozen pretrained encoder): pooled vectors from the feature cache (`features.py`), computed
   once per dataset; an epoch then costs only the head.
 - images: the encoder runs on every batch. Needed when the encoder is trained (`trainable_blocks > 0`, `small_cnn`)
-  and for `rotate90` augmentation: a cached vector cannot be rotated, so rotation always trains from images (with a
-  frozen encoder that is an encoder forward per image per epoch; slow on a CPU, so it is opt-in).
+  and for augmentation: a cached vector cannot be turned or flipped (with a frozen encoder that is an encoder forward
+  per image per epoch; slow on a CPU, so it is opt-in).
 
-Evaluation predicts on a split and scores against each image's reference tags restricted to the tag vocabulary (a
-tag outside the vocabulary cannot be predicted by any head). For the BCE head, `evaluate` also picks the decision
-threshold that maximises micro F1 on the validation split and stores it in the model's config, so the checkpoint saved
-as best carries a threshold chosen on validation data only.
+Evaluation scores against each image's reference tags restricted to the tag vocabulary (a tag outside it cannot be
+predicted by any head). For the BCE head, validation also picks the decision threshold that maximises micro F1 and
+stores it in the model's inference settings, so the checkpoint saved as best carries a threshold chosen on
+validation data only.
 """
 from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from img2text2img.data import load_dataset, load_image
+from img2text2img.data.augment import AugmentConfig, augment
 from img2text2img.errors import I2TError
+from img2text2img.features import encode_dataset
 from img2text2img.metrics.tags import mean_average_precision, tag_scores
 from img2text2img.models import evaluating
-from img2text2img.models.tagger import Tagger, TaggerConfig, tagger_config
+from img2text2img.models.tagger import Tagger, TaggerSettings, tagger_config
 from img2text2img.tags import DEFAULT_MAX_TAGS, build_tag_vocab, dataset_tags, order_tags
-from img2text2img.train.engine import TrainConfig, TrainTask, fit, seed_everything
+from img2text2img.train.engine import TrainTask, check_run_target, fit, seed_everything, train_config
+from img2text2img.train.tagger_recipe import TaggerRecipe
 from img2text2img.vocab import END_ID, PAD_ID, START_ID, Vocabulary, pad_batch
 
 MEMORY_CACHE_BYTES = 32 << 20  # image files smaller than this in total are kept decoded in memory
 BCE_THRESHOLDS = tuple(round(x, 2) for x in np.arange(0.1, 0.71, 0.05))
+
 
 
 # -- data ------------------------------------------------------------------------------------------------------------
@@ -54,14 +59,14 @@ class TagFeatureDataset(Dataset):
 
 
 class TagImageDataset(Dataset):
-    """Image files and tag-id lists: item -> {"images": [3, S, S], "ids": list[int]}; `rotate90` turns each image by
-    0/90/180/270 degrees, drawn from (seed, epoch, index) so a resumed run sees the same rotations. Tags name what is
-    in a picture, not where, so they stay true under rotation."""
+    """Image files and tag-id lists: item -> {"images": [3, S, S], "ids": list[int]}. `augment` (flips, turns,
+    rotation, shear, zoom) draws from (seed, epoch, index), so a resumed run sees the same pictures; tags name what is
+    in a picture, not where, so they stay true under each op."""
 
-    def __init__(self, paths: Sequence[Path], ids: Sequence[Sequence[int]], transform, rotate90: bool = False, seed: int = 0,
-                 keep_in_memory: bool | None = None):
+    def __init__(self, paths: Sequence[Path], ids: Sequence[Sequence[int]], transform,
+                 augment: AugmentConfig | None = None, seed: int = 0, keep_in_memory: bool | None = None):
         self.paths, self.ids, self.transform = list(paths), [list(x) for x in ids], transform
-        self.rotate90, self.seed, self.epoch = rotate90, seed, 0
+        self.augment, self.seed, self.epoch = augment or AugmentConfig(), seed, 0
         if keep_in_memory is None:  # small sets (the shapes set): decode each file once, not once per epoch
             keep_in_memory = sum(p.stat().st_size for p in self.paths if p.exists()) < MEMORY_CACHE_BYTES
         self._memory: dict[int, object] | None = {} if keep_in_memory else None
@@ -73,18 +78,14 @@ class TagImageDataset(Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int) -> dict:
-        from img2text2img.data import load_image
-
         if self._memory is not None and i in self._memory:
             im = self._memory[i]
         else:
             im = load_image(self.paths[i])
             if self._memory is not None:
                 self._memory[i] = im
-        if self.rotate90:
-            k = random.Random((self.seed * 1_000_003 + self.epoch) * 1_000_003 + i).randrange(4)
-            if k:
-                im = im.rotate(90 * k, expand=True)
+        if self.augment.enabled:
+            im, _ = augment(im, "", self.augment, random.Random((self.seed * 1_000_003 + self.epoch) * 1_000_003 + i))
         return {"images": self.transform(im), "ids": self.ids[i]}
 
 
@@ -113,13 +114,9 @@ def pooled_features(model: Tagger, dataset, names: Sequence[str], use_cache: boo
     """Pooled vectors [N, D] for `names`: from the feature cache when the encoder is the pretrained frozen one (and the
     cache module is available), else by running the model's encoder (eval mode, no augmentation)."""
     if use_cache and not model.encoder_trained and model.config.pool == "mean":
-        from img2text2img.features import encode_dataset
-
         # whole dataset, pooled only: served by an existing grid cache of the dataset when there is one
         cache = encode_dataset(model.config.encoder, dataset, grid=False, progress=progress, encoder=model.encoder)
         return cache.pooled_for(list(names)).float()
-    from img2text2img.data import load_image
-
     tf = model.encoder.transform()
     dev = next(model.parameters()).device
     rows = []
@@ -163,7 +160,7 @@ def evaluate_tagger(model: Tagger, dataset, split: str = "test", tags: dict[str,
             for t in g:
                 Y[r, model.vocab.stoi[t] - 4] = 1
         res["mAP"] = mean_average_precision(P, Y)
-        res["threshold"] = model.config.threshold
+        res["threshold"] = model.settings.threshold
         if thresholds:
             best = None
             for th in thresholds:
@@ -183,8 +180,9 @@ class TaggerTask(TrainTask):
     main_metric = "micro_f1"
 
     def __init__(self, model: Tagger, train_data: Dataset, dataset, tags: dict[str, list[str]],
-                 val_features: torch.Tensor | None, val_limit: int | None = None, use_cache: bool = True):
-        self.model, self.vocab = model, model.vocab
+                 val_features: torch.Tensor | None, val_limit: int | None = None, use_cache: bool = True,
+                 aux_bce: float = 0.0):
+        self.model, self.vocab, self.aux_bce = model, model.vocab, aux_bce
         self._train, self.dataset, self.tags = train_data, dataset, tags
         self.val_features, self.val_limit, self.use_cache = val_features, val_limit, use_cache
 
@@ -195,7 +193,7 @@ class TaggerTask(TrainTask):
         return collate_tags(items, len(self.vocab))
 
     def loss(self, model, batch):
-        return model(batch)
+        return model(batch, aux_bce=self.aux_bce)
 
     def tokens_in(self, batch) -> int:
         return int((batch["tgt"] != PAD_ID).sum())
@@ -210,11 +208,11 @@ class TaggerTask(TrainTask):
         th = BCE_THRESHOLDS if self.model.config.head == "bce" else None
         r = evaluate_tagger(self.model, self.dataset, "val", self.tags, features=feats, limit=self.val_limit, thresholds=th)
         if th:
-            self.model.config.threshold = float(r["best_threshold"])  # travels into the checkpoint's config
+            self.model.settings.threshold = float(r["best_threshold"])  # travels into the checkpoint's settings
             r["micro_f1"] = r["best_threshold_micro_f1"]
         keys = ("micro_f1", "macro_f1", "sample_f1", "exact_match", "mAP", "threshold")
         return {k: float(r[k]) for k in keys if k in r and k != "threshold"} | (
-            {"threshold": float(self.model.config.threshold)} if th else {})
+            {"threshold": float(self.model.settings.threshold)} if th else {})
 
     def checkpoint_state(self) -> dict[str, torch.Tensor]:
         return self.model.checkpoint_state()
@@ -236,45 +234,46 @@ class TagData:
 
 def prepare_tag_data(data: str | Path, data_dir: str | Path | None = None, tag_source: str = "auto",
                      max_tags: int = DEFAULT_MAX_TAGS, min_captions: int = 2) -> TagData:
-    from img2text2img.data import load_dataset
-
     ds = load_dataset(data, data_dir)
     tags = dataset_tags(ds, source=tag_source, min_captions=min_captions)
     vocab = build_tag_vocab(tags, ds.split("train"), max_tags=max_tags)
     return TagData(ds, tags, vocab)
 
 
-def train_tagger(data: str | Path = "flickr8k", name: str = "mobilenet_v2+rnn", cfg: TrainConfig | None = None, *,
-                 data_dir: str | Path | None = None, overrides: dict | None = None, rotate90: bool = False,
-                 use_cache: bool = True, tag_source: str = "auto", max_tags: int = DEFAULT_MAX_TAGS,
-                 train_limit: int | None = None, val_limit: int | None = None, progress: bool = True) -> dict:
-    """Train a tagger preset on a dataset; checkpoints go to `cfg.out` (`last/`, `best/`). Returns `fit`'s summary."""
-    cfg = cfg or TrainConfig()
-    td = prepare_tag_data(data, data_dir, tag_source, max_tags)
+def train_tagger(data: str | Path = "flickr8k", name: str = "mobilenet_v2+rnn", recipe: TaggerRecipe | None = None,
+                 *, out: str | Path, data_dir: str | Path | None = None, use_cache: bool = True,
+                 train_limit: int | None = None, **settings) -> dict:
+    """Train a tagger preset on a dataset as `recipe` says; checkpoints go to `out` (`last/`, `best/`). `settings`
+    are the engine's run settings (device, resume, force, progress, ...). Returns `fit`'s summary."""
+    recipe = recipe or TaggerRecipe()
+    cfg = train_config(recipe, out=str(out), **settings)
+    check_run_target(cfg)  # before the feature cache is built: that can take a while
+    td = prepare_tag_data(data, data_dir, recipe.tags, recipe.max_tags)
     if cfg.resume and (Path(cfg.out) / "last" / "vocab.json").exists():
         saved = Vocabulary.load(Path(cfg.out) / "last" / "vocab.json")
         if saved != td.vocab:
             raise I2TError(f"--resume: {cfg.out} was trained with another tag vocabulary (different data or --max-tags)")
     seed_everything(cfg.seed)  # random-init parts (head, small_cnn) depend only on the seed
-    config: TaggerConfig = tagger_config(name, **(overrides or {}))
-    model = Tagger(config, td.vocab)
+    model = Tagger(tagger_config(name), td.vocab, settings=TaggerSettings(beam=recipe.beam))
     names = list(td.dataset.split("train"))[:train_limit] if train_limit else list(td.dataset.split("train"))
     ids = [[td.vocab.stoi[t] for t in order_tags(td.tags.get(n, []), td.vocab)] for n in names]
-    from_images = rotate90 or model.encoder_trained or not use_cache or config.pool != "mean"
+    aug = AugmentConfig(rot90=recipe.rot90, hflip=recipe.hflip, rotation=recipe.rotation, shear=recipe.shear,
+                        zoom=recipe.zoom)
+    from_images = aug.enabled or model.encoder_trained or not use_cache or model.config.pool != "mean"
+    val_limit = recipe.val_images
+    vnames = list(td.dataset.split("val"))[:val_limit] if "val" in td.dataset.splits else []
     val_features = None
     if from_images:
         train_data: Dataset = TagImageDataset([td.dataset.image_path(n) for n in names], ids, model.encoder.transform(),
-                                              rotate90=rotate90, seed=cfg.seed)
-        if not model.encoder_trained and "val" in td.dataset.splits:
-            vnames = list(td.dataset.split("val"))[:val_limit] if val_limit else td.dataset.split("val")
-            val_features = pooled_features(model, td.dataset, vnames, use_cache=use_cache, progress=progress)
+                                              augment=aug, seed=cfg.seed)
+        if not model.encoder_trained and vnames:
+            val_features = pooled_features(model, td.dataset, vnames, use_cache=use_cache, progress=cfg.progress)
     else:
-        feats = pooled_features(model, td.dataset, names, use_cache=True, progress=progress)
-        train_data = TagFeatureDataset(feats, ids)
-        if "val" in td.dataset.splits:
-            vnames = list(td.dataset.split("val"))[:val_limit] if val_limit else td.dataset.split("val")
-            val_features = pooled_features(model, td.dataset, vnames, use_cache=True, progress=progress)
-    task = TaggerTask(model, train_data, td.dataset, td.tags, val_features, val_limit=val_limit, use_cache=use_cache)
+        train_data = TagFeatureDataset(pooled_features(model, td.dataset, names, progress=cfg.progress), ids)
+        if vnames:
+            val_features = pooled_features(model, td.dataset, vnames, progress=cfg.progress)
+    task = TaggerTask(model, train_data, td.dataset, td.tags, val_features, val_limit=val_limit, use_cache=use_cache,
+                      aux_bce=recipe.aux_bce)
     summary = fit(task, cfg)
-    summary["from_images"] = from_images
+    summary.update(from_images=from_images, parents=[], recipe=asdict(recipe))
     return summary

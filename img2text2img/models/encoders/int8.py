@@ -5,7 +5,7 @@ quantized (ReLU6, no squeeze-excite). Plain `prepare_fx` on the timm model is ho
 graph, for reasons handled here:
 
 * timm's TF-"same" convolutions pad asymmetrically (stride 2 on an even size: p-1 pixels before, p after). Done as a
-  zero-pad + `padding=0` convolution, int8 depthwise convolutions leave fbgemm's fast path (~70x slower), and int8
+  zero-pad + `padding=0` convolution, int8 depthwise convolutions leave fbgemm's fast path (far slower), and int8
   padding / cropping is slow too. Mirrored, the padding becomes (p, p-1), and a symmetric padding p then gives
   exactly the same outputs. So the image is flipped (height and width) on the way in, every kernel is flipped, every
   convolution gets symmetric padding, and the feature map is flipped back on the way out. 1x1 convolutions, adds and
@@ -16,7 +16,7 @@ graph, for reasons handled here:
   the range the activation really has, not on the negative pre-activations.
 * the first depthwise convolution stays fp32 by default (see `quantize_trunk`): it alone costs most of the accuracy.
 * AVX2 without VNNI multiplies u8 x s8 pairs into a saturating int16; with 8-bit activations and 8-bit weights that
-  overflows (pooled-feature cosine 0.80 instead of 0.96 on EfficientNet-Lite0). Weights therefore use 7 bits
+  overflows and features drift badly. Weights therefore use 7 bits
   (per-channel, symmetric), which keeps every pair in range.
 
 BatchNorm (timm's `BatchNormAct2d` included) is folded into the preceding convolution before tracing, so FX sees
@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from img2text2img.models.encoders import pooled_and_grid
+from img2text2img.models.encoders.base import Features, pooled_and_grid
 
 Run = Callable[[nn.Module, torch.Tensor], torch.Tensor]  # (trunk, images [B,3,S,S]) -> fmap [B, D, h, w]
 
@@ -208,8 +208,7 @@ def quantize_trunk(model: nn.Module, run: Run, calibration: torch.Tensor, batch_
 
     `fp32_convs` names convolutions (see `plain_trunk`) kept in fp32 with their activation. By default that is the
     first depthwise convolution: right after the stem its 32 channels have very different ranges, and one per-tensor
-    int8 scale crushes the small ones. On EfficientNet-Lite0 it alone takes the pooled-feature cosine from 0.983 to
-    0.955 and costs a few percent of the run time in fp32.
+    int8 scale crushes the small ones; kept in fp32 it costs a few percent of the run time (docs/BENCHMARKS.md).
     """
     from torch.ao.quantization import QConfig, QConfigMapping
     from torch.ao.quantization.observer import HistogramObserver, PerChannelMinMaxObserver
@@ -252,7 +251,7 @@ class QuantizedEncoder:
         self.trunk = trunk
         self.image_hw = image_hw
 
-    def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, images: torch.Tensor) -> Features:
         if tuple(images.shape[-2:]) != self.image_hw:
             raise ValueError(f"int8 encoder was calibrated for {self.image_hw} images, got {tuple(images.shape[-2:])}")
         return pooled_and_grid(self.trunk(images))  # the trunk's map is B x D x h x w, fp32

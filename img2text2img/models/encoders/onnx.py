@@ -1,15 +1,9 @@
 """A frozen encoder run by ONNX Runtime: the default bulk-inference path for images on the CPU.
 
-Why: EfficientNet-Lite0 and the MobileNets are mostly depthwise convolutions, which PyTorch's CPU kernels run far
-below what the machine can do. ONNX Runtime's CPU kernels do them better: on this project's 2-core machine the
-EfficientNet-Lite0 trunk encodes 52.5 images/s at batch 32 against 29.3 for the graph-frozen TorchScript copy, with
-feature maps within 2e-5 (docs/bench/encoders-backends.json, `scripts/bench_encoders.py`).
-The encoder is most of the time of batched captioning, so this is most of why the shipped captioner went from
-17 to 26-30 images/s at beam 3 (docs/BENCHMARKS.md).
-
-The trunk is exported in memory once per process (about a second; nothing is written to disk, nothing is
-downloaded), so the `.onnx` file never has to be kept in step with the weights. Only a frozen encoder in eval mode on
-the CPU is exported; `backend_choice` says which path a call should take.
+Why: the default encoders are mostly depthwise convolutions, which ONNX Runtime's CPU kernels run much faster than
+PyTorch's (docs/BENCHMARKS.md), and the encoder is most of the time of batched captioning. The trunk is exported in
+memory once per process (nothing written, nothing downloaded), so no `.onnx` file has to be kept in step with the
+weights. `backend_choice` says which path a call takes.
 """
 from __future__ import annotations
 
@@ -20,7 +14,8 @@ import warnings
 import torch
 from torch import nn
 
-from img2text2img.models.encoders import pooled_and_grid
+from img2text2img.errors import I2TError
+from img2text2img.models.encoders.base import Features, pooled_and_grid
 
 BACKENDS = ("auto", "onnx", "torch")
 BACKEND_ENV = "I2T_ENCODER_BACKEND"
@@ -31,8 +26,6 @@ def backend_choice(backend: str | None = None) -> str:
     (ONNX Runtime when it is installed, TorchScript otherwise)."""
     choice = (backend or os.environ.get(BACKEND_ENV) or "auto").strip().lower()
     if choice not in BACKENDS:
-        from img2text2img.errors import I2TError
-
         raise I2TError(f"encoder backend {choice!r} is not one of {', '.join(BACKENDS)} (set by {BACKEND_ENV})")
     return choice
 
@@ -82,11 +75,11 @@ class OnnxEncoder:
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3  # errors only: the optimizer's notes are not for users
-        # ORT's worker threads spin between its operators (51 vs 43 images/s without), but must stop when a run
-        # ends: spinning on, they took the cores from the torch decoder that runs next (one photo 139 vs 78 ms)
+        # ORT's worker threads may spin between its operators (faster), but must stop when a run ends: spinning on,
+        # they take the cores from the torch decoder that runs next
         options.add_session_config_entry("session.force_spinning_stop", "1")
         self.session = ort.InferenceSession(buf.getvalue(), options, providers=["CPUExecutionProvider"])
 
-    def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, images: torch.Tensor) -> Features:
         x = images.detach().to("cpu", torch.float32).contiguous().numpy()
         return pooled_and_grid(torch.from_numpy(self.session.run(["fmap"], {"images": x})[0]))
