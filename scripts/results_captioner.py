@@ -92,8 +92,9 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     record = bench(args) if args.bench else score(args)
+    args_given = sys.argv[1:] if argv is None else argv
     record.update({"machine": machine(), "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d"),
-                   "command": "python scripts/results_captioner.py " + " ".join(sys.argv[1:] if argv is None else argv)})
+                   "command": "python scripts/results_captioner.py " + " ".join(args_given)})
     text = json.dumps(record, indent=1)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -4,8 +4,9 @@ Large pretrained encoders stay frozen, so their features are computed once (`img
 trains on cached tensors: an epoch over Flickr8k's training captions never touches a JPEG. Encoders without
 pretrained weights (`small_cnn`, for the shapes set) and fine-tuned ones train end to end on preloaded image tensors.
 
-`CaptionerRecipe` (train/captioner_recipe.py) is everything `i2t train captioner` can set; `CaptionerTask` / `SCSTTask` plug into the shared engine (`train.engine.fit`); `train_captioner` is the one call the
-CLI and scripts use; `evaluate_captioner` scores a model on a split with both BLEU scorers (and the COCO metrics).
+`CaptionerRecipe` (train/captioner_recipe.py) is everything `i2t train captioner` can set; `CaptionerTask` and
+`SCSTTask` plug into the shared engine (`train.engine.fit`); `train_captioner` is the one call the CLI and scripts
+use; `evaluate_captioner` scores a model on a split with both BLEU scorers (and the COCO metrics).
 """
 from __future__ import annotations
 
