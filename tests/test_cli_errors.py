@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import io
-import itertools
 import shutil
 
 import pytest
@@ -68,26 +67,6 @@ def test_caption_folder_with_mixed_files(models, tmp_path, capsys):
     assert out.err.strip().splitlines()[-1] == "error: 3 input(s) could not be captioned (listed above)"
 
 
-def test_caption_no_repeat_option_reaches_the_search(models, tmp_path, capsys):
-    """`--no-repeat 2` on the command line: a model made to loop ("red red red ...") loses its repeated bigrams."""
-    from img2text2img.models.captioner import load_captioner
-
-    Image.new("RGB", (30, 30), (200, 0, 0)).save(tmp_path / "red.png")
-    cap = load_captioner(models / "cap")
-    with torch.no_grad():
-        cap.decoder.out.bias[cap.vocab.stoi["red"]] += 50.0
-    cap.save(tmp_path / "loop")
-
-    def repeats(args):
-        assert main(["caption", str(tmp_path / "red.png"), "--model", str(tmp_path / "loop"), "--beam", "1",
-                     *args]) == 0
-        words = capsys.readouterr().out.strip().split("\t")[-1].split()
-        return len(words) - 1 - len(set(itertools.pairwise(words)))
-
-    assert repeats([]) > 0
-    assert repeats(["--no-repeat", "2"]) == 0
-
-
 @pytest.mark.parametrize("args,needle", [
     (["caption", "nope.jpg"], "no images found"),
     (["caption", "{img}", "--model", "{models}/missing"], "model folder not found"),
@@ -95,8 +74,8 @@ def test_caption_no_repeat_option_reaches_the_search(models, tmp_path, capsys):
     (["generate", "a red circle", "--model", "{models}/cap", "-o", "{tmp}/x.png"], "holds a captioner model, not a generator"),
     (["generate", "a red circle", "--data", "coco", "-o", "{tmp}/x.png"], "--data must be one of: shapes, flickr8k"),
     (["train", "generator", "--channels", "128,x", "--out", "{tmp}/g"], "--channels must be comma-separated integers"),
-    (["train", "captioner", "--init-from", "{models}/cap", "--refine-layers", "1", "--out", "{tmp}/c"],
-     "--refine-layers cannot change when a run starts from --init-from (the network is kept)"),
+    (["train", "captioner", "--init-from", "{models}/cap", "--glove", "--out", "{tmp}/c"],
+     "--glove cannot change when a run starts from --init-from (the network is kept)"),
 ])
 def test_model_and_path_errors(models, tmp_path, capsys, args, needle):
     img = tmp_path / "i.png"
