@@ -1,3 +1,4 @@
+#!/usr/bin/env python
 """Generation speed: images per second at 64x64 for a batch size, on this machine.
 
     python scripts/bench_generate.py [--model DIR] [--batch 64] [--threads 2] [--out docs/bench/generate.json]

@@ -13,7 +13,7 @@ reader reads every drawing, and the JSON gives per seed and reader the normalise
 lower bound and the real-photo upper bound, which are captioned once per reader) and, for each generator against
 the first, the mean paired difference with its standard error over seeds and how many seeds it is ahead at.
 A generator spec is NAME=DIR[@GUIDANCE]; a reader is NAME=DIR, or NAME=shipped for the package's captioner.
-`--rerank NAME=CAPTIONER` draws generator NAME best of `--candidates` by that captioner (`img2text2img.rerank`); a
+`--rerank NAME=CAPTIONER` draws generator NAME best of `--candidates` by that captioner (`models.generator.rerank`); a
 reader with the reranker's weights does not read those drawings, so each reranked row is judged by another reader.
 """
 from __future__ import annotations
@@ -70,7 +70,7 @@ def compare(data: str, split: str, limit: int, seeds: list[int], generators: lis
             readers: list[tuple[str, str]], data_dir: str | None = None, batch_size: int = 32,
             rerank: dict[str, str] | None = None, candidates: int = 8) -> dict:
     """Round trips of every generator read by every reader at every seed (see the module docstring). `rerank` maps
-    a generator's name to a captioner folder that picks its best of `candidates` drawings (`img2text2img.rerank`);
+    a generator's name to a captioner folder that picks its best of `candidates` drawings (`models.generator.rerank`);
     a reader with that captioner's weights does not read those drawings (it would score its own choice)."""
     import torch
     from tqdm import tqdm
@@ -79,8 +79,7 @@ def compare(data: str, split: str, limit: int, seeds: list[int], generators: lis
     from img2text2img.data.images import load_image
     from img2text2img.metrics.caption import corpus_bleu_scores
     from img2text2img.models import load_model, weights_sha256
-    from img2text2img.models.generator import PromptWarning
-    from img2text2img.rerank import reranked
+    from img2text2img.models.generator import PromptWarning, reranked
     from img2text2img.roundtrip import _normalise, default_model_dir, grey_image, model_functions, roundtrip_pairs
     from img2text2img.train.generator import guide
     from img2text2img.vocab import tokenize

@@ -11,7 +11,7 @@ from PIL import Image
 from img2text2img.data import load_dataset
 from img2text2img.errors import I2TError
 from img2text2img.models import load_model
-from img2text2img.rerank import RerankedGenerator, reranked
+from img2text2img.models.generator import RerankedGenerator, reranked
 from img2text2img.roundtrip import default_model_dir
 
 SHAPES_CAPTIONER = default_model_dir("captioner", "shapes")
