@@ -56,7 +56,7 @@ def roundtrip_eval(
 
         guide(gen, guidance, data, data_dir)
     if rerank_with is not None:
-        from img2text2img.rerank import reranked
+        from img2text2img.models.generator import reranked
 
         gen = reranked(gen, rerank_with, candidates, judge=judge)
     enc = None
