@@ -7,6 +7,7 @@ the vocabulary's fingerprint, and turns any mismatch into a one-line `I2TError`.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -186,10 +187,11 @@ def unflatten_state(tensors: dict[str, torch.Tensor], skeleton: Any) -> Any:
     return walk(skeleton)
 
 
-def check_target(path: str | Path, force: bool = False, what: str = "model") -> None:
+def check_target(path: str | Path, force: bool = False, what: str = "model",
+                 is_ours: Callable[[Path], bool] | None = None) -> None:
     """Refuse to write a model or run folder where that would lose something: `path` may be absent or empty; a
-    folder holding a checkpoint (or a run with best/ or last/) is replaced only with `force`; anything else (a file,
-    a folder of other things) never is."""
+    folder of this command's own kind (`is_ours`; by default one holding a checkpoint, or a run with best/ or
+    last/) is replaced only with `force`; anything else (a file, a folder of other things) never is."""
     path = Path(path)
     if not path.exists():
         return
@@ -197,7 +199,10 @@ def check_target(path: str | Path, force: bool = False, what: str = "model") -> 
         raise I2TError(f"{path} is a file, not a {what} folder; choose another place")
     if not any(path.iterdir()):
         return
-    ours = checkpoint_exists(path) or any(checkpoint_exists(path / sub) for sub in ("best", "last"))
+    if is_ours is None:
+        ours = checkpoint_exists(path) or any(checkpoint_exists(path / sub) for sub in ("best", "last"))
+    else:
+        ours = is_ours(path)
     if not ours:
         raise I2TError(f"{path} exists and does not hold a {what}; choose another place")
     if not force:

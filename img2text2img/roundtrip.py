@@ -30,8 +30,11 @@ from PIL import Image
 
 from img2text2img.data.captions import CaptionDataset
 from img2text2img.data.images import load_image
+from img2text2img.data.shapes import draw_caption
+from img2text2img.errors import I2TError
 from img2text2img.io import write_text_atomic
 from img2text2img.metrics.caption import corpus_bleu_scores
+from img2text2img.models.generator import to_pil
 from img2text2img.vocab import tokenize
 
 CaptionFn = Callable[[list[Image.Image]], list[str]]
@@ -74,8 +77,6 @@ def roundtrip_pairs(dataset: CaptionDataset, split: str = "test", limit: int | N
     rng = random.Random(seed)
     images = list(dataset.split(split))[: limit or None]
     if not images:
-        from img2text2img.errors import I2TError
-
         raise I2TError(f"split {split!r} of {dataset.name} has no images")
     # A random derangement: every image gets a different photo as its "unrelated image" lower bound.
     order = list(range(len(images)))
@@ -242,14 +243,14 @@ def render_html(result: RoundTripResult, title: str = "img2text2img round trip")
     ]
     parts = [
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">', f"<title>{html.escape(title)}</title>",
-        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;"
-        "padding:4px 8px;vertical-align:middle}img{image-rendering:pixelated;width:128px;height:128px}</style>",
+        ("<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;"
+         "padding:4px 8px;vertical-align:middle}img{image-rendering:pixelated;width:128px;height:128px}</style>"),
         "</head><body>", f"<h1>{html.escape(title)}</h1>", "<table><tbody>",
     ]
     parts += [f"<tr><th>{html.escape(k)}</th><td>{_fmt(v)}</td></tr>" for k, v in head]
-    parts += ["</tbody></table>", "<h2>Rows</h2>", '<table id="rows"><thead><tr><th>#</th><th>original photo</th>'
+    parts += ["</tbody></table>", "<h2>Rows</h2>", ('<table id="rows"><thead><tr><th>#</th><th>original photo</th>'
               "<th>reference caption (sent to the generator)</th><th>generated image</th><th>re-caption</th>"
-              "<th>caption of the real photo</th><th>BLEU-1</th><th>BLEU-4</th></tr></thead><tbody>"]
+              "<th>caption of the real photo</th><th>BLEU-1</th><th>BLEU-4</th></tr></thead><tbody>")]
     for i, r in enumerate(result.rows):
         real = result.images.get(f"{r.image}:real")
         gen = result.images.get(f"{r.image}:gen")
@@ -288,8 +289,6 @@ SHIPPED = {
 
 def default_model_dir(kind: str, data: str) -> Path:
     """The shipped `kind` ("captioner" / "generator") for dataset `data`, or a one-line error naming what to pass."""
-    from img2text2img.errors import I2TError
-
     folder = SHIPPED.get(data, {}).get(kind)
     path = Path(__file__).resolve().parent / "pretrained" / (folder or "")
     if folder is None or not (path / "config.json").exists():
@@ -301,8 +300,6 @@ def rule_based_drawings(prompts: list[str], seed: int) -> list[Image.Image]:
     """A `GenerateFn` for the shapes set: each prompt drawn by the exact drawing rules (`data.shapes.draw_caption`,
     prompt i with seed + i; whatever a prompt leaves open is picked at random). Why: the round trip of this perfect
     generator is the ceiling any learned shapes generator can reach, so scores are read against it."""
-    from img2text2img.data.shapes import draw_caption
-
     return [draw_caption(p, seed + i) for i, p in enumerate(prompts)]
 
 
@@ -310,8 +307,6 @@ def model_functions(captioner, generator, encoder=None, beam_size: int | None = 
                     temperature: float | None = None) -> tuple[CaptionFn, GenerateFn, EmbedFn | None]:
     """Wrap loaded models as the callables `evaluate_roundtrip` takes (`beam_size=None`: the captioner's own search,
     so a round trip reads the drawings the way the captioner reads photos; `temperature=None`: the generator's own)."""
-    from img2text2img.models.generator import to_pil
-
     def caption_fn(images: list[Image.Image]) -> list[str]:
         return [r.text for r in captioner.caption_images(images, beam_size=beam_size)]
 

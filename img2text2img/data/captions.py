@@ -11,6 +11,8 @@ import csv
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from img2text2img import locations
+from img2text2img.data.shapes import ensure_shapes
 from img2text2img.errors import I2TError
 
 SPLITS = ("train", "val", "test")
@@ -79,13 +81,9 @@ def read_caption_folder(root: str | Path, name: str | None = None) -> CaptionDat
 
 def load_dataset(name_or_path: str | Path, data_dir: str | Path | None = None) -> CaptionDataset:
     """`"flickr8k"` (found through `locations`), `"shapes"` (generated once into the cache), or a folder path."""
-    from img2text2img import locations
-
     if str(name_or_path) == "flickr8k":
         return read_caption_folder(locations.flickr8k_dir(data_dir), "flickr8k")
     if str(name_or_path) == "shapes" or str(name_or_path).startswith("shapes:"):
-        from img2text2img.data.shapes import ensure_shapes
-
         n = int(str(name_or_path).split(":", 1)[1]) if ":" in str(name_or_path) else 5000
         return read_caption_folder(ensure_shapes(n=n, out=data_dir), "shapes")
     p = Path(name_or_path)

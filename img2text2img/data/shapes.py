@@ -14,6 +14,9 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
+from img2text2img import locations
+from img2text2img.io import atomic_folder
+
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (220, 30, 30),
     "green": (30, 170, 40),
@@ -158,8 +161,6 @@ def scene(index: int, seed: int) -> tuple[str, list[ShapeSpec], list[str]]:
 
 def generate_shapes(out: str | Path, n: int = 5000, size: int = 64, seed: int = 0, progress: bool = False) -> Path:
     """Write the dataset (images/, captions.tsv, tags.tsv, splits/ 80/10/10) into `out`, atomically."""
-    from img2text2img.io import atomic_folder
-
     out = Path(out)
     with atomic_folder(out) as tmp:
         (tmp / "images").mkdir()
@@ -187,14 +188,22 @@ def generate_shapes(out: str | Path, n: int = 5000, size: int = 64, seed: int = 
         n_train, n_val = int(n * 0.8), int(n * 0.1)
         for split, part in (("train", names[:n_train]), ("val", names[n_train:n_train + n_val]), ("test", names[n_train + n_val:])):
             (tmp / "splits" / f"{split}.txt").write_text("".join(f"{x}\n" for x in part), encoding="utf-8")
-        (tmp / "README.md").write_text(f"Synthetic shapes: n={n} size={size} seed={seed}, made by `i2t data shapes`.\n")
+        (tmp / "README.md").write_text(f"{README_MARK} n={n} size={size} seed={seed}, made by `i2t data shapes`.\n")
     return out
+
+
+README_MARK = "Synthetic shapes:"
+
+
+def is_shapes_dataset(path: str | Path) -> bool:
+    """Whether `path` holds a set `generate_shapes` wrote (the only folder `i2t data shapes --force` may replace)."""
+    readme = Path(path) / "README.md"
+    return readme.is_file() and (Path(path) / "captions.tsv").is_file() and \
+        readme.read_text(encoding="utf-8", errors="replace").startswith(README_MARK)
 
 
 def ensure_shapes(n: int = 5000, size: int = 64, seed: int = 0, out: str | Path | None = None) -> Path:
     """The shapes set for these settings, generated into the cache the first time it is asked for."""
-    from img2text2img import locations
-
     target = Path(out) if out is not None else locations.cache_dir() / f"shapes-n{n}-s{size}-seed{seed}"
     if not (target / "captions.tsv").exists():
         generate_shapes(target, n=n, size=size, seed=seed)
