@@ -26,7 +26,7 @@ from img2text2img.models.captioner.config import CaptionerConfig, CaptionSetting
 from img2text2img.models.captioner.decoders import DECODERS, EnsembleDecoder
 from img2text2img.models.captioner.search import beam_search, greedy_search
 from img2text2img.models.encoders import create_encoder
-from img2text2img.models.int8 import QuantizedEncoder
+from img2text2img.models.encoders.int8 import QuantizedEncoder
 from img2text2img.tags import candidate_words
 from img2text2img.vocab import PAD_ID, SPECIALS, Vocabulary, pad_batch
 
