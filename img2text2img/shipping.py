@@ -36,10 +36,12 @@ def portable_command(command: str | Sequence[str]) -> str:
     tokens = shlex.split(command) if isinstance(command, str) else list(command)
     out = []
     for tok in tokens:
-        key, eq, value = tok.partition("=") if tok.startswith("--") else ("", "", tok)
+        key, eq, value = tok.partition("=")
+        if not (tok.startswith("--") and eq):
+            key, eq, value = "", "", tok
         if value.startswith("/"):
             value = portable_path(value)
-        out.append(f"{key}{eq}{value}" if eq else value)
+        out.append(f"{key}{eq}{value}")
     return shlex.join(out)
 
 
