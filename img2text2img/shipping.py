@@ -98,8 +98,32 @@ def ship(model, out: str | Path, *, command: str | Sequence[str] | None = None, 
     return model.save(out, metrics=metrics, info=provenance(command, parents, extra), half=True, full=False)
 
 
-def ship_run(run: str | Path, out: str | Path, *, force: bool = False) -> Path:
-    """Ship a training run folder (its `best/`, else `last/`) with the command and parents its summary recorded."""
+def with_settings(model, settings: dict[str, str]):
+    """`model` with some inference settings (`model.settings`, e.g. guidance, beam_size) set from text values: how a
+    setting chosen on the validation split is written into the model that ships."""
+    import dataclasses
+
+    if not settings:
+        return model
+    fields = {f.name: f for f in dataclasses.fields(model.settings)}
+    unknown = sorted(set(settings) - set(fields))
+    if unknown:
+        raise I2TError(f"this model has no inference setting {', '.join(unknown)}; it has: {', '.join(fields)}")
+    values = {}
+    for key, text in settings.items():
+        kind = type(getattr(model.settings, key))
+        try:
+            values[key] = kind(text) if kind is not bool else text.lower() in ("1", "true", "yes")
+        except ValueError:
+            raise I2TError(f"--set {key}={text}: expected a {kind.__name__}") from None
+    model.settings = dataclasses.replace(model.settings, **values)
+    return model
+
+
+def ship_run(run: str | Path, out: str | Path, *, settings: dict[str, str] | None = None,
+             force: bool = False) -> Path:
+    """Ship a training run folder (its `best/`, else `last/`) with the command and parents its summary recorded,
+    and any inference `settings` changed."""
     from img2text2img.checkpoint import read_metrics
     from img2text2img.models import load_model, resolve_checkpoint_dir
 
@@ -107,6 +131,6 @@ def ship_run(run: str | Path, out: str | Path, *, force: bool = False) -> Path:
     ckpt = resolve_checkpoint_dir(run)
     summary_file = run / "summary.json"
     summary = json.loads(summary_file.read_text(encoding="utf-8")) if summary_file.exists() else {}
-    model = load_model(ckpt)
+    model = with_settings(load_model(ckpt), settings or {})
     return ship(model, out, command=summary.get("command"), parents=summary.get("parents", []),
                 metrics=read_metrics(ckpt) or None, force=force)
