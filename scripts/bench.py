@@ -1,7 +1,7 @@
 #!/usr/bin/env python
-"""Speed and memory of every model in the toolkit, on this machine, as one JSON file and a markdown table.
+"""Speed and memory of every model in the toolkit, on this machine, as one JSON file (docs/BENCHMARKS.md cites it).
 
-    python scripts/bench.py --out docs/bench/bench.json --md docs/bench/bench.md [--quick]
+    python scripts/bench.py --out docs/bench/bench.json [--only caption,tag] [--quick]
 
 Each measurement runs in a fresh subprocess so that its peak RSS (ru_maxrss of that process) belongs to it alone.
 Models are untrained (random weights): speed and memory do not depend on the weights, except that an untrained
@@ -23,6 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from img2text2img.errors import run_reporting_errors
+from img2text2img.io import write_text_atomic
 
 ENCODERS = ("mobilenet_v2", "efficientnet_lite0", "mobilenet_v3_small")
 DECODERS = ("lstm", "blstm", "attention")
@@ -104,6 +105,7 @@ def bench_train_captioner(decoder: str, repeat: int, grouped: bool = False, bf16
     import torch
 
     from img2text2img.models.captioner import create_captioner
+    from img2text2img.train.captioner import CaptionerRecipe, caption_loss
 
     cap = create_captioner(f"mobilenet_v2+{decoder}", _vocab(), 1280).train()
     opt = torch.optim.AdamW(cap.decoder.parameters(), lr=1e-4)
@@ -115,7 +117,7 @@ def bench_train_captioner(decoder: str, repeat: int, grouped: bool = False, bf16
     def step():
         with torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext():
             logits, aux = cap(tokens, pooled, grid, index=index)
-        loss = cap.loss_from_logits(logits, aux, tokens)
+        loss = caption_loss(logits, aux, tokens, CaptionerRecipe())
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -131,6 +133,7 @@ def bench_train_captioner_from_images(decoder: str, repeat: int) -> dict:
 
     from img2text2img.models.captioner import create_captioner
     from img2text2img.models.encoders import create_encoder
+    from img2text2img.train.captioner import CaptionerRecipe, caption_loss
 
     enc = create_encoder("mobilenet_v2", pretrained=False).eval()
     cap = create_captioner(f"mobilenet_v2+{decoder}", _vocab(), enc.num_features).train()
@@ -142,7 +145,7 @@ def bench_train_captioner_from_images(decoder: str, repeat: int) -> dict:
     def step():
         with torch.no_grad():
             pooled, grid = enc(images)
-        loss = cap.loss(tokens, pooled, grid)
+        loss = caption_loss(*cap(tokens, pooled, grid), tokens, CaptionerRecipe())
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -154,9 +157,10 @@ def bench_train_captioner_from_images(decoder: str, repeat: int) -> dict:
 def bench_train_generator(kind: str, repeat: int) -> dict:
     import torch
 
-    from img2text2img.models.generator import create_generator
+    from img2text2img.models.generator import GeneratorLoss, create_generator
 
     gen = create_generator(kind, _vocab()).train()
+    objective = GeneratorLoss()
     B = 64
     ids = torch.randint(4, 3000, (B, 12))
     images = torch.rand(B, 3, 64, 64)
@@ -166,7 +170,7 @@ def bench_train_generator(kind: str, repeat: int) -> dict:
     def step():
         if kind == "gan":
             z = torch.randn(B, gen.config.z_dim)
-            d_loss, g_fn = gen.gan_losses(ids, images, z)
+            d_loss, g_fn = objective.gan(gen, ids, images, z)
             d_opt.zero_grad()
             d_loss.backward()
             d_opt.step()
@@ -175,7 +179,7 @@ def bench_train_generator(kind: str, repeat: int) -> dict:
             g_loss.backward()
             g_opt.step()
         else:
-            _, loss, _ = gen(ids, images, step=1)
+            _, loss, _ = objective(gen, ids, images, step=1)
             g_opt.zero_grad()
             loss.backward()
             g_opt.step()
@@ -239,8 +243,7 @@ def run_item(name: str, repeat: int, threads: int) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", type=Path, default=Path("docs/bench/bench.json"))
-    ap.add_argument("--md", type=Path, default=None, help="also write a markdown table here")
+    ap.add_argument("--out", type=Path, help="the JSON file to write (required unless --item)")
     ap.add_argument("--only", default=None, help="comma-separated prefixes of items to run (e.g. caption,generate)")
     ap.add_argument("--repeat", type=int, default=20)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
@@ -251,12 +254,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.item:
         print(json.dumps(run_item(args.item, repeat, args.threads)))
         return 0
+    if args.out is None:
+        ap.error("--out is required")
     names = [n for n in ITEMS if not args.only or any(n.startswith(p) for p in args.only.split(","))]
     results = {}
     for n in names:
         t = time.time()
         r = subprocess.run([sys.executable, __file__, "--item", n, "--repeat", str(repeat), "--threads", str(args.threads)],
-                           capture_output=True, text=True)
+                           capture_output=True, text=True, check=False)
         if r.returncode != 0:
             results[n] = {"error": (r.stderr.strip().splitlines() or ["failed"])[-1]}
         else:
@@ -273,43 +278,9 @@ def main(argv: list[str] | None = None) -> int:
         "results": results,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(payload, indent=2))
-    if args.md:
-        args.md.parent.mkdir(parents=True, exist_ok=True)
-        args.md.write_text(to_markdown(payload))
+    write_text_atomic(args.out, json.dumps(payload, indent=2))
     print(f"wrote {args.out}")
     return 0
-
-
-def to_markdown(p: dict) -> str:
-    r = p["results"]
-    m = p["machine"]
-    lines = [f"Measured {p['date']} on {m['platform']}, {m['cpus']} CPUs, {m['threads']} torch threads, torch "
-             f"{m['torch']} (load average at start {m['load_average_at_start'][0]:.1f}); {p['repeat']} repeats; "
-             "untrained weights (caption latencies are worst cases: captions run to the maximum length).", ""]
-
-    def fmt(x, nd=1):
-        return "-" if x is None else f"{x:.{nd}f}"
-
-    lines += ["| caption: encoder + decoder | p50 ms (batch 1, beam 3) | p95 ms | images/s (batch 32) | peak RSS MB |",
-              "|---|---:|---:|---:|---:|"]
-    for k, v in r.items():
-        if k.startswith("caption/"):
-            lines.append(f"| {k[8:]} | {fmt(v.get('p50_ms'))} | {fmt(v.get('p95_ms'))} | {fmt(v.get('batch32_images_per_s'))} | "
-                         f"{fmt(v.get('peak_rss_mb'), 0)} |" if "error" not in v else f"| {k[8:]} | error: {v['error']} | | | |")
-    lines += ["", "| inference | images/s | peak RSS MB |", "|---|---:|---:|"]
-    for k, v in r.items():
-        if k.startswith(("tag/", "generate/")):
-            ips = v.get("batch32_images_per_s") or v.get("batch64_images_per_s")
-            batch = "batch 32" if "batch32_images_per_s" in v else "batch 64"
-            lines.append(f"| {k} ({batch}) | {fmt(ips)} | {fmt(v.get('peak_rss_mb'), 0)} |" if "error" not in v
-                         else f"| {k} | error: {v['error']} | |")
-    lines += ["", "| training step (batch 64) | ms/step | samples/s | peak RSS MB |", "|---|---:|---:|---:|"]
-    for k, v in r.items():
-        if k.startswith("train/"):
-            lines.append(f"| {k[6:]} | {fmt(v.get('step_ms'))} | {fmt(v.get('samples_per_s'))} | {fmt(v.get('peak_rss_mb'), 0)} |"
-                         if "error" not in v else f"| {k[6:]} | error: {v['error']} | | |")
-    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -1,3 +1,4 @@
+#!/usr/bin/env python
 """Benchmark the image encoders on this machine: images/s and peak RSS at batch 1 and batch 32.
 
 Each (encoder, batch size) runs in its own subprocess so that peak RSS (ru_maxrss) belongs to that run alone.
@@ -57,7 +58,7 @@ def run_one(name: str, batch: int, iters: int, threads: int) -> dict:
             for _ in range(iters):
                 fast(x)
             fast_rates[backend] = round(batch * iters / (time.perf_counter() - t0), 2)
-    from img2text2img.models.onnx_runtime import uses_onnx
+    from img2text2img.models.encoders.onnx import uses_onnx
 
     default = "onnx" if uses_onnx() else "torch"
     return {"encoder": name, "batch": batch, "iters": iters, "weights": weights, "image_size": S,
@@ -96,13 +97,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batches", nargs="*", type=int, default=[1, 32])
     ap.add_argument("--iters", type=int, default=3, help="timed passes per (encoder, batch) after one warm-up")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--out", type=Path, default=Path("docs/bench/encoders.json"))
+    ap.add_argument("--out", type=Path, help="the JSON file to write (required)")
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: run one case, print JSON
     ap.add_argument("--batch", type=int, default=1, help=argparse.SUPPRESS)
     ap.add_argument("--end-to-end", default=None, metavar="DATA",
                     help="instead: time a full `i2t encode` of DATA (e.g. flickr8k) with the first --encoders entry")
     ap.add_argument("--workers", type=int, default=2, help="DataLoader workers for --end-to-end")
     args = ap.parse_args(argv)
+    if args.out is None and not args.one:
+        ap.error("--out is required")
 
     if args.end_to_end:
         import torch
