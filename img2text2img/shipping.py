@@ -122,7 +122,8 @@ def with_settings(model, settings: dict[str, str]):
 
 def ship_run(run: str | Path, out: str | Path, *, settings: dict[str, str] | None = None,
              force: bool = False) -> Path:
-    """Ship a training run folder (its `best/`, else `last/`) with the command and parents its summary recorded,
+    """Ship a training run folder (its `best/`, else `last/`, or one of them named) with the command and parents its
+    summary recorded,
     and any inference `settings` changed."""
     from img2text2img.checkpoint import read_metrics
     from img2text2img.models import load_model, resolve_checkpoint_dir
@@ -130,6 +131,8 @@ def ship_run(run: str | Path, out: str | Path, *, settings: dict[str, str] | Non
     run = Path(run)
     ckpt = resolve_checkpoint_dir(run)
     summary_file = run / "summary.json"
+    if not summary_file.exists() and run.name in ("best", "last"):  # a run's checkpoint named directly
+        summary_file = run.parent / "summary.json"
     summary = json.loads(summary_file.read_text(encoding="utf-8")) if summary_file.exists() else {}
     model = with_settings(load_model(ckpt), settings or {})
     return ship(model, out, command=summary.get("command"), parents=summary.get("parents", []),

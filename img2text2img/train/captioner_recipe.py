@@ -41,6 +41,7 @@ class CaptionerRecipe:
     max_steps: int | None = option(None, "Stop after this many steps (wins over --epochs).", min=1)
     batch_size: int = option(64, "Captions per step (images per step with --group-images or --scst).", min=1)
     lr: float = option(1e-3, "Peak learning rate (AdamW, cosine schedule).", min=0.0)
+    warmup_steps: int = option(0, "Steps of linear learning-rate warm-up before the cosine schedule.", min=0)
     weight_decay: float = option(0.0, "AdamW weight decay.", min=0.0)
     grad_clip: float = option(5.0, "Clip the gradient norm to this (0: off).", min=0.0)
     patience: int | None = option(3, "Early stopping: evaluations without BLEU-4 gain.", min=1)
