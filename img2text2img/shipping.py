@@ -123,8 +123,7 @@ def with_settings(model, settings: dict[str, str]):
 def ship_run(run: str | Path, out: str | Path, *, settings: dict[str, str] | None = None,
              force: bool = False) -> Path:
     """Ship a training run folder (its `best/`, else `last/`, or one of them named) with the command and parents its
-    summary recorded,
-    and any inference `settings` changed."""
+    summary recorded, and any inference `settings` changed."""
     from img2text2img.checkpoint import read_metrics
     from img2text2img.models import load_model, resolve_checkpoint_dir
 
