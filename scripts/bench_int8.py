@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from results_doc import cpu_model  # scripts/ is on sys.path when a script runs
+from machine import cpu_model  # scripts/ is on sys.path when a script runs
 
 from img2text2img.errors import run_reporting_errors
 

@@ -29,7 +29,7 @@ import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 
-from results_doc import cpu_model  # scripts/ is on sys.path when a script runs
+from machine import cpu_model  # scripts/ is on sys.path when a script runs
 
 from img2text2img.errors import I2TError, run_reporting_errors
 

@@ -21,7 +21,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from results_doc import cpu_model  # scripts/ is on sys.path when a script runs
+from machine import cpu_model  # scripts/ is on sys.path when a script runs
 
 from img2text2img.errors import run_reporting_errors
 
