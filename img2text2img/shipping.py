@@ -14,7 +14,9 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
+from img2text2img.checkpoint import check_target, read_metrics
 from img2text2img.errors import I2TError
+from img2text2img.models import load_model, resolve_checkpoint_dir, weights_sha256
 
 REPO = Path(__file__).resolve().parent.parent
 PRETRAINED = Path(__file__).resolve().parent / "pretrained"
@@ -48,10 +50,10 @@ def portable_command(command: str | Sequence[str]) -> str:
 def git_commit() -> str | None:
     """The commit of the code doing the shipping (with `+dirty` when the tree has changes), None outside git."""
     try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10)
+        head = subprocess.run(["git", "rev-parse", "HEAD"], check=False, cwd=REPO, capture_output=True, text=True, timeout=10)
         if head.returncode != 0:
             return None
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], check=False, cwd=REPO,
                                capture_output=True, text=True, timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
@@ -60,8 +62,6 @@ def git_commit() -> str | None:
 
 def parent_record(path: str | Path) -> dict:
     """A parent checkpoint as provenance: its portable name and the sha256 of its weights."""
-    from img2text2img.models import resolve_checkpoint_dir, weights_sha256
-
     return {"name": portable_path(resolve_checkpoint_dir(path)), "weights_sha256": weights_sha256(path)}
 
 
@@ -91,8 +91,6 @@ def ship(model, out: str | Path, *, command: str | Sequence[str] | None = None, 
          metrics: dict | None = None, extra: dict | None = None, force: bool = False) -> Path:
     """Write `model` (any captioner, tagger or generator) as a shipped folder at `out` (a name or a folder):
     weights in fp16 without training-only parts, its vocabulary, `metrics` and the provenance above."""
-    from img2text2img.checkpoint import check_target
-
     out = target_dir(out)
     check_target(out, force)
     return model.save(out, metrics=metrics, info=provenance(command, parents, extra), half=True, full=False)
@@ -124,9 +122,6 @@ def ship_run(run: str | Path, out: str | Path, *, settings: dict[str, str] | Non
              force: bool = False) -> Path:
     """Ship a training run folder (its `best/`, else `last/`, or one of them named) with the command and parents its
     summary recorded, and any inference `settings` changed."""
-    from img2text2img.checkpoint import read_metrics
-    from img2text2img.models import load_model, resolve_checkpoint_dir
-
     run = Path(run)
     ckpt = resolve_checkpoint_dir(run)
     summary_file = run / "summary.json"
