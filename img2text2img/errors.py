@@ -13,6 +13,10 @@ class I2TError(Exception):
     """A user-facing error whose message is one line saying what went wrong and how to fix it."""
 
 
+class ConfigError(I2TError):
+    """A config value of the wrong type or range; whoever knows the file it came from names it in front."""
+
+
 def run_reporting_errors(entry: Callable[[], int | None]) -> int:
     """Run an entry point (`i2t` or a script under scripts/) and return its exit code, printing user errors as one
     line on stderr instead of a traceback: 2 for bad input or an unwritable output, 130 when interrupted. The CLI and

@@ -5,11 +5,37 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import math
 import typing
 from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
+
+from img2text2img.errors import I2TError
+
+MAX_SEED = 2**63 - 1  # what torch.manual_seed takes
+
+
+def check_option(name: str, value: Any, meta: Any = None) -> None:
+    """What click's ranges let through: nan and inf pass any `min`/`max` comparison, and a seed may be any size.
+    Every number a recipe takes must be finite and within its limits; a seed within 0..2**63-1."""
+    meta = meta or {}
+    flag = "--" + name.replace("_", "-")
+    if isinstance(value, (list, tuple)):
+        for v in value:
+            check_option(name, v, meta)
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    if isinstance(value, float) and not math.isfinite(value):
+        raise I2TError(f"{flag} {value}: must be a finite number")
+    if "min" in meta and value < meta["min"]:
+        raise I2TError(f"{flag} {value}: must be at least {meta['min']}")
+    if "max" in meta and value > meta["max"]:
+        raise I2TError(f"{flag} {value}: must be at most {meta['max']}")
+    if (name == "seed" or name.endswith("_seed")) and not 0 <= value <= MAX_SEED:
+        raise I2TError(f"{flag} {value}: a seed must be between 0 and 2**63-1")
 
 
 def recipe_options(recipe_cls: type, *, panel: str = "Recipe") -> Callable[[Callable], Callable]:
@@ -38,7 +64,14 @@ def recipe_options(recipe_cls: type, *, panel: str = "Recipe") -> Callable[[Call
 
         @functools.wraps(cmd)
         def wrapper(**kwargs: Any):
-            recipe = recipe_cls(**{k: kwargs.pop(k) for k in list(kwargs) if k in names})
+            values = {k: kwargs.pop(k) for k in list(kwargs) if k in names}
+            for f in fields:
+                if f.name in values:
+                    check_option(f.name, values[f.name], f.metadata)
+            try:
+                recipe = recipe_cls(**values)
+            except (TypeError, ValueError) as e:
+                raise I2TError(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
             return cmd(recipe=recipe, **kwargs)
 
         positional = [p for p in own if p.kind is not inspect.Parameter.KEYWORD_ONLY]

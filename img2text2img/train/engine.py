@@ -39,6 +39,7 @@ from img2text2img.checkpoint import (
 )
 from img2text2img.config import config_to_dict
 from img2text2img.errors import I2TError
+from img2text2img.io import backup_of, legacy_backup_of
 
 
 @dataclass
@@ -66,6 +67,44 @@ class TrainConfig:
     progress: bool = True
     log_every: int = 50  # steps between log lines when the output is not a terminal
 
+    def __post_init__(self) -> None:
+        check_train_config(self)
+
+
+MAX_SEED = 2**63 - 1  # what torch.manual_seed takes
+
+
+def check_train_config(cfg: TrainConfig) -> None:
+    """Refuse settings no run can use, before any data is read: one line naming the option (a `--lr nan` or a
+    `--max-steps -5` must not train nothing, or diverge, and still exit 0)."""
+    def bad(name: str, want: str) -> I2TError:
+        return I2TError(f"--{name.replace('_', '-')} {getattr(cfg, name)!r}: {want}")
+
+    ints = {"epochs": 1, "batch_size": 1, "warmup_steps": 0, "checkpoint_every": 1, "num_workers": 0, "log_every": 1}
+    for name, lo in {**ints, "max_steps": 1, "eval_every": 1, "patience": 1, "seed": 0}.items():
+        v = getattr(cfg, name)
+        if v is None and name in ("max_steps", "eval_every", "patience"):
+            continue
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise bad(name, "must be a whole number")
+        if v < lo:
+            raise bad(name, f"must be at least {lo}")
+    if cfg.seed > MAX_SEED:
+        raise bad("seed", f"must be at most 2**63-1 ({MAX_SEED})")
+    for name, lo, allow_zero in (("lr", 0.0, True), ("weight_decay", 0.0, True), ("grad_clip", 0.0, True)):
+        v = getattr(cfg, name)
+        if v is None and name == "grad_clip":
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise bad(name, "must be a finite number")
+        if v < lo or (v == lo and not allow_zero):
+            raise bad(name, "must be positive" if not allow_zero else "must not be negative")
+    if cfg.schedule not in ("cosine", "constant"):
+        raise bad("schedule", "must be cosine or constant")
+    if cfg.precision not in PRECISIONS:
+        raise I2TError(f"precision must be one of {', '.join(PRECISIONS)}, got {cfg.precision!r}")
+    check_device_name(cfg.device)
+
 
 def train_config(recipe: Any, **settings: Any) -> TrainConfig:
     """A TrainConfig from a training recipe's fields of the same names (epochs, lr, ...), plus `settings` the
@@ -75,15 +114,37 @@ def train_config(recipe: Any, **settings: Any) -> TrainConfig:
     return TrainConfig(**{**picked, **settings})
 
 
+DEVICE_HELP = "auto, cpu, cuda or cuda:N"
+
+
+def check_device_name(device: str) -> torch.device | None:
+    """The device a `--device` value names (None for auto), or a one-line error for a name torch does not know."""
+    if not isinstance(device, str):
+        raise I2TError(f"--device {device!r}: expected {DEVICE_HELP}")
+    if device == "auto":
+        return None
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise I2TError(f"--device {device!r}: not a device name; use {DEVICE_HELP}") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise I2TError(f"--device {device!r}: this toolkit runs on {DEVICE_HELP}")
+    return dev
+
+
 def pick_device(device: str = "auto") -> torch.device:
     """`auto` -> the local CUDA device when there is one (per-rank under torchrun), else the CPU."""
-    if device == "auto":
+    dev = check_device_name(device)
+    if dev is None:
         if torch.cuda.is_available():
             return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         return torch.device("cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise I2TError(f"--device {device} asked for, but CUDA is not available on this machine")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise I2TError(f"--device {device} asked for, but CUDA is not available on this machine")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise I2TError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                           f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
     return dev
 
 
@@ -107,6 +168,8 @@ def autocast_dtype_for(precision: str, device: torch.device) -> torch.dtype | No
 
 def seed_everything(seed: int, rank: int = 0) -> None:
     """Seed python, numpy and torch; each rank gets its own stream so dropout differs across processes."""
+    if not 0 <= seed <= MAX_SEED - rank:
+        raise I2TError(f"seed {seed} is outside 0..2**63-1")
     s = seed + rank
     random.seed(s)
     np.random.seed(s % (2**32))
@@ -411,11 +474,12 @@ def fit(task: TrainTask, cfg: TrainConfig) -> dict:
     metrics: dict[str, float] = {}
     if not cfg.resume and dist_info.main:
         check_run_target(cfg)
-        for sub in (last_dir, best_dir, last_dir.with_name("last.old"), best_dir.with_name("best.old")):
-            if sub.is_dir():  # --force: only what an earlier run wrote goes
+        for sub in (last_dir, best_dir, backup_of(last_dir), backup_of(best_dir), legacy_backup_of(last_dir),
+                    legacy_backup_of(best_dir)):
+            if sub.is_dir() and checkpoint_exists(sub):  # --force: only the checkpoints an earlier run wrote go
                 shutil.rmtree(sub)
     if cfg.resume:
-        if not (last_dir / "config.json").exists() and not last_dir.with_name("last.old").exists():
+        if not checkpoint_exists(last_dir):
             raise I2TError(f"--resume: no checkpoint in {last_dir}")
         ckpt = load_checkpoint(last_dir, kind=task.kind)
         task.load_checkpoint_state(ckpt.state_dict)
@@ -423,19 +487,23 @@ def fit(task: TrainTask, cfg: TrainConfig) -> dict:
         state = load_trainer_state(ckpt.path)
         if state is None:
             raise I2TError(f"--resume: {ckpt.path} has no trainer state (it is a final, not a resumable, checkpoint)")
-        for k, o in optimizers.items():
-            o.load_state_dict(state["optimizers"][k])
-        for k, s in schedulers.items():
-            s.load_state_dict(state["schedulers"][k])
-        if scaler is not None and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        if state.get("rng") and dist_info.rank < len(state["rng"]):
-            _set_rng_state(state["rng"][dist_info.rank])
-        step, epoch, batch_in_epoch = ckpt.info["step"], ckpt.info["epoch"], ckpt.info["batch_in_epoch"]
-        best = ckpt.info.get("best")
-        best = -math.inf if best is None else best  # stored as null when nothing was evaluated yet
-        bad_evals = ckpt.info.get("bad_evals", 0)
-        metrics = ckpt.metrics.get("val", {})
+        try:
+            for k, o in optimizers.items():
+                o.load_state_dict(state["optimizers"][k])
+            for k, s in schedulers.items():
+                s.load_state_dict(state["schedulers"][k])
+            if scaler is not None and state.get("scaler"):
+                scaler.load_state_dict(state["scaler"])
+            if state.get("rng") and dist_info.rank < len(state["rng"]):
+                _set_rng_state(state["rng"][dist_info.rank])
+            step, epoch, batch_in_epoch = (int(ckpt.info[k]) for k in ("step", "epoch", "batch_in_epoch"))
+            best = ckpt.info.get("best")
+            best = -math.inf if best is None else float(best)  # stored as null when nothing was evaluated yet
+            bad_evals = int(ckpt.info.get("bad_evals", 0))
+        except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as e:
+            raise I2TError(f"--resume: the trainer state in {ckpt.path} does not fit this run ({type(e).__name__}: "
+                           f"{str(e).splitlines()[0][:120] if str(e) else ''}); start afresh with --force") from None
+        metrics = ckpt.metrics.get("val", {}) if isinstance(ckpt.metrics.get("val"), dict) else {}
 
     wrapped: nn.Module = model
     if dist_info.enabled:
