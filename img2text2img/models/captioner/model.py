@@ -20,6 +20,7 @@ from torch import nn
 
 from img2text2img.checkpoint import save_checkpoint
 from img2text2img.config import config_to_dict
+from img2text2img.data.images import prepare_image
 from img2text2img.errors import I2TError
 from img2text2img.models import evaluating
 from img2text2img.models.captioner.config import CaptionerConfig, CaptionSettings, migrate_config
@@ -167,7 +168,7 @@ class Captioner(nn.Module):
         enc = self.ensure_encoder()
         tf = enc.transform()
         device = next(self.decoder.parameters()).device
-        x = torch.stack([tf(im) for im in images]).to(device)
+        x = torch.stack([tf(prepare_image(im)) for im in images]).to(device)
         # A frozen pretrained encoder runs as a fast frozen copy (ONNX Runtime or TorchScript; see
         # Encoder.for_bulk_inference), built on first use and kept while the encoder, device and thread count stay
         # the same. A plain tuple attribute, so the copy never becomes a submodule or enters a checkpoint.

@@ -16,7 +16,15 @@ import torch
 from torch import nn
 
 from img2text2img.checkpoint import Checkpoint, save_checkpoint
-from img2text2img.config import config_from_dict, config_to_dict
+from img2text2img.config import (
+    MAX_GUIDANCE,
+    MAX_PER_PROMPT,
+    MAX_TEMPERATURE,
+    check_number,
+    check_seed,
+    config_from_dict,
+    config_to_dict,
+)
 from img2text2img.errors import I2TError
 from img2text2img.models import evaluating
 from img2text2img.models.diffusion.autoencoder import Autoencoder
@@ -72,6 +80,7 @@ class DiffusionGenerator(nn.Module):
 
     def guided(self, guidance: float) -> DiffusionGenerator:
         """Draw with this guidance scale from now on (a new settings object, so a shallow copy keeps its own)."""
+        check_number("guidance", guidance, 0.0, MAX_GUIDANCE)
         self.settings = replace(self.settings, guidance=float(guidance))
         return self
 
@@ -82,8 +91,12 @@ class DiffusionGenerator(nn.Module):
         """`n` pictures per prompt, prompt-major, [len(prompts) * n, 3, S, S] in [0, 1]; the same seed gives the
         same pictures on any device. `steps` / `guidance` default to the model's `settings`; `temperature`
         scales the starting noise (below 1: plainer, safer pictures)."""
-        if n < 1:
-            raise I2TError(f"n must be at least 1, got {n}")
+        check_number("n", n, 1, MAX_PER_PROMPT, integer=True)
+        check_seed(seed)
+        for name, value, hi in (("steps", steps, 1000), ("guidance", guidance, MAX_GUIDANCE),
+                                ("temperature", temperature, MAX_TEMPERATURE)):
+            if value is not None:
+                check_number(name, value, 1 if name == "steps" else 0.0, hi, integer=name == "steps")
         if self.vocab is None and not isinstance(prompts, torch.Tensor):
             raise I2TError("this generator has no vocabulary attached; load it from a checkpoint")
         steps = self.settings.steps if steps is None else int(steps)

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from img2text2img.checkpoint import Checkpoint, save_checkpoint
-from img2text2img.config import config_to_dict
+from img2text2img.config import MAX_GUIDANCE, check_number, check_seed, config_to_dict
 from img2text2img.errors import I2TError
 from img2text2img.models import evaluating
 from img2text2img.models.generator.config import DrawSettings, GeneratorConfig, load_config
@@ -111,6 +111,7 @@ class Generator(PromptedSampling, nn.Module):
         return self
 
     def check_guidance(self, guidance: float) -> None:
+        check_number("guidance", guidance, 0.0, MAX_GUIDANCE)
         if guidance != 1.0 and not bool(self.sentence_mean.any()):
             raise I2TError("this generator has no mean sentence vector, which guidance needs (checkpoints saved by "
                            "training have one; otherwise fit it with Generator.fit_sentence_mean)")
@@ -136,7 +137,7 @@ class Generator(PromptedSampling, nn.Module):
         ids, temperature = self.sampling_ids(prompts, n, temperature)
         guidance = self.settings.guidance if guidance is None else float(guidance)
         device = next(self.parameters()).device
-        rng = torch.Generator().manual_seed(int(seed))
+        rng = torch.Generator().manual_seed(check_seed(seed))
         z = torch.randn(ids.shape[0], self.config.z_dim, generator=rng) * temperature if self.config.z_dim else None
         out = []
         with evaluating(self):

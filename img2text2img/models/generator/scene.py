@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from img2text2img.checkpoint import Checkpoint, save_checkpoint
-from img2text2img.config import config_to_dict
+from img2text2img.config import check_seed, config_to_dict
 from img2text2img.errors import I2TError
 from img2text2img.models import evaluating
 from img2text2img.models.generator.config import DrawSettings, SceneGeneratorConfig, load_config
@@ -276,7 +276,7 @@ class SceneGenerator(PromptedSampling, nn.Module):
         seed. `temperature` None = the model's settings; 0 writes each sentence's most likely scene."""
         ids, temperature = self.sampling_ids(prompts, n, temperature)
         device = next(self.parameters()).device
-        gen = torch.Generator().manual_seed(int(seed))
+        gen = torch.Generator().manual_seed(check_seed(seed))
         seqs = []
         with evaluating(self):
             for i in range(0, ids.shape[0], batch_size):

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from img2text2img.config import MAX_PER_PROMPT, MAX_TEMPERATURE, check_number
 from img2text2img.errors import I2TError
 from img2text2img.vocab import PAD_ID, SharedEmbedding, Vocabulary, pad_batch, tokenize
 
@@ -89,7 +90,8 @@ class PromptedSampling:
     def sampling_ids(self, prompts: Sequence[str] | str | torch.Tensor, n: int,
                      temperature: float | None) -> tuple[torch.Tensor, float]:
         """-> (ids [len(prompts) * n, T], prompt-major; the temperature to sample at, None = the settings')."""
-        if n < 1:
-            raise I2TError(f"n must be at least 1, got {n}")
+        check_number("n", n, 1, MAX_PER_PROMPT, integer=True)
+        if temperature is not None:
+            check_number("temperature", temperature, 0.0, MAX_TEMPERATURE)
         ids = prompts if isinstance(prompts, torch.Tensor) else self.prompt_ids(prompts)
         return ids.repeat_interleave(n, dim=0), self.settings.temperature if temperature is None else temperature
