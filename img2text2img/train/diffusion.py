@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
-from img2text2img.checkpoint import load_checkpoint
+from img2text2img.checkpoint import checkpoint_exists, load_checkpoint
 from img2text2img.config import option
 from img2text2img.data import load_dataset
 from img2text2img.errors import I2TError
@@ -261,7 +261,7 @@ def stage_config(out: Path, recipe: DiffusionRecipe, *, steps: int, batch_size: 
 
 
 def has_checkpoint(path: Path) -> bool:
-    return (path / "config.json").exists() or (path.with_name(path.name + ".old") / "config.json").exists()
+    return checkpoint_exists(path)  # also the backup an interrupted save leaves
 
 
 def train_diffusion(data: str, out: str | Path, recipe: DiffusionRecipe | None = None, *,
