@@ -1,0 +1,219 @@
+"""Captioning without torch: the encoder graph, the decoder's init and step graphs, and the searches of
+`models/captioner/search.py` (greedy; batched beam search with length normalisation) written again in numpy.
+
+The step graph returns log-probabilities (log_softmax of the decoder's logits, as the torch searches take them);
+the searches here then rule out <pad>/<start>, freeze finished beams and rank exactly as the torch ones do, in
+float32, so the two paths pick the same words unless two candidates are within float rounding of each other.
+"""
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from img2text2img.errors import I2TError
+from img2text2img.runtime.graphs import Graph
+from img2text2img.runtime.images import Prepare
+from img2text2img.runtime.text import END_ID, PAD_ID, START_ID, Words
+
+NEG_INF = np.float32(-np.inf)
+
+
+@dataclass
+class CaptionResult:
+    """As `img2text2img.models.captioner.CaptionResult`."""
+
+    text: str
+    tokens: list[str]
+    logprob: float  # sum of token log-probabilities, <end> included
+
+
+def never_emit(logp: np.ndarray) -> np.ndarray:
+    logp[:, PAD_ID] = NEG_INF
+    logp[:, START_ID] = NEG_INF
+    return logp
+
+
+class RuntimeCaptioner:
+    """A captioner folder's `onnx/` graphs. `caption_images(pil_images)` gives what `Captioner.caption_images` gives."""
+
+    kind = "captioner"
+
+    def __init__(self, model_dir: Path, folder: Path, manifest: dict, threads: int | None = None):
+        self.model_dir, self.folder, self.manifest = model_dir, folder, manifest
+        self.words = Words.load(model_dir / "vocab.json")
+        self.prepare = Prepare(manifest["preprocess"])
+        self.state_keys: list[str] = manifest["state_keys"]
+        self.per_image = set(manifest["per_image"])
+        self.carried: list[str] = manifest["carried"]
+        self.uses_grid = bool(manifest["uses_grid"])
+        self.max_len = int(manifest["max_len"])
+        settings = dict(manifest["settings"])
+        settings.update(saved_inference(model_dir, ("beam_size", "length_alpha")))  # `i2t ship --set` after export
+        self.beam_size, self.length_alpha = int(settings["beam_size"]), float(settings["length_alpha"])
+        self.encoder = Graph(folder / manifest["graphs"]["encoder"], threads)
+        self.init = Graph(folder / manifest["graphs"]["init"], threads)
+        self.step_graph = Graph(folder / manifest["graphs"]["step"], threads)
+
+    # -- encoder --------------------------------------------------------------------------------------------------
+
+    def encode_arrays(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Preprocessed images [B, 3, S, S] -> (pooled [B, D], grid [B, N, D])."""
+        out = self.encoder.run(images=np.ascontiguousarray(x, dtype=np.float32))
+        return out["pooled"], out["grid"]
+
+    def encode_images(self, images: Sequence[Image.Image]) -> tuple[np.ndarray, np.ndarray]:
+        return self.encode_arrays(self.prepare.batch(images))
+
+    # -- decoder --------------------------------------------------------------------------------------------------
+
+    def init_state(self, pooled: np.ndarray, grid: np.ndarray | None) -> dict[str, np.ndarray]:
+        feeds = {"pooled": np.ascontiguousarray(pooled, dtype=np.float32)}
+        if grid is not None:
+            feeds["grid"] = np.ascontiguousarray(grid, dtype=np.float32)
+        out = self.init.run(**feeds)
+        return {k: out[f"state.{k}"] for k in self.state_keys}
+
+    def step(self, state: dict[str, np.ndarray], prefix: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """prefix [R, t] int64 -> (log-probabilities [R, V] float32, new state)."""
+        out = self.step_graph.run(prefix=prefix, **{f"state.{k}": v for k, v in state.items()})
+        new = dict(state)
+        new.update({k: out[f"new.{k}"] for k in self.carried})
+        return out["logp"], new
+
+    def greedy(self, pooled: np.ndarray, grid: np.ndarray | None, max_len: int) -> tuple[np.ndarray, np.ndarray]:
+        B = pooled.shape[0]
+        state = self.init_state(pooled, grid)
+        prefix = np.full((B, 1), START_ID, dtype=np.int64)
+        done = np.zeros(B, dtype=bool)
+        total = np.zeros(B, dtype=np.float32)
+        for _ in range(max_len + 1):
+            logp, state = self.step(state, prefix)
+            logp = never_emit(logp.astype(np.float32, copy=True))
+            nxt = logp.argmax(-1)
+            lp = logp[np.arange(B), nxt]
+            total = (total + np.where(done, np.float32(0), lp)).astype(np.float32)
+            nxt = np.where(done, PAD_ID, nxt)
+            prefix = np.concatenate([prefix, nxt[:, None]], 1)
+            done = done | (nxt == END_ID)
+            if done.all():
+                break
+        return prefix[:, 1:], total
+
+    def beam(self, pooled: np.ndarray, grid: np.ndarray | None, k: int, max_len: int,
+             alpha: float) -> tuple[list[np.ndarray], np.ndarray]:
+        """`search.beam_search` in numpy -> (ids per image, summed logprob [B]) of the best beam per image."""
+        B = pooled.shape[0]
+        state = {key: np.repeat(v, k, axis=0) for key, v in self.init_state(pooled, grid).items()}  # [B*k, ...]
+        prefix = np.full((B * k, 1), START_ID, dtype=np.int64)
+        scores = np.full((B, k), NEG_INF, dtype=np.float32)
+        scores[:, 0] = 0.0  # all beams start identical: one alive, so the first step picks no duplicates
+        done = np.zeros(B * k, dtype=bool)
+        lengths = np.zeros(B * k, dtype=np.float32)
+        images = np.arange(B)
+        best_ids: list[np.ndarray] = [np.zeros(0, dtype=np.int64)] * B
+        best_lp = np.zeros(B, dtype=np.float32)
+        alpha32 = np.float32(alpha)
+
+        def finish(which: np.ndarray) -> None:
+            n = scores.shape[0]
+            with np.errstate(invalid="ignore"):
+                norm = scores / np.maximum(lengths.reshape(n, k), np.float32(1.0)) ** alpha32
+            norm = np.where(np.isfinite(scores), norm, NEG_INF)
+            best = norm.argmax(-1)
+            for i in which:
+                best_ids[images[i]] = prefix[i * k + best[i], 1:]
+                best_lp[images[i]] = scores[i, best[i]]
+
+        for _ in range(max_len + 1):
+            logp, state = self.step(state, prefix)
+            logp = never_emit(logp.astype(np.float32, copy=True))  # [b*k, V]
+            b, V = scores.shape[0], logp.shape[-1]
+            if done.any():
+                logp[done] = NEG_INF
+                logp[done, PAD_ID] = 0.0
+            cand = (scores.reshape(b * k, 1) + logp).reshape(b, k * V)
+            flat = top_k(cand, k)
+            scores = np.take_along_axis(cand, flat, 1)
+            beam, word = flat // V, flat % V
+            src = (np.arange(b)[:, None] * k + beam).reshape(-1)
+            state = {key: (v if key in self.per_image else v[src]) for key, v in state.items()}
+            prefix = np.concatenate([prefix[src], word.reshape(-1, 1)], 1)
+            was_done = done[src]
+            lengths = lengths[src] + (~was_done).astype(np.float32)
+            done = was_done | (word.reshape(-1) == END_ID)
+            finished = done.reshape(b, k).all(1)
+            if finished.any():
+                finish(np.flatnonzero(finished))
+                keep = np.flatnonzero(~finished)
+                if keep.size == 0:
+                    break
+                rows = (keep[:, None] * k + np.arange(k)).reshape(-1)
+                state = {key: v[rows] for key, v in state.items()}
+                prefix, done, lengths = prefix[rows], done[rows], lengths[rows]
+                scores, images = scores[keep], images[keep]
+        else:  # max_len reached with beams still open
+            finish(np.arange(scores.shape[0]))
+        return best_ids, best_lp
+
+    def decode_features(self, pooled: np.ndarray, grid: np.ndarray | None = None, beam_size: int | None = None,
+                        max_len: int | None = None) -> list[CaptionResult]:
+        """As `Captioner.decode_features`: greedy at beam 1, `beam_size=None` the model's own."""
+        beam_size = self.beam_size if beam_size is None else int(beam_size)
+        max_len = max_len or self.max_len
+        grid = grid if self.uses_grid else None
+        if beam_size <= 1:
+            ids, lp = self.greedy(pooled, grid, max_len)
+            rows = list(ids)
+        else:
+            rows, lp = self.beam(pooled, grid, beam_size, max_len, self.length_alpha)
+        out = []
+        for row, score in zip(rows, lp.tolist()):
+            toks = self.words.decode_tokens(row.tolist())
+            out.append(CaptionResult(" ".join(toks), toks, float(score)))
+        return out
+
+    def caption_arrays(self, x: np.ndarray, beam_size: int | None = None,
+                       max_len: int | None = None) -> list[CaptionResult]:
+        """Preprocessed images [B, 3, S, S] (see `prepare`) -> captions: what a folder pipeline calls per batch."""
+        return self.decode_features(*self.encode_arrays(x), beam_size=beam_size, max_len=max_len)
+
+    def caption_images(self, images: Sequence[Image.Image], beam_size: int | None = None, max_len: int | None = None,
+                       batch_size: int = 32) -> list[CaptionResult]:
+        out: list[CaptionResult] = []
+        for i in range(0, len(images), batch_size):
+            out.extend(self.caption_arrays(self.prepare.batch(images[i:i + batch_size]), beam_size, max_len))
+        return out
+
+    def timed_caption(self, image: Image.Image, beam_size: int | None = None) -> tuple[CaptionResult, float]:
+        """(result, milliseconds) for one image: what `i2t caption --json` reports."""
+        t0 = time.perf_counter()
+        r = self.caption_images([image], beam_size=beam_size)[0]
+        return r, (time.perf_counter() - t0) * 1000.0
+
+
+def top_k(x: np.ndarray, k: int) -> np.ndarray:
+    """Column indices of the k largest per row, largest first; ties go to the lower index."""
+    if k >= x.shape[1]:
+        return np.argsort(-x, axis=1, kind="stable")[:, :k]
+    part = np.argpartition(-x, k - 1, axis=1)[:, :k]
+    vals = np.take_along_axis(x, part, 1)
+    if not np.isfinite(vals).all():  # ties of -inf at the cut (a tiny vocabulary): a full stable sort decides
+        return np.argsort(-x, axis=1, kind="stable")[:, :k]
+    order = np.lexsort((part, -vals), axis=1)  # by value descending, then by index
+    return np.take_along_axis(part, order, 1)
+
+
+def saved_inference(model_dir: Path, keys: Sequence[str]) -> dict:
+    """The settings config.json's `inference` block holds now: `i2t ship --set` may change them after the export
+    (which saved the settings then in the manifest, old checkpoints' config keys resolved)."""
+    try:
+        meta = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        raise I2TError(f"{model_dir / 'config.json'} cannot be read") from None
+    return {k: v for k, v in (meta.get("inference") or {}).items() if k in keys}

@@ -1,0 +1,59 @@
+"""Words without torch: a model folder's `vocab.json`, the toolkit's tokenizer, and ids back to words.
+
+These mirror `img2text2img.vocab` (which imports torch for its embedding module); tests/test_runtime.py checks that
+both tokenize and decode alike.
+"""
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+from img2text2img.errors import I2TError
+
+PAD_ID, START_ID, END_ID, UNK_ID = 0, 1, 2, 3
+NUM_SPECIALS = 4
+TOKEN_RE = re.compile(r"[^\W_]+|'[^\W_]+|[^\w\s]|_", re.UNICODE)  # as img2text2img.vocab tokenizes
+
+
+def tokenize(text: str) -> list[str]:
+    return TOKEN_RE.findall(text.lower())
+
+
+class Words:
+    """A vocabulary read from `vocab.json`: ids <-> words."""
+
+    def __init__(self, itos: list[str]):
+        self.itos = itos
+        self.stoi = {w: i for i, w in enumerate(itos)}
+
+    @classmethod
+    def load(cls, path: Path) -> Words:
+        try:
+            return cls(list(json.loads(path.read_text(encoding="utf-8"))["words"]))
+        except FileNotFoundError:
+            raise I2TError(f"vocabulary file missing: {path}") from None
+        except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as e:
+            raise I2TError(f"{path}: not a valid vocab.json ({type(e).__name__})") from None
+
+    def __len__(self) -> int:
+        return len(self.itos)
+
+    def __contains__(self, word: str) -> bool:
+        return word in self.stoi
+
+    def encode(self, tokens: list[str]) -> list[int]:
+        return [START_ID, *(self.stoi.get(t, UNK_ID) for t in tokens), END_ID]
+
+    def decode_tokens(self, ids: Iterable[int]) -> list[str]:
+        """Ids -> words, stopping at <end> and dropping the other specials (as `Vocabulary.decode_tokens`)."""
+        out = []
+        for i in ids:
+            i = int(i)
+            if i == END_ID:
+                break
+            if i < NUM_SPECIALS or i >= len(self.itos):
+                continue
+            out.append(self.itos[i])
+        return out
