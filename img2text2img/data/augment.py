@@ -1,17 +1,27 @@
 """Training-time augmentation that keeps captions true.
 
-Flipping or rotating a picture changes what "to the left of" means, so every geometric op that changes directions
-also rewrites the direction phrases of the caption (exact for the shapes set's phrases; for free text, left/right
-words under a flip); tags name what is in a picture, not where, so they stay true under every op. All random draws come from the `random.Random` passed in, so augmentation is reproducible per (seed, epoch, index).
+Flipping or rotating a picture changes what "to the left of" means. `augment` rewrites the direction phrases of the
+caption it is given (exact for the shapes set's phrases; for free text, left/right words under a flip); the trainers
+instead skip, per picture-caption pair, an op the caption would not survive (`for_caption`: no mirror when it names
+left or right, no quarter turn when it names any direction), so a caption's words never change under it. Tags name
+what is in a picture, not where, so they stay true under every op. All random draws come from the `random.Random`
+passed in, so augmentation is reproducible per (seed, epoch, index).
+
+`--augment flip,rot90,rotate,shear,zoom` (`parse_augment`) is the one option of every trainer; `rotate=20` and the
+like set a strength.
 """
 from __future__ import annotations
 
 import random
 import re
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 
 from PIL import Image
+from torch.utils.data import Dataset
 from torchvision.transforms.v2 import functional as TF
+
+from img2text2img.errors import I2TError
 
 # Direction phrases -> compass codes. Longest phrases first so "to the left of" wins over "left".
 _PHRASES = {
@@ -69,6 +79,63 @@ class AugmentConfig:
     def enabled(self) -> bool:
         return bool(self.rot90 or self.hflip or self.rotation or self.shear or self.zoom)
 
+    @property
+    def spec(self) -> str:
+        """The `--augment` text that gives this config back."""
+        parts = (["flip"] if self.hflip else []) + (["rot90"] if self.rot90 else [])
+        for op, field in (("rotate", "rotation"), ("shear", "shear"), ("zoom", "zoom")):
+            if getattr(self, field):
+                value = getattr(self, field)
+                parts.append(op if value == DEFAULT_STRENGTH[op] else f"{op}={value:g}")
+        return ",".join(parts)
+
+
+# strengths when --augment names an op without one: mild enough that a photo still shows what its caption says
+DEFAULT_STRENGTH = {"rotate": 15.0, "shear": 10.0, "zoom": 0.1}
+AUGMENT_OPS = ("flip", "rot90", "rotate", "shear", "zoom")
+AUGMENT_HELP = ("Augment training pictures, comma-separated: flip (mirror half the time), rot90 (turn by 0/90/180/270), "
+                "rotate[=15 degrees], shear[=10 degrees], zoom[=0.1]; a caption naming left/right is never mirrored, "
+                "one naming any direction never turned. Trains from images, not cached features: slower.")
+LIMITS = {"rotate": 180.0, "shear": 45.0, "zoom": 0.9}
+
+
+def parse_augment(spec: str | None) -> AugmentConfig:
+    """"flip,rot90,rotate=20,zoom" -> AugmentConfig; "" or "none" -> nothing."""
+    cfg = AugmentConfig()
+    for part in (spec or "").replace(" ", "").split(","):
+        if part in ("", "none"):
+            continue
+        op, _, value = part.partition("=")
+        if op not in AUGMENT_OPS:
+            raise I2TError(f"--augment: unknown op {op!r}; choose from {', '.join(AUGMENT_OPS)}")
+        if op in ("flip", "rot90"):
+            if value:
+                raise I2TError(f"--augment: {op} takes no strength")
+            cfg = replace(cfg, **{"hflip" if op == "flip" else "rot90": True})
+            continue
+        try:
+            strength = float(value) if value else DEFAULT_STRENGTH[op]
+        except ValueError:
+            raise I2TError(f"--augment: {op}={value!r} is not a number") from None
+        if not 0 < strength <= LIMITS[op]:
+            raise I2TError(f"--augment: {op} must be above 0 and at most {LIMITS[op]:g}, not {strength:g}")
+        cfg = replace(cfg, **{"rotation" if op == "rotate" else op: strength})
+    return cfg
+
+
+_LEFT_RIGHT = re.compile(r"\b(left|right)\b", re.IGNORECASE)
+_DIRECTION = re.compile(r"\b(left|right|top|bottom|above|below|over|under|beneath|upside)\b", re.IGNORECASE)
+
+
+def for_caption(cfg: AugmentConfig, caption: str) -> AugmentConfig:
+    """The ops of `cfg` that keep `caption` true of the changed picture as it stands: no mirror when it names left
+    or right, no quarter turn when it names any direction."""
+    if cfg.hflip and _LEFT_RIGHT.search(caption):
+        cfg = replace(cfg, hflip=False)
+    if cfg.rot90 and _DIRECTION.search(caption):
+        cfg = replace(cfg, rot90=False)
+    return cfg
+
 
 def augment(img: Image.Image, caption: str, cfg: AugmentConfig, rng: random.Random) -> tuple[Image.Image, str]:
     """Apply the configured ops to one image and keep its caption true."""
@@ -87,3 +154,27 @@ def augment(img: Image.Image, caption: str, cfg: AugmentConfig, rng: random.Rand
         fill = img.getpixel((0, 0))
         img = TF.affine(img, angle=angle, translate=[0, 0], scale=scale, shear=[shear, 0.0], fill=list(fill))
     return img, caption
+
+
+class AugmentedPairs(Dataset):
+    """Picture-caption pairs whose picture is augmented afresh each time it is drawn (seeded by seed, epoch and
+    index, so a resumed run sees the same pictures): item -> (image row, caption ids, pixels [3, S, S])."""
+
+    def __init__(self, images: Sequence[Image.Image], pairs: Sequence[tuple[int, list[int]]], texts: Sequence[str],
+                 transform: Callable, cfg: AugmentConfig, seed: int = 0):
+        if len(pairs) != len(texts):
+            raise ValueError(f"{len(pairs)} pairs for {len(texts)} caption texts")
+        self.images, self.pairs, self.texts, self.transform = list(images), list(pairs), list(texts), transform
+        self.cfg, self.seed, self.epoch = cfg, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, i: int) -> tuple[int, list[int], object]:
+        row, ids = self.pairs[i]
+        rng = random.Random((self.seed * 1_000_003 + self.epoch) * 1_000_003 + i)
+        im, _ = augment(self.images[row], self.texts[i], for_caption(self.cfg, self.texts[i]), rng)
+        return row, ids, self.transform(im)

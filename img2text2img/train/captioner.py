@@ -19,6 +19,7 @@ from torch.utils.data import Dataset
 
 from img2text2img.config import config_to_dict
 from img2text2img.data import CaptionDataset, load_dataset, load_image
+from img2text2img.data.augment import AugmentedPairs, parse_augment
 from img2text2img.errors import I2TError
 from img2text2img.features import encode_dataset
 from img2text2img.metrics.caption import coco_scores, corpus_bleu_scores
@@ -155,6 +156,10 @@ class CaptionerTask(TrainTask):
         self.vocab = start.vocab if start is not None else (
             vocab or Vocabulary.build(dataset.all_captions("train"), min_count=recipe.min_count))
         self.model = build_model(recipe, self.vocab, start)
+        augment = parse_augment(recipe.augment)  # pictures change every epoch: the encoder must see each batch's
+        if augment.enabled and (not self.model.config.store_encoder or recipe.group_images or recipe.scst):
+            raise I2TError("--augment needs an encoder that runs on every batch (small_cnn, or "
+                           "--encoder-trainable-blocks N) and neither --group-images nor --scst")
         self.glove_report = None
         if recipe.glove:
             self.glove_report = self.model.decoder.embed.init_from_vectors(self.vocab, load_word_vectors(None))
@@ -176,11 +181,21 @@ class CaptionerTask(TrainTask):
             for row, ids in self.pairs:
                 by_row.setdefault(row, []).append(ids)
             self.groups = list(by_row.items())
+        self.augmented = None
+        if augment.enabled:
+            texts = [c for im in train_imgs for c in dataset.captions.get(im, [])]
+            self.augmented = AugmentedPairs([load_image(dataset.image_path(im)) for im in self.train_src.images],
+                                            self.pairs, texts, self.model.ensure_encoder().transform(),
+                                            augment, recipe.seed)
 
     def train_dataset(self) -> Dataset:
+        if self.augmented is not None:
+            return self.augmented
         return PairDataset(self.groups if self.groups is not None else self.pairs)
 
     def collate(self, items):
+        if len(items[0]) == 3:  # augmented: each pair brings its own pixels
+            return {"tokens": pad_batch([ids for _, ids, _ in items]), "images": torch.stack([x for *_, x in items])}
         rows = torch.tensor([r for r, _ in items], dtype=torch.long)
         if self.groups is None:
             return {"tokens": pad_batch([ids for _, ids in items]), **self.train_src.batch(rows)}
@@ -312,7 +327,7 @@ def train_captioner(recipe: CaptionerRecipe, cfg: TrainConfig, dataset: CaptionD
                     "vocab_size": len(task.vocab), "train_pairs": len(task.pairs), "prepare_seconds": round(prep, 1),
                     "glove": task.glove_report, "config": config_to_dict(task.model.config),
                     "recipe": config_to_dict(recipe), "parents": [str(init_from)] if init_from else [],
-                    "objective": "scst-cider-d" if recipe.scst else "cross-entropy"})
+                    "objective": "scst-cider-d" if recipe.scst else "cross-entropy", "data": ds.provenance()})
     return summary
 
 

@@ -27,6 +27,10 @@ class CaptionerRecipe:
         0, "Fine-tune the pretrained encoder's last N blocks with the decoder (EfficientNet-Lite0: 2 = head conv + "
            "BatchNorm, 3 adds the last stage). Trains on photos, not cached features, and stores the encoder in the "
            "checkpoint.", min=0)
+    augment: str = option("", "Augment training pictures (a run whose encoder runs on every batch: small_cnn, or "
+                          "--encoder-trainable-blocks N): flip, rot90, rotate[=15], shear[=10], zoom[=0.1], comma-"
+                          "separated. A caption naming left/right is never mirrored, one naming a direction never "
+                          "turned.")
     label_smoothing: float = option(0.0, "Label smoothing of the word cross-entropy.", min=0.0, max=1.0)
     alpha_c: float = option(1.0, "Weight of the attention decoder's doubly stochastic regulariser "
                             "(each grid cell attended about once over a caption).", min=0.0)

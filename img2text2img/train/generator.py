@@ -34,6 +34,7 @@ from img2text2img.train.generator_data import (
     ImageCaptionDataset,
     ImageCaptions,
     collate,
+    generator_augment,
     load_image_captions,
     sample_prompts,
     write_samples,
@@ -128,14 +129,14 @@ class GeneratorTask(TrainTask):
     main_metric = None  # a generator's quality is judged from samples and the round trip, not one val number
 
     def __init__(self, model: Generator, train: ImageCaptions, loss: GeneratorLoss, val: ImageCaptions | None = None,
-                 seed: int = 0, hflip: bool = False, prompts: list[str] | None = None):
+                 seed: int = 0, augment=False, prompts: list[str] | None = None):
         self.model, self.vocab, self.objective = model, model.vocab, loss
-        self.train, self.val, self.seed, self.hflip = train, val, seed, hflip
+        self.train, self.val, self.seed, self.augment = train, val, seed, augment
         self.prompts = prompts or SAMPLE_PROMPTS["shapes"]
         self.mean_ids = pad_batch([c[0] for c in train.captions[:MEAN_SENTENCE_PICTURES]])
 
     def train_dataset(self) -> Dataset:
-        return ImageCaptionDataset(self.train, self.seed, self.hflip)
+        return ImageCaptionDataset(self.train, self.seed, self.augment)
 
     def collate(self, items: list):
         return collate(items)
@@ -258,10 +259,11 @@ def train_generator(recipe: GeneratorRecipe | str, data: str, cfg: TrainConfig, 
         feats = feature_loss(recipe.perceptual, recipe.perceptual_weight, recipe.perceptual_size)
     objective = GeneratorLoss(recipe.recon_loss, recipe.beta, 0 if trained_code else recipe.kl_warmup,
                               recipe.recon_weight, feats)
-    task = GeneratorTask(model, train, objective, val, seed=cfg.seed, hflip=ds.name != "shapes",
-                         prompts=sample_prompts(data))
+    task = GeneratorTask(model, train, objective, val, seed=cfg.seed, augment=generator_augment(recipe.augment, ds),
+                         prompts=sample_prompts(data, ds))
     summary = fit(task, cfg)
-    summary.update({"recipe": dataclasses.asdict(recipe), "parents": [str(init_from)] if init_from else []})
+    summary.update({"recipe": dataclasses.asdict(recipe), "parents": [str(init_from)] if init_from else [],
+                    "data": ds.provenance()})
     return summary
 
 

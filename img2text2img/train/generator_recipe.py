@@ -35,6 +35,9 @@ class GeneratorRecipe:
     perceptual_weight: float = option(1.0, "Weight of the --perceptual term.", min=0.0)
     perceptual_size: int | None = option(None, "Side the drawing is resized to for the --perceptual encoder "
                                          "(default: the encoder's input size; smaller is faster).", min=32)
+    augment: str = option("auto", "pixel/vae/gan: augment training pictures, comma-separated: flip, rot90, "
+                          "rotate[=15], shear[=10], zoom[=0.1]; auto = flip for photos, none for the shapes set. A "
+                          "caption naming left/right is never mirrored, one naming a direction never turned.")
     fit_pictures: int = option(3000, "scene: training pictures the palette and sprite templates are fitted to.", min=1)
 
 
@@ -42,7 +45,7 @@ class GeneratorRecipe:
 ONLY_FOR = {"z_dim": ("vae", "gan"), "prior": ("vae",), "beta": ("vae",), "kl_warmup": ("vae",),
             "recon_weight": ("gan",), "recon_loss": ("pixel", "vae", "gan"), "glove": ("pixel", "vae", "gan"),
             "perceptual": ("pixel", "vae"), "perceptual_weight": ("pixel", "vae"), "perceptual_size": ("pixel", "vae"),
-            "fit_pictures": ("scene",)}
+            "fit_pictures": ("scene",), "augment": ("pixel", "vae", "gan")}
 
 
 def check_recipe(recipe: GeneratorRecipe, kind: str) -> None:

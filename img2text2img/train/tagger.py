@@ -24,7 +24,7 @@ import torch
 from torch.utils.data import Dataset
 
 from img2text2img.data import load_dataset, load_image
-from img2text2img.data.augment import AugmentConfig, augment
+from img2text2img.data.augment import AugmentConfig, augment, parse_augment
 from img2text2img.errors import I2TError
 from img2text2img.features import encode_dataset
 from img2text2img.metrics.tags import mean_average_precision, tag_scores
@@ -247,6 +247,7 @@ def train_tagger(data: str | Path = "flickr8k", name: str = "mobilenet_v2+rnn", 
     are the engine's run settings (device, resume, force, progress, ...). Returns `fit`'s summary."""
     recipe = recipe or TaggerRecipe()
     cfg = train_config(recipe, out=str(out), **settings)
+    parse_augment(recipe.augment)  # a typo fails here, not after the features are built
     check_run_target(cfg)  # before the feature cache is built: that can take a while
     td = prepare_tag_data(data, data_dir, recipe.tags, recipe.max_tags)
     if cfg.resume and (Path(cfg.out) / "last" / "vocab.json").exists():
@@ -257,8 +258,7 @@ def train_tagger(data: str | Path = "flickr8k", name: str = "mobilenet_v2+rnn", 
     model = Tagger(tagger_config(name), td.vocab, settings=TaggerSettings(beam=recipe.beam))
     names = list(td.dataset.split("train"))[:train_limit] if train_limit else list(td.dataset.split("train"))
     ids = [[td.vocab.stoi[t] for t in order_tags(td.tags.get(n, []), td.vocab)] for n in names]
-    aug = AugmentConfig(rot90=recipe.rot90, hflip=recipe.hflip, rotation=recipe.rotation, shear=recipe.shear,
-                        zoom=recipe.zoom)
+    aug = parse_augment(recipe.augment)
     from_images = aug.enabled or model.encoder_trained or not use_cache or model.config.pool != "mean"
     val_limit = recipe.val_images
     vnames = list(td.dataset.split("val"))[:val_limit] if "val" in td.dataset.splits else []
@@ -275,5 +275,5 @@ def train_tagger(data: str | Path = "flickr8k", name: str = "mobilenet_v2+rnn", 
     task = TaggerTask(model, train_data, td.dataset, td.tags, val_features, val_limit=val_limit, use_cache=use_cache,
                       aux_bce=recipe.aux_bce)
     summary = fit(task, cfg)
-    summary.update(from_images=from_images, parents=[], recipe=asdict(recipe))
+    summary.update(from_images=from_images, parents=[], recipe=asdict(recipe), data=td.dataset.provenance())
     return summary

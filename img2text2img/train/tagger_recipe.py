@@ -28,8 +28,6 @@ class TaggerRecipe:
     aux_bce: float = option(0.0, "RNN head: weight of a per-tag BCE loss on the image term (faster start from a "
                                  "random CNN).", min=0.0)
     beam: int = option(3, "RNN head: beam width for validation, saved as the model's inference setting.", min=1)
-    rot90: bool = option(False, "Augment: turn images by 0/90/180/270 degrees (trains from images: slow on a CPU).")
-    hflip: bool = option(False, "Augment: mirror images left-right half the time (trains from images).")
-    rotation: float = option(0.0, "Augment: rotate by up to this many degrees (trains from images).", min=0.0)
-    shear: float = option(0.0, "Augment: shear by up to this many degrees (trains from images).", min=0.0)
-    zoom: float = option(0.0, "Augment: zoom in or out by up to this fraction (trains from images).", min=0.0)
+    augment: str = option("", "Augment training pictures, comma-separated: flip (mirror half the time), rot90 (turn by "
+                              "0/90/180/270), rotate[=15 degrees], shear[=10 degrees], zoom[=0.1], e.g. flip,rotate=20. "
+                              "Tags stay true under each. Trains from images, not cached features: slower on a CPU.")
