@@ -131,9 +131,11 @@ def load_checkpoint(path: str | Path, kind: str | None = None) -> Checkpoint:
         raise I2TError(f"{path / CONFIG}: not valid JSON") from None
     except OSError as e:
         raise I2TError(f"{path / CONFIG}: cannot read ({e.strerror or e})") from None
-    if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
-        got = meta.get("format_version") if isinstance(meta, dict) else None
-        raise I2TError(f"{path}: checkpoint format version {got} is not supported (expected {FORMAT_VERSION})")
+    if not isinstance(meta, dict):
+        raise I2TError(f"{path / CONFIG}: not a checkpoint's config (a JSON {type(meta).__name__}, not an object)")
+    if meta.get("format_version") != FORMAT_VERSION or isinstance(meta.get("format_version"), bool):
+        raise I2TError(f"{path}: checkpoint format version {meta.get('format_version')!r} is not supported "
+                       f"(expected {FORMAT_VERSION})")
     if not isinstance(meta.get("kind"), str):
         raise I2TError(f"{path / CONFIG}: key 'kind' must be a model kind such as \"captioner\"")
     for key, typ in (("config", dict), ("inference", dict), ("info", dict), ("weights_sha256", str),
@@ -150,7 +152,13 @@ def load_checkpoint(path: str | Path, kind: str | None = None) -> Checkpoint:
     except (SafetensorError, OSError, ValueError, MemoryError) as e:
         raise I2TError(f"{path / WEIGHTS} cannot be read: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
     state = {k: (v.float() if v.dtype == torch.float16 else v) for k, v in state.items()}
-    vocab = Vocabulary.load(path / VOCAB)
+    try:
+        vocab = Vocabulary.load(path / VOCAB)
+        words_ok = all(isinstance(w, str) for w in vocab.itos)
+    except (AttributeError, ValueError, TypeError, KeyError, RecursionError, OSError):
+        words_ok = False
+    if not words_ok:
+        raise I2TError(f"{path / VOCAB}: not a valid vocab.json (expected {{\"format\": ..., \"words\": [...]}})")
     if meta.get("vocab_sha256") and vocab.sha256 != meta["vocab_sha256"]:
         raise I2TError(f"{path / VOCAB} does not match the vocabulary the weights were trained with")
     return Checkpoint(path, meta["kind"], meta.get("config") or {}, state, vocab, read_metrics(path),

@@ -40,11 +40,23 @@ def umask() -> int:
 def write_error(path: str | Path, e: BaseException) -> I2TError:
     """A failed write as one line naming the target: the OS's reason (full disk, permission) or the writer's."""
     reason = getattr(e, "strerror", None) or (str(e).splitlines()[0] if str(e) else type(e).__name__)
-    return I2TError(f"cannot write {path}: {reason}")
+    os_message = re.search(r'message: "([^"]+)"', reason)  # safetensors wraps the OS error in Rust debug text
+    return I2TError(f"cannot write {path}: {os_message.group(1) if os_message else reason}")
 
 
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:
     path = Path(path)
+    if path.is_dir():
+        raise I2TError(f"cannot write {path}: it is a folder")
+    if path.exists() and not path.is_file():
+        # a device or a pipe (/dev/stdout, a FIFO): written into, never renamed over, which would replace the node
+        try:
+            with open(path, "wb") as f:
+                f.write(data)
+                f.flush()
+        except OSError as e:
+            raise write_error(path, e) from None
+        return
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as e:
@@ -116,6 +128,9 @@ def atomic_folder(path: str | Path) -> Iterator[Path]:
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
         raise write_error(path, e) from None
+    except I2TError as e:  # a write inside the block failed: name the target, not the temporary folder
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise I2TError(str(e).replace(str(tmp), str(path))) from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
