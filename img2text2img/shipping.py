@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from img2text2img.checkpoint import check_target, read_metrics
+from img2text2img.config import config_from_dict, config_to_dict
 from img2text2img.errors import I2TError
 from img2text2img.models import load_model, resolve_checkpoint_dir, weights_sha256
 
@@ -114,7 +115,8 @@ def with_settings(model, settings: dict[str, str]):
             values[key] = kind(text) if kind is not bool else text.lower() in ("1", "true", "yes")
         except ValueError:
             raise I2TError(f"--set {key}={text}: expected a {kind.__name__}") from None
-    model.settings = dataclasses.replace(model.settings, **values)
+    # built like a checkpoint's settings are loaded, so --set guidance=inf is refused as a config.json value would be
+    model.settings = config_from_dict(type(model.settings), {**config_to_dict(model.settings), **values})
     return model
 
 

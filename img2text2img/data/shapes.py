@@ -15,6 +15,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 from img2text2img import locations
+from img2text2img.config import check_number, check_seed
 from img2text2img.io import atomic_folder
 
 COLOURS: dict[str, tuple[int, int, int]] = {
@@ -162,6 +163,9 @@ def scene(index: int, seed: int) -> tuple[str, list[ShapeSpec], list[str]]:
 def generate_shapes(out: str | Path, n: int = 5000, size: int = 64, seed: int = 0, progress: bool = False) -> Path:
     """Write the dataset (images/, captions.tsv, tags.tsv, splits/ 80/10/10) into `out`, atomically."""
     out = Path(out)
+    check_number("n", n, 1, None, integer=True)
+    check_number("size", size, 16, 1024, integer=True)
+    check_seed(seed)
     with atomic_folder(out) as tmp:
         (tmp / "images").mkdir()
         (tmp / "splits").mkdir()

@@ -14,6 +14,7 @@ import torch
 from torch.utils.data import Dataset
 
 from img2text2img.checkpoint import load_checkpoint
+from img2text2img.config import check_number
 from img2text2img.data import load_dataset
 from img2text2img.errors import I2TError
 from img2text2img.metrics.image import encoder_features, frechet_feature_distance, paired_cosine_similarity
@@ -295,6 +296,9 @@ def evaluate_generator(model: Generator | str | Path | None, data: str = "shapes
     Returns the Fréchet feature distance (lower = closer to the real images; NOT the standard FID), the mean cosine
     similarity of each drawn image to its own real image and to a random other real image (the gap says whether
     pictures follow their sentences), the pixel MSE to the real image, and the drawing speed."""
+    check_number("n", n, 2, None, integer=True)
+    if size is not None:
+        check_number("size", size, 16, 1024, integer=True)
     gen = load_generator(model)
     if guidance is not None:
         guide(gen, guidance, data, data_dir)

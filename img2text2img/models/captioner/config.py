@@ -3,11 +3,12 @@ checkpoint's `inference` block), the named configurations, and the migration of 
 """
 from __future__ import annotations
 
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import ClassVar
 
-from img2text2img.config import config_from_dict, option
+from img2text2img.config import check_value, config_from_dict, option
 from img2text2img.errors import I2TError
 from img2text2img.registry import Registry
 
@@ -48,6 +49,10 @@ class CaptionerConfig:
             bad = sorted({k for o in self.member_overrides for k in o} - set(MEMBER_FIELDS))
             if bad:
                 raise I2TError(f"member_overrides may set only {', '.join(MEMBER_FIELDS)}, not {', '.join(bad)}")
+            hints = typing.get_type_hints(CaptionerConfig)
+            for i, o in enumerate(self.member_overrides):  # each value typed and ranged like the field it replaces
+                for k, v in o.items():
+                    check_value("CaptionerConfig", f"member_overrides[{i}].{k}", hints[k], v)
 
     @property
     def uses_grid(self) -> bool:
