@@ -131,8 +131,9 @@ def read_images(images) -> list[Image.Image]:
 def list_images(paths: list[str | Path]) -> tuple[list[Path], list[tuple[Path, str]]]:
     """Expand files and folders into image files (sorted); return (images, [(path, reason)] for skipped entries).
 
-    Broken symbolic links with an image suffix are returned as images so that loading them reports the failure
-    (a run over a folder must not drop a file the user expects silently)."""
+    Broken symbolic links, link loops and pipes with an image suffix are returned as images, so that loading them
+    reports the failure: a run over a folder must not drop silently a file the user expects. Subfolders are not
+    entered."""
     found: list[Path] = []
     skipped: list[tuple[Path, str]] = []
     for p in map(Path, paths):
@@ -143,8 +144,8 @@ def list_images(paths: list[str | Path]) -> tuple[list[Path], list[tuple[Path, s
                 skipped.append((p, f"cannot list folder ({e.strerror or e})"))
                 continue
             for q in entries:
-                if q.suffix.lower() in IMAGE_SUFFIXES and (q.is_file() or q.is_symlink()):
-                    found.append(q)
+                if q.suffix.lower() in IMAGE_SUFFIXES and (q.is_symlink() or not q.is_dir()):
+                    found.append(q)  # regular files, and the links and pipes that will fail loudly
                 elif q.is_file():
                     skipped.append((q, "not an image file type"))
         elif p.exists() or p.is_symlink():
