@@ -60,8 +60,8 @@ def make_hf_jsonl(root: Path) -> Path:
     write_pictures(root)
     with open(root / "metadata.jsonl", "w") as f:
         for i, (n, caps, tags) in enumerate(items()):
-            for c in caps:
-                f.write(json.dumps({"file_name": n, "text": c, "split": split_of(i), "tags": tags}) + "\n")
+            f.writelines(json.dumps({"file_name": n, "text": c, "split": split_of(i), "tags": tags}) + "\n"
+                         for c in caps)
     return root
 
 
@@ -144,7 +144,7 @@ def test_auto_split_is_seeded_disjoint_and_by_image():
     names = [f"{i}.png" for i in range(50)]
     a, b, c = auto_split(names, 0), auto_split(names, 0), auto_split(names, 1)
     assert a == b != c
-    assert sorted(sum(a.values(), [])) == sorted(names) and [len(a[s]) for s in ("train", "val", "test")] == [40, 5, 5]
+    assert sorted(n for v in a.values() for n in v) == sorted(names) and [len(a[s]) for s in ("train", "val", "test")] == [40, 5, 5]
     assert [len(v) for v in auto_split(names[:3]).values()] == [1, 1, 1]
 
 
@@ -163,12 +163,24 @@ def test_missing_and_unreadable_images_are_reported_and_skipped(tmp_path):
     (root / "p05.png").write_bytes(b"not a png at all")
     with pytest.warns(DataWarning, match=r"2 of 20 listed images .*p03.png \(not found\).*p05.png"):
         ds = load_dataset(root)
-    assert len(ds.images) == N - 2 and "p03.png" not in sum(ds.splits.values(), [])
+    assert len(ds.images) == N - 2 and all("p03.png" not in v for v in ds.splits.values())
     assert set(ds.provenance()["skipped"]["first"]) == {"p03.png", "p05.png"}
     for p in root.glob("*.png"):
         p.unlink()
     with pytest.raises(I2TError, match="none of the 20 listed images can be read"):
         load_dataset(root)
+
+
+def test_a_broken_image_moves_no_other_image_between_drawn_splits(tmp_path, capsys):
+    root = make_caption_folder(tmp_path / "d")
+    whole = load_dataset(root).splits
+    (root / "images" / whole["val"][0]).unlink()
+    assert main(["data", "info", str(root)]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("warning: ") and "1 of 20 listed images" in err and "warn(" not in err  # one line
+    with pytest.warns(DataWarning):
+        part = load_dataset(root).splits
+    assert part == {s: [n for n in v if n != whole["val"][0]] for s, v in whole.items()}
 
 
 @pytest.mark.parametrize("name,content,message", [
@@ -182,8 +194,8 @@ def test_missing_and_unreadable_images_are_reported_and_skipped(tmp_path):
     ("captions.tsv", "img\tcaption\n", r"captions.tsv:1: expected header"),
     ("dataset_x.json", '{"images": [\n  {"filename": "p00.png",\n', r"dataset_x.json:3: malformed JSON"),
     ("dataset_x.json", '{"images": [{"filename": "p00.png", "split": "train"}]}', r"images\[0\]: no sentences list"),
-    ("captions_x.json", '{"images": [{"id": 1, "file_name": "p00.png"}], "annotations": [{"image_id": 2, '
-                        '"caption": "a"}]}', r"annotations\[0\] names image_id 2"),
+    ("captions_x.json", ('{"images": [{"id": 1, "file_name": "p00.png"}], "annotations": [{"image_id": 2, '
+                         '"caption": "a"}]}'), r"annotations\[0\] names image_id 2"),
     ("Flickr8k.token.txt", "p00.png#0\ta red square\np00.png#x\ta box\n", r"token.txt:2: caption index 'x'"),
 ])
 def test_malformed_data_is_one_line_error_naming_file_and_line(tmp_path, name, content, message):

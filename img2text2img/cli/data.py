@@ -29,14 +29,15 @@ def shapes(
 
 @data_app.command("info")
 def info(
-    data: Annotated[str, typer.Argument(help="flickr8k, shapes, or a dataset folder.")] = "flickr8k",
+    data: Annotated[str, typer.Argument(help="flickr8k, shapes, or a dataset path in any format (see inspect).")] = (
+        "flickr8k"),
     data_dir: Annotated[Path | None, typer.Option(help="Where the dataset is (else $I2T_DATA, then ../shared).")] = None,
 ) -> None:
-    """Show where a dataset is and how many images and captions each split has."""
+    """Show where a dataset is and how many images and captions each split has (i2t data inspect: everything)."""
     from img2text2img.data import load_dataset
 
     ds = load_dataset(data, data_dir)
-    console.print(f"{ds.name}: {ds.root}")
+    console.print(f"{ds.name} ({ds.format}): {ds.root}")
     console.print(f"images with captions: {len(ds.captions)}, captions: {sum(map(len, ds.captions.values()))}")
     for s, imgs in ds.splits.items():
         console.print(f"  {s}: {len(imgs)} images")

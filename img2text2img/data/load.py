@@ -13,7 +13,7 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from img2text2img import locations
 from img2text2img.data.captions import CaptionDataset, read_caption_folder
@@ -58,8 +58,10 @@ def image_problem(path: Path, check: str, listing: Callable[[Path], set[str]]) -
             load_image(path)
     except I2TError as e:
         return str(e).removeprefix(f"{path}: ").removeprefix(f"{path} ")
+    except UnidentifiedImageError:
+        return "not an image file Pillow can read"
     except Exception as e:  # noqa: BLE001 - any decoder failure means the same: this picture cannot be used
-        return f"not an image Pillow can read ({type(e).__name__})"
+        return f"broken image ({type(e).__name__})"
     return None
 
 
@@ -146,9 +148,9 @@ def load_dataset(name_or_path: str | Path, data_dir: str | Path | None = None, *
         if image_dir is None and data_dir is not None and not p.is_dir():
             image_dir = data_dir
         ds = read_path(p, Path(image_dir) if image_dir is not None else None, format)
-    builtin = text == "flickr8k" or text.startswith("shapes")
-    drop_bad_images(ds, check or ("exists" if builtin else "open"))
-    if not any(ds.splits.values()):
+    if not any(ds.splits.values()):  # drawn over every listed image: mending a broken file moves no other image
         ds.splits = auto_split(ds.images, split_seed)
         ds.split_origin = f"seeded 80/10/10 by image, seed {split_seed}"
+    builtin = text == "flickr8k" or text.startswith("shapes")
+    drop_bad_images(ds, check or ("exists" if builtin else "open"))
     return ds
