@@ -3,6 +3,7 @@ prints; user errors (`I2TError`) become one line on stderr and exit code 2."""
 from __future__ import annotations
 
 import sys
+import warnings
 
 import typer
 
@@ -52,11 +53,23 @@ def main(argv: list[str] | None = None) -> int:
     return run_reporting_errors(lambda: _run_app(list(sys.argv[1:] if argv is None else argv)))
 
 
+def _one_line_warnings(default):
+    """The library's own warnings (bad data left out, odd prompts) as one line for the user, not a source line."""
+    def show(message, category, filename, lineno, file=None, line=None):
+        if category.__module__.startswith("img2text2img"):
+            print(f"warning: {message}", file=sys.stderr)
+        else:
+            default(message, category, filename, lineno, file, line)
+    return show
+
+
 def _run_app(args: list[str]) -> int:
     """typer/click's own exits and usage errors as exit codes (the user errors are left to run_reporting_errors)."""
     token = COMMAND_LINE.set(args)  # training runs record the command that made them (write_run_summary)
     try:
-        rc = app(args=args, standalone_mode=False)
+        with warnings.catch_warnings():  # restored afterwards: main() may run inside a longer process
+            warnings.showwarning = _one_line_warnings(warnings.showwarning)
+            rc = app(args=args, standalone_mode=False)
     except typer.Exit as e:
         return e.exit_code
     except typer.Abort:
