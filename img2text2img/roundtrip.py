@@ -35,6 +35,8 @@ from img2text2img.errors import I2TError
 from img2text2img.io import write_text_atomic
 from img2text2img.metrics.caption import corpus_bleu_scores
 from img2text2img.models.generator import to_pil
+from img2text2img.models.names import DATA_SETS, default_model
+from img2text2img.models.names import default_model_dir as names_default_dir
 from img2text2img.vocab import tokenize
 
 CaptionFn = Callable[[list[Image.Image]], list[str]]
@@ -279,21 +281,17 @@ def write_report(result: RoundTripResult, out: str | Path, title: str = "img2tex
 # Models -> the callables above
 
 
-# The shipped models that belong together, per dataset: a round trip only means something when the captioner and the
-# generator were trained on the same kind of data (the shapes generator cannot draw Flickr8k sentences).
-SHIPPED = {
-    "shapes": {"captioner": "captioner_shapes", "generator": "generator"},
-    "flickr8k": {"captioner": "captioner", "generator": "generator_flickr8k"},
-}
+# The shipped models that belong together, per dataset (from the one names table): a round trip only means
+# something when the captioner and the generator were trained on the same kind of data (the shapes generator cannot
+# draw Flickr8k sentences).
+SHIPPED = {data: {kind: default_model(kind, data).folder for kind in ("captioner", "generator")} for data in DATA_SETS}
 
 
 def default_model_dir(kind: str, data: str) -> Path:
     """The shipped `kind` ("captioner" / "generator") for dataset `data`, or a one-line error naming what to pass."""
-    folder = SHIPPED.get(data, {}).get(kind)
-    path = Path(__file__).resolve().parent / "pretrained" / (folder or "")
-    if folder is None or not (path / "config.json").exists():
+    if data not in SHIPPED:
         raise I2TError(f"no {kind} for {data} ships with this version; pass --{kind} DIR (a trained {kind} folder)")
-    return path
+    return names_default_dir(kind, data)
 
 
 def rule_based_drawings(prompts: list[str], seed: int) -> list[Image.Image]:
@@ -319,7 +317,8 @@ def model_functions(captioner, generator, encoder=None, beam_size: int | None = 
 
         @torch.inference_mode()
         def embed_fn(images: list[Image.Image]) -> torch.Tensor:
-            pooled, _ = encoder(torch.stack([tf(im) for im in images]))
-            return pooled
+            device = next(encoder.parameters()).device  # a CUDA encoder (--device auto) gets its input there
+            pooled, _ = encoder(torch.stack([tf(im) for im in images]).to(device))
+            return pooled.cpu()
 
     return caption_fn, generate_fn, embed_fn

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_help_lists_commands():
     _register_commands()
     out = CliRunner().invoke(app, ["--help"]).output
-    for cmd in ("data", "train", "eval"):
+    for cmd in ("data", "train", "eval", "models", "caption", "tag", "generate"):
         assert cmd in out
 
 

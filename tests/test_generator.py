@@ -231,13 +231,13 @@ def test_frechet_feature_distance_hand_values():
 
 
 def test_default_generator_is_shipped_and_small():
-    from img2text2img.models.generator import DEFAULT_MODEL_DIR
+    from img2text2img.models.names import default_model_dir
 
-    size = sum(p.stat().st_size for p in DEFAULT_MODEL_DIR.iterdir())
+    size = sum(p.stat().st_size for p in default_model_dir("generator", "shapes").iterdir())
     assert size < 5_000_000
-    ims = generate_images(["a large red circle in the top left"], n=2, seed=0)
+    ims = generate_images(["a large red circle in the top left"], n=2, seed=0, data="shapes")
     assert len(ims) == 2 and ims[0].size == (64, 64)
-    again = generate_images(["a large red circle in the top left"], n=2, seed=0)
+    again = generate_images(["a large red circle in the top left"], n=2, seed=0, data="shapes")
     assert np.array_equal(np.asarray(ims[1]), np.asarray(again[1]))
 
 
@@ -395,4 +395,4 @@ def test_guidance_stretches_the_sentence_from_the_training_mean_and_is_a_saved_s
     assert main(["generate", "a red circle", "--model", str(tmp_path / "fresh"), "--guidance", "2",
                  "-o", str(tmp_path / "f.png")]) == 2 and not (tmp_path / "f.png").exists()
     # the built-in shapes generator writes scenes: it has no guidance, and says so
-    assert main(["generate", "a red circle", "--guidance", "2", "-o", str(tmp_path / "s.png")]) == 2
+    assert main(["generate", "a red circle", "--data", "shapes", "--guidance", "2", "-o", str(tmp_path / "s.png")]) == 2

@@ -95,11 +95,11 @@ def test_cli_generate_and_roundtrip_with_a_reranker(tmp_path, capsys):
     from img2text2img.cli import main
 
     out = tmp_path / "best.png"
-    assert main(["generate", "a red circle", "-n", "2", "--rerank-with", str(SHAPES_CAPTIONER), "--candidates", "3",
-                 "-o", str(out)]) == 0
+    assert main(["generate", "a red circle", "--data", "shapes", "-n", "2", "--rerank-with", str(SHAPES_CAPTIONER),
+                 "--candidates", "3", "-o", str(out)]) == 0
     assert Image.open(out).size[1] == 64 + 2 * 2
     # the shipped shapes captioner is also the round trip's default judge: reranking with it is refused in one line
-    assert main(["roundtrip-eval", "--limit", "4", "--encoder", "none", "--out", str(tmp_path / "rt"),
+    assert main(["roundtrip-eval", "--data", "shapes", "--limit", "4", "--encoder", "none", "--out", str(tmp_path / "rt"),
                  "--rerank-with", str(SHAPES_CAPTIONER)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error:") and "judge" in err and err.count("\n") == 1

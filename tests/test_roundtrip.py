@@ -111,8 +111,29 @@ def test_roundtrip_cli_temperature_is_the_generators_noise_scale(tmp_path):
     own = json.loads((default_model_dir("generator", "shapes") / "config.json").read_text())["config"]["sample_temperature"]
     runs = {}
     for name, extra in (("default", []), ("own", ["--temperature", str(own)]), ("hot", ["--temperature", "3.0"])):
-        assert main(["roundtrip-eval", "--limit", "6", "--encoder", "none", "--out", str(tmp_path / name), *extra]) == 0
+        assert main(["roundtrip-eval", "--data", "shapes", "--limit", "6", "--encoder", "none",
+                     "--out", str(tmp_path / name), *extra]) == 0
         runs[name] = json.loads((tmp_path / name / "roundtrip.json").read_text())
     recaptions = {k: [r["recaption"] for r in v["rows"]] for k, v in runs.items()}
     assert recaptions["own"] == recaptions["default"] and runs["own"]["scores"]["temperature"] == own
     assert recaptions["hot"] != recaptions["default"] and "temperature" not in runs["default"]["scores"]
+
+
+def test_roundtrip_default_data_is_flickr8k_when_found_else_shapes_with_a_note(monkeypatch, capsys, tmp_path):
+    from img2text2img import locations
+    from img2text2img.cli.roundtrip import default_roundtrip_data
+    from img2text2img.errors import I2TError
+    from img2text2img.roundtrip import SHIPPED
+
+    monkeypatch.setattr(locations, "flickr8k_dir", lambda explicit=None: tmp_path)
+    assert default_roundtrip_data(None) == "flickr8k" and capsys.readouterr().err == ""
+
+    def missing(explicit=None):
+        raise I2TError("Flickr8k dataset not found")
+
+    monkeypatch.setattr(locations, "flickr8k_dir", missing)
+    assert default_roundtrip_data(None) == "shapes"
+    err = capsys.readouterr().err
+    assert err.startswith("note:") and err.count("\n") == 1 and "--data shapes" in err
+    # the pairs come from the one names table
+    assert SHIPPED["flickr8k"] == {"captioner": "captioner", "generator": "generator_flickr8k"}

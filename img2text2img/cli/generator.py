@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from img2text2img.cli import app, eval_app, train_app
-from img2text2img.cli.output import PrecisionOption, console, warn, write_run_summary
+from img2text2img.cli.output import DeviceOption, PrecisionOption, console, inference_model, warn, write_run_summary
 from img2text2img.cli.recipe import recipe_options
 from img2text2img.errors import I2TError
 from img2text2img.train.generator_recipe import GeneratorRecipe
@@ -28,36 +28,35 @@ def generate(
     prompts: Annotated[list[str], typer.Argument(help="One or more sentences, e.g. \"a red circle on the left\".")],
     n: Annotated[int, typer.Option("-n", "--n", min=1, max=256, help="Pictures per sentence (a grid when > 1).")] = 1,
     seed: Annotated[int, typer.Option(help="Same seed, same pictures.")] = 0,
-    model: Annotated[Path | None, typer.Option(help="Generator checkpoint or run folder (default: the built-in one).")] = None,
+    model: Annotated[str | None, typer.Option(help="A shipped generator's name (`i2t models`: flickr8k-vae, "
+                                                "shapes-scene) or a generator checkpoint / run folder. Default: the "
+                                                "Flickr8k one, or the shapes one with --data shapes.")] = None,
     out: Annotated[Path, typer.Option("-o", "--out", help="PNG file to write.")] = Path("generated.png"),
     force: Annotated[bool, typer.Option(help="Overwrite OUT if it exists.")] = False,
-    temperature: Annotated[float | None, typer.Option(min=0.0, help="Latent noise scale for vae/gan models; for a scene model (the built-in shapes one) the writer's sampling temperature, 0 = each sentence's likeliest scene (default: the model's).")] = None,
+    temperature: Annotated[float | None, typer.Option(min=0.0, help="Latent noise scale for vae/gan models; for a scene model (the shipped shapes one) the writer's sampling temperature, 0 = each sentence's likeliest scene (default: the model's).")] = None,
     scale: Annotated[int, typer.Option(min=1, max=16, help="Enlarge the PNG by this factor (nearest neighbour).")] = 1,
-    data: Annotated[str, typer.Option(help="Which built-in generator draws when no --model is given: shapes (coloured "
-                                           "shapes) or flickr8k (photos of people and dogs; blurry at this size).")] = "shapes",
-    rerank_with: Annotated[Path | None, typer.Option(help="Captioner folder: draw --candidates samples per picture and "
-                                                          "keep the one it finds the sentence most likely for.")] = None,
+    data: Annotated[str | None, typer.Option(help="Which shipped generator draws when no --model is given: flickr8k "
+                                                  "(photos of people and dogs, blurry at this size; the default) or "
+                                                  "shapes (coloured shapes).")] = None,
+    rerank_with: Annotated[str | None, typer.Option(help="A captioner (shipped name or folder): draw --candidates "
+                                                         "samples per picture and keep the one it finds the sentence "
+                                                         "most likely for.")] = None,
     candidates: Annotated[int, typer.Option(min=1, max=256, help="Samples per picture with --rerank-with.")] = 8,
     guidance: Annotated[float | None, typer.Option(min=0.0, help="pixel/vae/gan: draw the sentence this many times as "
                                                           "far from the average training sentence (1 = as trained; "
-                                                          "default: the model's own, 2.5 for the built-in flickr8k one).")] = None,
+                                                          "default: the model's own, 2.5 for the shipped flickr8k one).")] = None,
+    device: DeviceOption = "auto",
 ) -> None:
     """Draw 64x64 pictures from sentences and write them as one PNG (one row per sentence)."""
     import warnings
 
-    from img2text2img.models.generator import PromptWarning, load_generator, reranked, save_grid
+    from img2text2img.models.generator import PromptWarning, reranked, save_grid
 
     if out.exists() and not force:
         raise I2TError(f"{out} already exists; pass --force to overwrite it")
     if out.suffix.lower() != ".png":
         raise I2TError(f"{out}: the output must be a .png file")
-    if model is None:
-        from img2text2img.roundtrip import SHIPPED, default_model_dir
-
-        if data not in SHIPPED:
-            raise I2TError(f"--data must be one of: {', '.join(SHIPPED)} (or pass --model DIR)")
-        model = default_model_dir("generator", data)
-    gen = load_generator(model)
+    gen = inference_model("generator", model, data, device)
     if guidance is not None:
         gen = gen.guided(guidance)
     if rerank_with is not None:
@@ -103,7 +102,8 @@ def train_generator_cmd(
 
 @eval_app.command("generator")
 def eval_generator_cmd(
-    model: Annotated[Path | None, typer.Option(help="Generator checkpoint or run folder (default: built-in).")] = None,
+    model: Annotated[str | None, typer.Option(help="A shipped generator's name or a generator checkpoint / run folder "
+                                                "(default: the shipped one for --data).")] = None,
     data: Annotated[str, typer.Option(help="shapes:N, flickr8k, or a dataset folder.")] = "shapes:5000",
     split: Annotated[str, typer.Option()] = "test",
     n: Annotated[int, typer.Option(min=2, help="Test images to compare against.")] = 500,
@@ -114,13 +114,17 @@ def eval_generator_cmd(
     guidance: Annotated[float | None, typer.Option(min=0.0, help="pixel/vae/gan: distance from the average training sentence to draw at (default: the model's).")] = None,
     out: Annotated[Path | None, typer.Option("-o", "--out", help="Also write the result as JSON here.")] = None,
     data_dir: Annotated[Path | None, typer.Option()] = None,
+    device: DeviceOption = "auto",
 ) -> None:
     """Fréchet distance in encoder features (not the standard FID) and image-text cosine scores on a test split."""
     from img2text2img.io import write_text_atomic
+    from img2text2img.models.names import default_model, shipped_data
     from img2text2img.train.generator import evaluate_generator
 
-    result = evaluate_generator(model, data, split, n, encoder, size, seed, data_dir, temperature, guidance=guidance)
-    result["model"] = str(model) if model else "built-in"
+    shipped = default_model("generator", shipped_data(data)) if model is None else None
+    gen = inference_model("generator", model if shipped is None else shipped.name, None, device)
+    result = evaluate_generator(gen, data, split, n, encoder, size, seed, data_dir, temperature, guidance=guidance)
+    result["model"] = shipped.name if shipped else str(model)
     text = json.dumps(result, indent=2)
     if out:
         out.parent.mkdir(parents=True, exist_ok=True)

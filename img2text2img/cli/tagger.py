@@ -8,7 +8,17 @@ from typing import Annotated
 import typer
 
 from img2text2img.cli import app, eval_app, train_app
-from img2text2img.cli.output import ImageInputs, console, write_run_summary
+from img2text2img.cli.output import (
+    BatchOption,
+    DataOption,
+    DeviceOption,
+    ImageInputs,
+    console,
+    inference_model,
+    model_option,
+    progress_bar,
+    write_run_summary,
+)
 from img2text2img.cli.recipe import recipe_options
 from img2text2img.train.tagger_recipe import TaggerRecipe
 
@@ -16,23 +26,28 @@ from img2text2img.train.tagger_recipe import TaggerRecipe
 @app.command("tag")
 def tag_cmd(
     paths: Annotated[list[Path], typer.Argument(help="Image files and/or folders of images.")],
-    model: Annotated[Path | None, typer.Option(help="Tagger folder (default: the one shipped with the package).")] = None,
+    model: Annotated[str | None, model_option("tagger")] = None,
+    data: DataOption = None,
     top: Annotated[int, typer.Option(min=1, max=100, help="At most this many tags per image.")] = 10,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON line per image: file, tags [[tag, score], ...].")] = False,
-    device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
+    batch_size: BatchOption = 32,
+    device: DeviceOption = "auto",
 ) -> None:
-    """Print the tags of each image with their scores. Bad files are skipped and listed at the end (exit code 2)."""
-    from img2text2img.models.tagger import load_tagger
-    from img2text2img.train.engine import pick_device
+    """Print the tags of each image with their scores, in the order given (folders: sorted by name). Folders are
+    decoded in a thread pool and tagged in batches; bad files are skipped and listed at the end (exit code 2)."""
+    import torch
 
     inputs = ImageInputs(paths)
-    tagger = load_tagger(model, device=str(pick_device(device)))
-    for f, img in inputs:
-        tags = tagger.tag_images([img], top=top)[0]
-        if as_json:
-            print(json.dumps({"file": str(f), "tags": [[t, round(s, 4)] for t, s in tags]}), flush=True)
-        else:
-            console.print(f"{f}\t" + ", ".join(f"{t} ({s:.2f})" for t, s in tags), highlight=False, soft_wrap=True)
+    tagger = inference_model("tagger", model, data, device)
+    with torch.inference_mode(), progress_bar(len(inputs), "tagging") as advance:
+        for batch in inputs.batches(batch_size):
+            rows = tagger.tag_images([img for _, img in batch], top=top, batch_size=batch_size)
+            for (f, _), tags in zip(batch, rows):
+                if as_json:
+                    print(json.dumps({"file": str(f), "tags": [[t, round(s, 4)] for t, s in tags]}), flush=True)
+                else:  # plain print: tab-separated, where rich would expand the tab
+                    print(f"{f}\t" + ", ".join(f"{t} ({s:.2f})" for t, s in tags), flush=True)
+            advance(len(batch))
     inputs.finish("tagged")
 
 
@@ -65,22 +80,25 @@ def train_tagger_cmd(
 
 @eval_app.command("tagger")
 def eval_tagger_cmd(
-    model: Annotated[Path | None, typer.Option(help="Tagger folder (default: the shipped one).")] = None,
+    model: Annotated[str | None, typer.Option(help="A shipped tagger's name or a tagger folder (default: the shipped "
+                                                "one for --data).")] = None,
     split: Annotated[str, typer.Option(help="train, val or test.")] = "test",
     data: Annotated[str, typer.Option(help="flickr8k, shapes or a dataset folder.")] = "flickr8k",
     data_dir: Annotated[Path | None, typer.Option()] = None,
     tags: Annotated[str, typer.Option(help="auto (tags.tsv if present, else from captions), file or captions.")] = "auto",
     limit: Annotated[int | None, typer.Option(help="Only the first N images of the split.")] = None,
     out: Annotated[Path | None, typer.Option(help="Write the scores as JSON here.")] = None,
+    device: DeviceOption = "auto",
 ) -> None:
     """Score a tagger on a split: micro/macro/per-image precision, recall, F1, exact match, and mAP (BCE head)."""
     from img2text2img.data import load_dataset
     from img2text2img.io import write_text_atomic
-    from img2text2img.models.tagger import load_tagger
+    from img2text2img.models.names import shipped_data
     from img2text2img.tags import dataset_tags
     from img2text2img.train.tagger import evaluate_tagger
 
-    tagger = load_tagger(model)
+    shipped_for = shipped_data(data) if model is None else None
+    tagger = inference_model("tagger", model, shipped_for, device)
     ds = load_dataset(data, data_dir)
     scores = evaluate_tagger(tagger, ds, split, dataset_tags(ds, source=tags), limit=limit)
     text = json.dumps(scores, indent=2)

@@ -1,19 +1,24 @@
 """Models and the one-call loader.
 
-`load_model(path)` reads a checkpoint folder and builds the model its config.json's `kind` names. The families are
-looked up in `MODEL_KINDS` (kind -> module path) and imported only then, so that loading a tagger does not import the
-generator, and no family module has to be imported by this package (which each of them imports).
+`load_model(model)` takes a shipped model's name (`models/names.py`) or a checkpoint folder and builds the model its
+config.json's `kind` names. The families are looked up in `MODEL_KINDS` (kind -> module path) and imported only then,
+so that loading a tagger does not import the generator, and no family module has to be imported by this package
+(which each of them imports). torch is imported only when a model is loaded, so that the names table, `i2t models`
+and `i2t --help` stay fast.
 """
 from __future__ import annotations
 
 import importlib
 import json
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from img2text2img.checkpoint import CONFIG, load_checkpoint
-from img2text2img.errors import I2TError
+from img2text2img.errors import ConfigError, I2TError
+from img2text2img.models.names import resolve_model
+
+CONFIG = "config.json"  # checkpoint.CONFIG, without importing torch with it
 
 # kind -> (module, class); the class has `from_checkpoint(ckpt: Checkpoint)`
 MODEL_KINDS = {
@@ -36,8 +41,9 @@ def evaluating(module) -> Iterator[None]:
 
 
 def resolve_checkpoint_dir(path: str | Path) -> Path:
-    """A training run folder holds `best/` and `last/`; accept it as well as a checkpoint folder itself."""
-    path = Path(path)
+    """A shipped model's name, a checkpoint folder, or a training run folder (it holds `best/` and `last/`) -> the
+    checkpoint folder."""
+    path = resolve_model(path)
     for sub in ("best", "last"):
         if (path / sub / CONFIG).exists() and not (path / CONFIG).exists():
             return path / sub
@@ -51,11 +57,42 @@ def weights_sha256(path: str | Path) -> str | None:
     return json.loads(cfg.read_text(encoding="utf-8")).get("weights_sha256") if cfg.exists() else None
 
 
+def inference_device(device: str | None = "auto") -> str:
+    """`auto` (or None) -> "cuda" when torch sees a GPU, else "cpu"; anything else is checked and returned. For
+    inference only: training picks its device per rank (`train.engine.pick_device`)."""
+    import torch
+
+    choice = ("auto" if device is None else device).strip().lower()  # "" is a typo (an unset $VAR), not auto
+    if choice == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(choice)
+    except (RuntimeError, ValueError):
+        raise I2TError(f"--device {device!r}: use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise I2TError(f"--device {device} asked for, but CUDA is not available on this machine")
+    return str(dev)
+
+
 def load_model(path: str | Path, kind: str | None = None, device: str = "cpu"):
-    """Load any checkpoint folder (or training run folder) as a ready-to-use model in eval mode."""
-    ckpt = load_checkpoint(resolve_checkpoint_dir(path), kind=kind)
+    """Load a shipped model by name (`load_model("shapes-captioner")`), or any checkpoint or training run folder, as
+    a ready-to-use model in eval mode; `device` may be "auto"."""
+    from img2text2img.checkpoint import load_checkpoint  # torch: only when a model is loaded
+
+    if not isinstance(path, (str, os.PathLike)):
+        raise I2TError(f"expected a {kind or 'model'} name or folder, got {type(path).__name__}")
+    ckpt = load_checkpoint(resolve_checkpoint_dir(resolve_model(path, kind)), kind=kind)
     if ckpt.kind not in MODEL_KINDS:
         raise I2TError(f"{path}: unknown model kind {ckpt.kind!r}")
     module, cls = MODEL_KINDS[ckpt.kind]
-    model = getattr(importlib.import_module(module), cls).from_checkpoint(ckpt)
-    return model.to(device).eval()
+    try:
+        model = getattr(importlib.import_module(module), cls).from_checkpoint(ckpt)
+    except ConfigError as e:  # a config.json value of the wrong type or range: name the file it is in
+        raise I2TError(f"{ckpt.path / CONFIG}: {e}") from None
+    except I2TError as e:  # an unknown decoder, encoder or head name, a vocabulary of another size: name the folder
+        raise (e if str(ckpt.path) in str(e) else I2TError(f"{ckpt.path}: {e}")) from None
+    except (RuntimeError, MemoryError, KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+        # weights that do not fit the network config.json describes (a hand-edited or mixed-up folder)
+        msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise I2TError(f"{ckpt.path}: config.json and model.safetensors do not describe one model ({msg})") from None
+    return model.to(inference_device(device)).eval()

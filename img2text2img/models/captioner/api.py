@@ -11,13 +11,14 @@ from pathlib import Path
 import torch
 
 from img2text2img.config import config_to_dict
-from img2text2img.data import load_image
+from img2text2img.data.images import prepare_image, read_images
 from img2text2img.errors import I2TError
-from img2text2img.models import load_model
+from img2text2img.models import evaluating, load_model
 from img2text2img.models.captioner.config import MEMBER_FIELDS, captioner_config
 from img2text2img.models.captioner.decoders import EnsembleDecoder
 from img2text2img.models.captioner.model import KIND, Captioner, CaptionResult
 from img2text2img.models.encoders import create_encoder
+from img2text2img.models.names import default_model_dir, resolve_model
 from img2text2img.vocab import Vocabulary
 
 
@@ -27,19 +28,18 @@ def create_captioner(name: str, vocab: Vocabulary, feature_dim: int, **overrides
     return Captioner(cfg, vocab)
 
 
-def default_captioner_dir() -> Path:
-    """The captioner shipped inside the package."""
-    return Path(__file__).resolve().parents[2] / "pretrained" / "captioner"
+def default_captioner_dir(data: str | None = None) -> Path:
+    """The shipped captioner for `data` (None: the Flickr8k one, for real photos)."""
+    return default_model_dir(KIND, data)
 
 
-def load_captioner(model: str | Path | Captioner | None = None, device: str = "cpu") -> Captioner:
-    """A captioner from a folder (checkpoint or run folder), an already loaded model, or None for the shipped one."""
+def load_captioner(model: str | Path | Captioner | None = None, device: str = "cpu",
+                   data: str | None = None) -> Captioner:
+    """A captioner given as a shipped name (`"shapes-captioner"`), a folder (checkpoint or run folder), an already
+    loaded model, or None: the shipped one for `data` (None: Flickr8k)."""
     if isinstance(model, Captioner):
         return model
-    path = Path(model) if model is not None else default_captioner_dir()
-    if model is None and not (path / "config.json").exists():
-        raise I2TError(f"no default captioner shipped at {path}; pass --model DIR")
-    return load_model(path, kind=KIND, device=device)
+    return load_model(resolve_model(model, KIND, data), kind=KIND, device=device)
 
 
 def load_members(models: Sequence[str | Path | Captioner], verb: str,
@@ -112,16 +112,39 @@ def average_captioners(models: Sequence[str | Path | Captioner]) -> Captioner:
     return model.eval()
 
 
+# Below this many images the plain encoder runs: building its fast frozen copy (an ONNX export, seconds) costs
+# more than it saves on a few photos, and both give the same features to ~1e-5.
+FEW_IMAGES = 8
+
+
 def caption(images: Sequence, model: str | Path | Captioner | None = None, beam_size: int | None = None,
-            max_len: int | None = None, batch_size: int = 32) -> list[CaptionResult]:
-    """Caption images given as paths or PIL images. `model=None` uses the captioner shipped with the package."""
-    cap = load_captioner(model)
-    pil = [im if hasattr(im, "convert") else load_image(im) for im in images]
-    return cap.caption_images(pil, beam_size=beam_size, max_len=max_len, batch_size=batch_size)
+            max_len: int | None = None, batch_size: int = 32, data: str | None = None,
+            device: str = "cpu") -> list[CaptionResult]:
+    """Caption images given as paths or PIL images. `model`: a shipped name, a folder or a loaded captioner; None
+    uses the shipped one for `data` (None: the Flickr8k captioner; "shapes" for the shapes pictures)."""
+    cap = load_captioner(model, device=device, data=data)
+    return caption_loaded(cap, read_images(images), beam_size=beam_size, max_len=max_len, batch_size=batch_size)
+
+
+def caption_loaded(model: Captioner, images: Sequence, beam_size: int | None = None, max_len: int | None = None,
+                   batch_size: int = 32) -> list[CaptionResult]:
+    """Caption PIL images with a loaded captioner: a few at once with the plain encoder, more through the
+    captioner's batched path (fast frozen encoder, encoding overlapped with decoding)."""
+    if len(images) >= FEW_IMAGES:
+        return model.caption_images(images, beam_size=beam_size, max_len=max_len, batch_size=batch_size)
+    if not images:
+        return []
+    enc = model.ensure_encoder()
+    tf = enc.transform()
+    device = next(model.decoder.parameters()).device
+    with torch.inference_mode(), evaluating(model):
+        x = torch.stack([tf(prepare_image(im)) for im in images]).to(device)
+        pooled, grid = enc(x)
+        return model.decode_features(pooled, grid, beam_size=beam_size, max_len=max_len)
 
 
 def timed_caption(model: Captioner, image, beam_size: int | None = None) -> tuple[CaptionResult, float]:
     """Caption one PIL image and return (result, milliseconds) - what `i2t caption --json` reports."""
     t0 = time.perf_counter()
-    r = model.caption_images([image], beam_size=beam_size)[0]
+    r = caption_loaded(model, [image], beam_size=beam_size)[0]
     return r, (time.perf_counter() - t0) * 1000.0

@@ -16,14 +16,13 @@ from torch import nn
 
 from img2text2img.checkpoint import Checkpoint, save_checkpoint
 from img2text2img.config import config_to_dict
-from img2text2img.data import load_image
+from img2text2img.data.images import prepare_image, read_images
 from img2text2img.errors import I2TError
 from img2text2img.models import evaluating, load_model
 from img2text2img.models.encoders import create_encoder
+from img2text2img.models.names import default_model_dir, resolve_model
 from img2text2img.models.tagger.config import HEADS, POOLS, TaggerConfig, TaggerSettings, migrate_config, tagger_config
 from img2text2img.models.tagger.heads import HEAD_CLASSES
-
-PRETRAINED = Path(__file__).resolve().parents[2] / "pretrained"
 
 
 class Tagger(nn.Module):
@@ -106,7 +105,7 @@ class Tagger(nn.Module):
         out: list[list[tuple[str, float]]] = []
         with evaluating(self):
             for i in range(0, len(images), batch_size):
-                x = torch.stack([tf(im.convert("RGB")) for im in images[i : i + batch_size]]).to(dev)
+                x = torch.stack([tf(prepare_image(im)) for im in images[i : i + batch_size]]).to(dev)
                 out += self.predict_features(self.encode(x), top=top, beam=beam, threshold=threshold)
         return out
 
@@ -158,24 +157,21 @@ def create_tagger(name: str, vocab, settings: TaggerSettings | None = None, **ov
 # -- the library one-call function -----------------------------------------------------------------------------------
 
 
-def default_tagger_dir() -> Path:
-    """The tagger shipped inside the package."""
-    return PRETRAINED / "tagger"
+def default_tagger_dir(data: str | None = None) -> Path:
+    """The shipped tagger for `data` (None: the Flickr8k one, for real photos)."""
+    return default_model_dir("tagger", data)
 
 
-def load_tagger(path: str | Path | None = None, device: str = "cpu") -> Tagger:
-    """A trained tagger from a checkpoint or run folder; None = the embedded default."""
-    if path is None:
-        path = default_tagger_dir()
-        if not (path / "config.json").exists():
-            raise I2TError("no tagger ships with this install (img2text2img/pretrained/tagger is missing); "
-                           "pass --model DIR")
-    return load_model(path, kind="tagger", device=device)
+def load_tagger(path: str | Path | None = None, device: str = "cpu", data: str | None = None) -> Tagger:
+    """A trained tagger from a shipped name (`"shapes-tagger"`), a checkpoint or run folder; None = the shipped one
+    for `data` (None: Flickr8k)."""
+    return load_model(resolve_model(path, "tagger", data), kind="tagger", device=device)
 
 
-def tag(images: Sequence, model: Tagger | str | Path | None = None, top: int = 10) -> list[list[tuple[str, float]]]:
-    """Tag images (PIL images or paths): per image up to `top` (tag, score) pairs. `model` None = embedded default."""
+def tag(images: Sequence, model: Tagger | str | Path | None = None, top: int = 10, data: str | None = None,
+        device: str = "cpu") -> list[list[tuple[str, float]]]:
+    """Tag images (PIL images or paths): per image up to `top` (tag, score) pairs. `model`: a shipped name, a folder
+    or a loaded tagger; None = the shipped one for `data` (None: Flickr8k)."""
     if not isinstance(model, Tagger):
-        model = load_tagger(model)
-    pil = [load_image(im) if isinstance(im, (str, Path)) else im for im in images]
-    return model.tag_images(pil, top=top)
+        model = load_tagger(model, device=device, data=data)
+    return model.tag_images(read_images(images), top=top)
