@@ -11,7 +11,9 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 
 from img2text2img.registry import Registry
@@ -55,16 +57,37 @@ class Preprocess:
 
     def transform(self) -> Callable:
         """A callable PIL.Image (RGB) -> FloatTensor [3, S, S], normalised."""
-        from torchvision import transforms as T
+        return PilTransform(self)
 
-        mode = {"bilinear": T.InterpolationMode.BILINEAR, "bicubic": T.InterpolationMode.BICUBIC,
-                "nearest": T.InterpolationMode.NEAREST}[self.interpolation]
-        return T.Compose([
-            T.Resize(self.resize_size, interpolation=mode),
-            T.CenterCrop(self.image_size),
-            T.ToTensor(),
-            T.Normalize(self.mean, self.std),
-        ])
+
+PIL_RESAMPLE = {"bilinear": 2, "bicubic": 3, "nearest": 0}  # PIL's codes, as torchvision maps its modes
+
+
+class PilTransform:
+    """torchvision's Resize(shorter side) + CenterCrop + ToTensor + Normalize on a PIL image, step for step (the same
+    numbers), without importing torchvision: that import alone is seconds of every inference command's start-up."""
+
+    def __init__(self, p: Preprocess):
+        self.resize, self.size, self.resample = p.resize_size, p.image_size, PIL_RESAMPLE[p.interpolation]
+        self.mean = torch.tensor(p.mean, dtype=torch.float32).view(-1, 1, 1)
+        self.std = torch.tensor(p.std, dtype=torch.float32).view(-1, 1, 1)
+
+    def __call__(self, im) -> torch.Tensor:
+        w, h = im.size
+        short, long = (w, h) if w <= h else (h, w)
+        new_short, new_long = self.resize, int(self.resize * long / short)
+        size = (new_short, new_long) if w <= h else (new_long, new_short)
+        if size != (w, h):
+            im = im.resize(size, self.resample)
+        c = self.size
+        if c > im.width or c > im.height:  # torchvision pads with zeros, the odd pixel on the right / bottom
+            canvas = Image.new(im.mode, (max(c, im.width), max(c, im.height)))
+            canvas.paste(im, (max(0, (c - im.width) // 2), max(0, (c - im.height) // 2)))
+            im = canvas
+        top, left = round((im.height - c) / 2.0), round((im.width - c) / 2.0)  # torchvision's rounding
+        im = im.crop((left, top, left + c, top + c))
+        x = torch.from_numpy(np.array(im, np.uint8, copy=True)).view(c, c, -1).permute(2, 0, 1).contiguous()
+        return x.to(torch.get_default_dtype()).div(255).sub_(self.mean).div_(self.std)
 
 
 def imagenet_preprocess(size: int = 224, resize: int = 256, interp: str = "bilinear", half: bool = False) -> Preprocess:
