@@ -142,3 +142,23 @@ def test_few_photos_skip_the_fast_encoder_export_and_agree_with_the_batched_path
     batched = cap.caption_images(pics)
     assert [r.text for r in few] == [r.text for r in batched]
     assert [round(r.logprob, 4) for r in few] == [round(r.logprob, 4) for r in batched]
+
+
+def test_bulk_tagger_tags_like_the_tagger_and_keeps_its_fast_encoder(shapes_folder):
+    from img2text2img.models import load_model
+    from img2text2img.models.tagger.model import FEW_IMAGES, BulkTagger
+
+    tagger = load_model("shapes-tagger")
+    pics = [Image.open(f).convert("RGB") for f in sorted(shapes_folder.iterdir())]
+    bulk = BulkTagger(tagger)
+    few = bulk(pics[:FEW_IMAGES - 1], top=4)
+    assert bulk.fast is None  # a few photos: nothing built
+    many = bulk(pics, top=4, batch_size=5)
+    built = bulk.fast
+    assert built is not None and bulk(pics[:2], top=4) and bulk.fast is built
+    want = tagger.tag_images(pics, top=4)
+
+    def rounded(rows):  # batch sizes move float rounding in the last digits only
+        return [[(t, round(s, 4)) for t, s in r] for r in rows]
+
+    assert rounded(many) == rounded(want) and rounded(few) == rounded(want[:FEW_IMAGES - 1])

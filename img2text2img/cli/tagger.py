@@ -37,11 +37,13 @@ def tag_cmd(
     decoded in a thread pool and tagged in batches; bad files are skipped and listed at the end (exit code 2)."""
     import torch
 
+    from img2text2img.models.tagger.model import BulkTagger
+
     inputs = ImageInputs(paths)
-    tagger = inference_model("tagger", model, data, device)
+    tagger = BulkTagger(inference_model("tagger", model, data, device))
     with torch.inference_mode(), progress_bar(len(inputs), "tagging") as advance:
-        for batch in inputs.batches(batch_size):
-            rows = tagger.tag_images([img for _, img in batch], top=top, batch_size=batch_size)
+        for batch in inputs.batches(2 * batch_size):
+            rows = tagger([img for _, img in batch], top=top, batch_size=batch_size)
             for (f, _), tags in zip(batch, rows):
                 if as_json:
                     print(json.dumps({"file": str(f), "tags": [[t, round(s, 4)] for t, s in tags]}), flush=True)

@@ -58,7 +58,10 @@ class Tagger(nn.Module):
         return not self.config.encoder_pretrained or self.config.trainable_blocks > 0
 
     def image_vector(self, images: torch.Tensor) -> torch.Tensor:
-        pooled, grid = self.encoder(images)  # B x D, B x N x D
+        return self.pool(*self.encoder(images))
+
+    def pool(self, pooled: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+        """The encoder's (pooled B x D, grid B x N x D) -> the vector the head reads (also for a fast encoder copy)."""
         if self.config.pool == "meanmax":  # a small object barely moves the mean but sets the max
             return torch.cat([pooled, grid.amax(1)], 1)  # B x 2D
         return pooled
@@ -175,3 +178,34 @@ def tag(images: Sequence, model: Tagger | str | Path | None = None, top: int = 1
     if not isinstance(model, Tagger):
         model = load_tagger(model, device=device, data=data)
     return model.tag_images(read_images(images), top=top)
+
+
+# Below this many images the plain encoder runs: building its fast frozen copy (an ONNX export, seconds) costs more
+# than it saves on a few photos, and both give the same features to ~1e-5.
+FEW_IMAGES = 8
+
+
+class BulkTagger:
+    """Tags many images with one tagger, its frozen encoder run as the fast copy (`Encoder.for_bulk_inference`:
+    ONNX Runtime or TorchScript), built once on the first call that has at least FEW_IMAGES images and kept."""
+
+    def __init__(self, model: Tagger):
+        self.model = model
+        self.fast = None
+
+    @torch.inference_mode()
+    def __call__(self, images: Sequence, top: int | None = 10, batch_size: int = 32) -> list[list[tuple[str, float]]]:
+        m = self.model
+        if self.fast is None and len(images) < FEW_IMAGES:
+            return m.tag_images(images, top=top, batch_size=batch_size)
+        tf = m.encoder.transform()
+        dev = next(m.parameters()).device
+        out: list[list[tuple[str, float]]] = []
+        with evaluating(m):
+            for i in range(0, len(images), batch_size):
+                x = torch.stack([tf(prepare_image(im)) for im in images[i:i + batch_size]]).to(dev)
+                if self.fast is None:
+                    bulk = getattr(m.encoder, "for_bulk_inference", None)
+                    self.fast = bulk(x) if bulk is not None else m.encoder
+                out += m.predict_features(m.pool(*self.fast(x)), top=top)
+        return out
