@@ -5,8 +5,11 @@ Everything that is the user's fault (a missing file, a bad prompt, a checkpoint 
 """
 from __future__ import annotations
 
+import os
 import sys
+import traceback
 from collections.abc import Callable
+from pathlib import Path
 
 
 class I2TError(Exception):
@@ -19,8 +22,9 @@ class ConfigError(I2TError):
 
 def run_reporting_errors(entry: Callable[[], int | None]) -> int:
     """Run an entry point (`i2t` or a script under scripts/) and return its exit code, printing user errors as one
-    line on stderr instead of a traceback: 2 for bad input or an unwritable output, 130 when interrupted. The CLI and
-    the scripts share it so that every command a user types fails the same way."""
+    line on stderr instead of a traceback: 2 for bad input or an unwritable output, 130 when interrupted, 141 when
+    the reader of a pipe left, 1 for a bug of ours (one line too; `I2T_DEBUG=1` re-raises it). The CLI and the
+    scripts share it so that every command a user types fails the same way."""
     try:
         rc = entry()
     except I2TError as e:
@@ -29,8 +33,30 @@ def run_reporting_errors(entry: Callable[[], int | None]) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `i2t caption DIR | head`: the reader has gone, which is nobody's error
+        silence_stdout()
+        return 141
     except OSError as e:  # unwritable output, full disk, ...: the OS's reason and the path, on one line
         where = f": {e.filename}" if e.filename else ""
         print(f"error: {e.strerror or e}{where}", file=sys.stderr)
         return 2
+    except MemoryError:
+        print("error: out of memory; use smaller inputs or a smaller --batch-size", file=sys.stderr)
+        return 2
+    except Exception as e:
+        if os.environ.get("I2T_DEBUG"):
+            raise
+        frame = traceback.extract_tb(e.__traceback__)[-1]
+        msg = str(e).splitlines()[0][:200] if str(e) else ""
+        print(f"error: internal error ({type(e).__name__}{': ' + msg if msg else ''}, at {Path(frame.filename).name}:"
+              f"{frame.lineno}); please report it; I2T_DEBUG=1 shows the traceback", file=sys.stderr)
+        return 1
     return rc if isinstance(rc, int) else 0
+
+
+def silence_stdout() -> None:
+    """Point stdout at /dev/null so that Python's flush at exit does not fail again on the closed pipe."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass

@@ -120,6 +120,23 @@ def with_settings(model, settings: dict[str, str]):
     return model
 
 
+def read_summary(path: Path) -> dict:
+    """A run's summary.json as provenance needs it (command: text, parents: folder names), or one line on what is
+    wrong with it: a hand-edited or truncated summary must not end the shipping in a traceback."""
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as e:
+        raise I2TError(f"{path}: not a readable run summary ({type(e).__name__}); fix or delete it") from None
+    if not isinstance(summary, dict):
+        raise I2TError(f"{path}: not a run summary (expected a JSON object)")
+    if summary.get("command") is not None and not isinstance(summary["command"], (str, list)):
+        raise I2TError(f"{path}: key 'command' must be the command line as text")
+    parents = summary.get("parents", [])
+    if not isinstance(parents, list) or not all(isinstance(p, str) for p in parents):
+        raise I2TError(f"{path}: key 'parents' must be a list of checkpoint folders")
+    return summary
+
+
 def ship_run(run: str | Path, out: str | Path, *, settings: dict[str, str] | None = None,
              force: bool = False) -> Path:
     """Ship a training run folder (its `best/`, else `last/`, or one of them named) with the command and parents its
@@ -129,7 +146,7 @@ def ship_run(run: str | Path, out: str | Path, *, settings: dict[str, str] | Non
     summary_file = run / "summary.json"
     if not summary_file.exists() and run.name in ("best", "last"):  # a run's checkpoint named directly
         summary_file = run.parent / "summary.json"
-    summary = json.loads(summary_file.read_text(encoding="utf-8")) if summary_file.exists() else {}
+    summary = read_summary(summary_file) if summary_file.exists() else {}
     model = with_settings(load_model(ckpt), settings or {})
     return ship(model, out, command=summary.get("command"), parents=summary.get("parents", []),
                 metrics=read_metrics(ckpt) or None, force=force)

@@ -5,8 +5,9 @@ with a non-zero exit and one `error:` line, never a traceback, never an exit 0, 
     python scripts/adversarial.py --out adversarial.json          # every case (a minute or two on one core)
     python scripts/adversarial.py --out a.json --only image       # the cases whose name or group contains "image"
 
-Commands run in this process (`img2text2img.cli.main`), so a traceback is an exception escaping `main`; models are
-tiny and untrained (error handling does not depend on weights). Exit code 0 when every case passed, 1 otherwise.
+Commands run in this process (`img2text2img.cli.main`), so a traceback is an exception escaping `main` or the
+"internal error" line `main` prints for one; models are tiny and untrained (error handling does not depend on
+weights). Exit code 0 when every case passed, 1 otherwise.
 """
 from __future__ import annotations
 
@@ -116,7 +117,7 @@ def run_case(case: Case) -> dict:
     text = err.getvalue()
     lines = [ln for ln in text.splitlines() if ln.strip()]
     problems = []
-    if escaped or "Traceback (most recent call last)" in text:
+    if escaped or "Traceback (most recent call last)" in text or "error: internal error" in text:
         problems.append("traceback")
     elif case.bad and rc == 0:
         problems.append("exit0")
