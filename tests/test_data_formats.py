@@ -304,11 +304,12 @@ def test_tagger_trains_from_tags_or_captions_with_augmentation(tmp_path, kind):
 
     torch.set_num_threads(1)
     path = MAKERS[kind](tmp_path / "d")
+    before = snapshot(tmp_path / "d")
     recipe = TaggerRecipe(max_steps=3, batch_size=4, eval_every=3, augment="flip,rot90,shear")
     summary = train_tagger(str(path), "small_cnn+rnn-tiny", recipe, out=tmp_path / "run", checkpoint_every=3,
                            progress=False)
     assert summary["steps"] == 3 and summary["from_images"] and summary["recipe"]["augment"] == "flip,rot90,shear"
-    assert summary["data"]["format"] == kind
+    assert summary["data"]["format"] == kind and snapshot(tmp_path / "d") == before  # the data folder untouched
 
 
 def test_tagger_trains_on_tags_alone(tmp_path):
