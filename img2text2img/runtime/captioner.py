@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,9 @@ from img2text2img.runtime.images import Prepare
 from img2text2img.runtime.text import END_ID, PAD_ID, START_ID, Words
 
 NEG_INF = np.float32(-np.inf)
+# A decoder step's products (a few rows) are too small to share out: waking ONNX Runtime's worker threads every
+# step costs more than they save, most of all on a busy machine; one thread also leaves a core to the encoder.
+STEP_THREADS = 1
 
 
 @dataclass
@@ -57,8 +61,8 @@ class RuntimeCaptioner:
         settings.update(saved_inference(model_dir, ("beam_size", "length_alpha")))  # `i2t ship --set` after export
         self.beam_size, self.length_alpha = int(settings["beam_size"]), float(settings["length_alpha"])
         self.encoder = Graph(folder / manifest["graphs"]["encoder"], threads)
-        self.init = Graph(folder / manifest["graphs"]["init"], threads)
-        self.step_graph = Graph(folder / manifest["graphs"]["step"], threads)
+        self.init = Graph(folder / manifest["graphs"]["init"], STEP_THREADS)
+        self.step_graph = Graph(folder / manifest["graphs"]["step"], STEP_THREADS)
 
     # -- encoder --------------------------------------------------------------------------------------------------
 
@@ -185,9 +189,21 @@ class RuntimeCaptioner:
 
     def caption_images(self, images: Sequence[Image.Image], beam_size: int | None = None, max_len: int | None = None,
                        batch_size: int = 32) -> list[CaptionResult]:
+        """PIL images -> captions, `batch_size` at a time; with several batches the next one is prepared and encoded
+        on a second thread while this one is decoded (as `Captioner.caption_images`; results are the same)."""
+        batches = [images[i:i + batch_size] for i in range(0, len(images), batch_size)]
         out: list[CaptionResult] = []
-        for i in range(0, len(images), batch_size):
-            out.extend(self.caption_arrays(self.prepare.batch(images[i:i + batch_size]), beam_size, max_len))
+        if len(batches) < 2:
+            for batch in batches:
+                out.extend(self.caption_arrays(self.prepare.batch(batch), beam_size, max_len))
+            return out
+        with ThreadPoolExecutor(1, thread_name_prefix="i2t-encode") as pool:
+            pending = pool.submit(self.encode_images, batches[0])
+            for j in range(len(batches)):
+                pooled, grid = pending.result()
+                if j + 1 < len(batches):
+                    pending = pool.submit(self.encode_images, batches[j + 1])
+                out.extend(self.decode_features(pooled, grid, beam_size=beam_size, max_len=max_len))
         return out
 
     def timed_caption(self, image: Image.Image, beam_size: int | None = None) -> tuple[CaptionResult, float]:

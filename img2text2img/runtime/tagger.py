@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from img2text2img.runtime.captioner import saved_inference
+from img2text2img.runtime.captioner import STEP_THREADS, saved_inference
 from img2text2img.runtime.graphs import Graph, log_softmax
 from img2text2img.runtime.images import Prepare
 from img2text2img.runtime.text import END_ID, NUM_SPECIALS, PAD_ID, START_ID, Words
@@ -44,8 +44,8 @@ class RuntimeTagger:
             self.probabilities = Graph(folder / graphs["tagger"], threads)
         else:
             self.encoder = Graph(folder / graphs["encoder"], threads)
-            self.init = Graph(folder / graphs["init"], threads)
-            self.step_graph = Graph(folder / graphs["step"], threads)
+            self.init = Graph(folder / graphs["init"], STEP_THREADS)
+            self.step_graph = Graph(folder / graphs["step"], STEP_THREADS)
 
     def predict_arrays(self, x: np.ndarray, top: int | None = None, beam: int | None = None,
                        threshold: float | None = None) -> list[list[tuple[str, float]]]:
