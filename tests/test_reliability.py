@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -172,3 +173,17 @@ def test_pick_device_names_what_is_missing():
         pick_device("cuda:99")
     with pytest.raises(I2TError, match="not a device name"):
         pick_device("gpu please")
+
+
+def test_force_over_a_run_replaces_only_its_checkpoints(tmp_path):
+    fit(TinyTask(), _cfg(tmp_path / "run", max_steps=2))
+    (tmp_path / "run" / "notes.txt").write_text("mine")
+    fit(TinyTask(), _cfg(tmp_path / "run", max_steps=4, force=True))
+    assert (tmp_path / "run" / "notes.txt").read_text() == "mine"
+    assert load_checkpoint(tmp_path / "run" / "last").info["step"] == 4
+    shutil.rmtree(tmp_path / "run" / "best")
+    (tmp_path / "run" / "best").mkdir()
+    (tmp_path / "run" / "best" / "photo.jpg").write_bytes(b"mine")  # not a checkpoint: never swapped away
+    with pytest.raises(I2TError, match="does not hold a training run"):
+        fit(TinyTask(), _cfg(tmp_path / "run", force=True))
+    assert (tmp_path / "run" / "best" / "photo.jpg").read_bytes() == b"mine"
