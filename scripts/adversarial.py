@@ -563,7 +563,7 @@ def add_output_cases(s: Suite, m: dict[str, Path]) -> None:
         return  # not root: no device node to write into
     s.add("output: eval generator --out a full device", "output",
           cli("eval", "generator", "--model", m["gen"], "--data", "shapes:40", "--data-dir", s.root / "shapes",
-              "--n", "4", "--size", "32", "--out", full),
+              "--n", "4", "--size", "32", "--encoder", "small_cnn", "--out", full),
           check=lambda: None if stat.S_ISCHR(os.stat(full).st_mode) else "the device node was replaced by a file")
     s.add("output: generate -o a full device", "output",
           cli("generate", "a red circle", "--model", m["gen"], "-o", full.with_name("full.png"), "--force"),
