@@ -21,7 +21,7 @@ from img2text2img.errors import run_reporting_errors
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default=None, help="generator checkpoint or run folder (default: the built-in one)")
+    ap.add_argument("--model", default="shapes-scene", help="generator name or checkpoint / run folder (default: shapes-scene)")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--threads", type=int, default=2)
