@@ -40,6 +40,7 @@ from img2text2img.checkpoint import (
 from img2text2img.config import config_to_dict
 from img2text2img.errors import I2TError
 from img2text2img.io import backup_of, legacy_backup_of
+from img2text2img.train.checks import PRECISIONS, check_device_name, check_seed_range, check_train_config
 
 
 @dataclass
@@ -71,65 +72,12 @@ class TrainConfig:
         check_train_config(self)
 
 
-MAX_SEED = 2**63 - 1  # what torch.manual_seed takes
-
-
-def check_train_config(cfg: TrainConfig) -> None:
-    """Refuse settings no run can use, before any data is read: one line naming the option (a `--lr nan` or a
-    `--max-steps -5` must not train nothing, or diverge, and still exit 0)."""
-    def bad(name: str, want: str) -> I2TError:
-        return I2TError(f"--{name.replace('_', '-')} {getattr(cfg, name)!r}: {want}")
-
-    ints = {"epochs": 1, "batch_size": 1, "warmup_steps": 0, "checkpoint_every": 1, "num_workers": 0, "log_every": 1}
-    for name, lo in {**ints, "max_steps": 1, "eval_every": 1, "patience": 1, "seed": 0}.items():
-        v = getattr(cfg, name)
-        if v is None and name in ("max_steps", "eval_every", "patience"):
-            continue
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise bad(name, "must be a whole number")
-        if v < lo:
-            raise bad(name, f"must be at least {lo}")
-    if cfg.seed > MAX_SEED:
-        raise bad("seed", f"must be at most 2**63-1 ({MAX_SEED})")
-    for name, lo, allow_zero in (("lr", 0.0, True), ("weight_decay", 0.0, True), ("grad_clip", 0.0, True)):
-        v = getattr(cfg, name)
-        if v is None and name == "grad_clip":
-            continue
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-            raise bad(name, "must be a finite number")
-        if v < lo or (v == lo and not allow_zero):
-            raise bad(name, "must be positive" if not allow_zero else "must not be negative")
-    if cfg.schedule not in ("cosine", "constant"):
-        raise bad("schedule", "must be cosine or constant")
-    if cfg.precision not in PRECISIONS:
-        raise I2TError(f"precision must be one of {', '.join(PRECISIONS)}, got {cfg.precision!r}")
-    check_device_name(cfg.device)
-
-
 def train_config(recipe: Any, **settings: Any) -> TrainConfig:
     """A TrainConfig from a training recipe's fields of the same names (epochs, lr, ...), plus `settings` the
     command gives (out, device, resume, ...): each trainer's recipe holds its own defaults, the engine none."""
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     picked = {k: v for k, v in dataclasses.asdict(recipe).items() if k in names}
     return TrainConfig(**{**picked, **settings})
-
-
-DEVICE_HELP = "auto, cpu, cuda or cuda:N"
-
-
-def check_device_name(device: str) -> torch.device | None:
-    """The device a `--device` value names (None for auto), or a one-line error for a name torch does not know."""
-    if not isinstance(device, str):
-        raise I2TError(f"--device {device!r}: expected {DEVICE_HELP}")
-    if device == "auto":
-        return None
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, ValueError):
-        raise I2TError(f"--device {device!r}: not a device name; use {DEVICE_HELP}") from None
-    if dev.type not in ("cpu", "cuda"):
-        raise I2TError(f"--device {device!r}: this toolkit runs on {DEVICE_HELP}")
-    return dev
 
 
 def pick_device(device: str = "auto") -> torch.device:
@@ -146,9 +94,6 @@ def pick_device(device: str = "auto") -> torch.device:
             raise I2TError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s), "
                            f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
     return dev
-
-
-PRECISIONS = ("auto", "fp32", "bf16")
 
 
 def autocast_dtype_for(precision: str, device: torch.device) -> torch.dtype | None:
@@ -168,8 +113,7 @@ def autocast_dtype_for(precision: str, device: torch.device) -> torch.dtype | No
 
 def seed_everything(seed: int, rank: int = 0) -> None:
     """Seed python, numpy and torch; each rank gets its own stream so dropout differs across processes."""
-    if not 0 <= seed <= MAX_SEED - rank:
-        raise I2TError(f"seed {seed} is outside 0..2**63-1")
+    check_seed_range(seed, rank)
     s = seed + rank
     random.seed(s)
     np.random.seed(s % (2**32))
