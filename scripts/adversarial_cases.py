@@ -466,6 +466,14 @@ def add_output_cases(s: Suite, m: dict[str, Path]) -> None:
         s.add(f"output: train generator --out {label}", "output", cli(*gen_train, "--out", target), keep=keep)
     s.add("output: train generator --force --out a photo folder", "output",
           cli(*gen_train, "--out", photos, "--force"), keep=keep)
+    small = ["--data", "shapes:40", "--data-dir", s.root / "shapes", "--max-steps", "1", "--batch-size", "8",
+             "--threads", "1", "--device", "cpu", "--force"]
+    for target, label in ((photos, "a photo folder"), (o / "model", "a model folder")):
+        s.add(f"output: train captioner --force --out {label}", "output",
+              cli("train", "captioner", "--model", "small_cnn+lstm-tiny", "--min-count", "1", *small, "--out", target),
+              keep=keep)
+        s.add(f"output: train tagger --force --out {label}", "output",
+              cli("train", "tagger", "--model", "small_cnn+rnn-tiny", *small, "--out", target), keep=keep)
     s.add("output: data shapes --out a photo folder", "output", cli("data", "shapes", "--out", photos, "--n", "4"),
           keep=keep)
     s.add("output: data shapes --force --out a model", "output",
