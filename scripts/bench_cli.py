@@ -8,8 +8,9 @@ as fresh processes with the shipped (default) models, median of `--runs`. Folder
 `i2t tag DIR` over the first `--photos` Flickr8k test photos (a folder of links to them) at the default search;
 start-up is taken off by subtracting the median cold start of the same command on one photo, so the rate is
 photos / (folder wall - one-photo wall). The first output line's time is recorded too (the fast encoder is built
-and the first batch done by then). Every number is wall time on a machine that may be shared: the JSON records the
-load average before and after.
+and the first batch done by then). Wall times on a shared machine stretch with its load (the JSON records the load
+average before and after); the CPU seconds (user + system) of each command stretch much less, so they are recorded
+too: on an idle machine with C cores a command takes at least cpu_s / C.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -38,8 +40,15 @@ def i2t_command() -> list[str]:
     return [str(exe)] if exe.exists() else [sys.executable, "-c", "from img2text2img.cli import run; run()"]
 
 
+def children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def timed(args: list[str], stream: bool = False) -> dict:
-    """Run one command; its wall seconds, exit code, output lines and (with `stream`) when the first line came."""
+    """Run one command: its wall seconds, CPU seconds (user + system: what a loaded machine does not inflate much),
+    output lines and when the first line came."""
+    cpu0 = children_cpu_s()
     t0 = time.perf_counter()
     first = None
     lines = 0
@@ -53,12 +62,15 @@ def timed(args: list[str], stream: bool = False) -> dict:
     wall = time.perf_counter() - t0
     if rc != 0:
         raise I2TError(f"{' '.join(args[-3:])} failed (exit {rc}): {err.strip().splitlines()[-1] if err.strip() else ''}")
-    return {"wall_s": round(wall, 3), "first_line_s": None if first is None else round(first, 3), "lines": lines}
+    return {"wall_s": round(wall, 3), "cpu_s": round(children_cpu_s() - cpu0, 3),
+            "first_line_s": None if first is None else round(first, 3), "lines": lines}
 
 
 def median_of(runs: int, args: list[str]) -> dict:
-    walls = [timed(args)["wall_s"] for _ in range(runs)]
-    return {"median_s": round(statistics.median(walls), 3), "runs_s": walls}
+    runs_ = [timed(args) for _ in range(runs)]
+    walls = [r["wall_s"] for r in runs_]
+    return {"median_s": round(statistics.median(walls), 3), "runs_s": walls,
+            "median_cpu_s": round(statistics.median(r["cpu_s"] for r in runs_), 3)}
 
 
 def test_photos(data_dir: str | None, n: int) -> list[Path]:
@@ -112,6 +124,8 @@ def main(argv: list[str] | None = None) -> dict:
                 run["photos"] = len(photos)
                 run["startup_s"] = startup
                 run["photos_per_s"] = round(len(photos) / max(1e-6, run["wall_s"] - startup), 2)
+                startup_cpu = result["cold_start"][f"{verb}_photo"]["median_cpu_s"]
+                run["cpu_s_per_photo"] = round((run["cpu_s"] - startup_cpu) / len(photos), 4)
                 result["folders"][verb] = run
                 print(verb, json.dumps(run), flush=True)
     result["machine"]["load_average_after"] = [round(x, 2) for x in os.getloadavg()]

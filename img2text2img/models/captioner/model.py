@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
 from torch import nn
@@ -168,7 +169,8 @@ class Captioner(nn.Module):
         enc = self.ensure_encoder()
         tf = enc.transform()
         device = next(self.decoder.parameters()).device
-        x = torch.stack([tf(prepare_image(im)) for im in images]).to(device)
+        # numpy's stack: one plain copy, where torch's waits on its threads when the machine is busy
+        x = torch.from_numpy(np.stack([tf(prepare_image(im)).numpy() for im in images])).to(device)
         # A frozen pretrained encoder runs as a fast frozen copy (ONNX Runtime or TorchScript; see
         # Encoder.for_bulk_inference), built on first use and kept while the encoder, device and thread count stay
         # the same. A plain tuple attribute, so the copy never becomes a submodule or enters a checkpoint.

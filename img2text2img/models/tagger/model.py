@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -203,7 +204,9 @@ class BulkTagger:
         out: list[list[tuple[str, float]]] = []
         with evaluating(m):
             for i in range(0, len(images), batch_size):
-                x = torch.stack([tf(prepare_image(im)) for im in images[i:i + batch_size]]).to(dev)
+                # numpy's stack: one plain copy, where torch's waits on its busy threads (see PilTransform)
+                x = torch.from_numpy(np.stack([tf(prepare_image(im)).numpy() for im in images[i:i + batch_size]]))
+                x = x.to(dev)
                 if self.fast is None:
                     bulk = getattr(m.encoder, "for_bulk_inference", None)
                     self.fast = bulk(x) if bulk is not None else m.encoder
