@@ -6,6 +6,7 @@ import json
 import math
 import struct
 import threading
+import time
 import zlib
 
 import pytest
@@ -297,6 +298,35 @@ def test_concurrent_requests_give_the_same_answers(client, circle):
     assert all(code == 200 and cap == alone[key] for key, code, cap in got)
 
 
+def test_requests_waiting_together_run_as_one_batch(models, circle):
+    """While the models are busy, arriving captions queue; they then run as one batch, each answer as if alone."""
+    square = png(draw_caption("a small blue square on the right", seed=2))
+    pictures = [decode_upload(circle), decode_upload(square)] * 3
+    alone = [models.caption(p, attention=True) for p in pictures]
+    assert all(a["batch"] == 1 for a in alone)
+    with models.lock:  # the models are busy: every request now waits in the queue
+        futures = [models.batcher.submit(p, attention=(i % 2 == 0)) for i, p in enumerate(pictures)]
+        time.sleep(0.2)
+    got = [f.result(timeout=60) for f in futures]
+    assert max(g["batch"] for g in got) > 1  # the first may have been taken alone, the rest together
+    for i, (g, a) in enumerate(zip(got, alone)):
+        assert (g["caption"], g["tags"]) == (a["caption"], a["tags"])
+        assert (g["attention"] is None) == (i % 2 == 1)
+        if g["attention"]:
+            assert torch.allclose(torch.tensor(g["attention"]["maps"]), torch.tensor(a["attention"]["maps"]), atol=2e-3)
+
+
+def test_a_failing_batch_fails_only_its_bad_request(models, circle, monkeypatch):
+    good = decode_upload(circle)
+    bad = Image.new("RGB", (5000, 10))  # too elongated: prepare_image refuses it inside the model call
+    with models.lock:
+        futures = [models.batcher.submit(good), models.batcher.submit(bad), models.batcher.submit(good)]
+        time.sleep(0.2)
+    assert futures[0].result(timeout=60)["caption"] and futures[2].result(timeout=60)["caption"]
+    with pytest.raises(Exception, match="elongated"):
+        futures[1].result(timeout=60)
+
+
 # -- the pieces -----------------------------------------------------------------------------------------------------
 
 
@@ -310,7 +340,7 @@ def test_word_attention_matches_the_decoders_own_weights(models):
     with torch.inference_mode():
         pooled, grid = enc(enc.transform()(im)[None])
         ids = [cap.vocab.id(w) for w in result.tokens]
-        mine = word_attention(cap.decoder, pooled, grid, ids)
+        mine = word_attention(cap.decoder, pooled, grid, [ids])[0]
         # the decoder's own attention step at the first word, from its own state
         state = cap.decoder.init_state(pooled, grid)
         _, alpha0 = cap.decoder._attend(state)

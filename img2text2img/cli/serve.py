@@ -39,6 +39,9 @@ def serve(
     generator: Annotated[str | None, typer.Option(help="A generator's name or folder.")] = None,
     report: Annotated[Path, typer.Option(help="The round-trip report the page links to, when it exists.")
                       ] = Path("runs/roundtrip/report.html"),
+    max_batch: Annotated[int, typer.Option(min=1, max=64, help="Caption requests that arrive together run as one "
+                                                               "batch of at most this many photos (1: one at a "
+                                                               "time; more waiting photos, more throughput).")] = 8,
     threads: Annotated[int | None, typer.Option(min=1, help="torch CPU threads (default: torch's choice).")] = None,
     device: DeviceOption = "auto",
 ) -> None:
@@ -63,7 +66,7 @@ def serve(
     if data is None and chosen == "shapes":
         note("the Flickr8k models are not all installed: serving the shapes models (--data shapes)")
     with console.status("loading models"):
-        models = ServedModels.load(captioner, tagger, generator, data=chosen, device=device)
+        models = ServedModels.load(captioner, tagger, generator, data=chosen, device=device, max_batch=max_batch)
         models.warm_up()
     names = ", ".join(f"{k} {v}" for k, v in models.names.items())
     shown = f"[{host}]" if ":" in host else ("127.0.0.1" if host == "0.0.0.0" else host)

@@ -155,6 +155,7 @@ def create_app(models: ServedModels, report: str | Path | None = DEFAULT_REPORT)
     @app.get("/api/health", summary="Status and the loaded models")
     def health() -> dict:
         return {"status": "ok", "version": __version__, "device": models.device, "models": models.describe(),
+                "max_batch": models.batcher.max_batch,
                 "limits": {"max_upload_bytes": MAX_UPLOAD_BYTES, "max_n": MAX_N,
                            "max_prompt_chars": MAX_PROMPT_CHARS},
                 "report": "/report" if report_exists() else None}

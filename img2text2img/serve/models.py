@@ -1,20 +1,24 @@
-"""The models a server holds: loaded once at start-up, shared by every request, used under one lock.
+"""The models a server holds: loaded once at start-up, shared by every request, used one call at a time.
 
-Why a lock rather than a pool of copies: inference here is CPU-bound and torch already spreads one call over the
-cores, so two requests at once would only share the same cores; and the models keep state between calls (the
-captioner's fast encoder copy, a generator's draw settings) that must not be raced. Each call reports the time it
-spent in the model (`ms`) apart from the time it waited for the lock (`queue_ms`).
+Why serialised rather than a pool of copies: inference here is CPU-bound and torch already spreads one call over
+the cores, so two calls at once would only share the same cores; and the models keep state between calls (the
+captioner's fast encoder copy, a generator's draw settings) that must not be raced. Caption requests that arrive
+while the models are busy are run together as one batch (`CaptionBatcher`): one encoder pass and one beam search
+for all of them cost far less than one each. Each answer reports the time of the model call it was part of (`ms`),
+the time it waited (`queue_ms`) and how many photos shared that call (`batch`).
 """
 from __future__ import annotations
 
 import base64
 import io
+import queue
 import threading
 import time
 import warnings
 from collections.abc import Iterator
+from concurrent.futures import Future
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -25,11 +29,12 @@ from img2text2img.metrics.caption import corpus_bleu_scores
 from img2text2img.models import inference_device, load_model
 from img2text2img.models.generator import PromptWarning, make_grid, to_pil
 from img2text2img.models.names import SHIPPED_MODELS, default_model, resolve_model
-from img2text2img.serve.attention import caption_with_attention, has_attention
+from img2text2img.serve.attention import captions_with_attention, has_attention
 from img2text2img.vocab import tokenize
 
 KINDS = ("captioner", "tagger", "generator")
 TOP_TAGS = 10
+MAX_BATCH = 8  # caption requests run together at most; past this the encoder gains little and the first waits longer
 
 
 def default_data() -> str:
@@ -69,16 +74,18 @@ class ServedModels:
     time. `names` says what each is (a shipped name or a folder), for /api/health and the page."""
 
     def __init__(self, captioner=None, tagger=None, generator=None, names: dict[str, str] | None = None,
-                 device: str = "cpu") -> None:
+                 device: str = "cpu", max_batch: int = MAX_BATCH) -> None:
         self.captioner, self.tagger, self.generator = captioner, tagger, generator
         self.names = dict(names or {})
         self.device = device
         self.lock = threading.Lock()
+        self.batcher = CaptionBatcher(self, max_batch)
 
     @classmethod
     def load(cls, captioner: str | None = None, tagger: str | None = None, generator: str | None = None,
-             data: str | None = None, device: str = "auto") -> ServedModels:
-        """Each model from a name or folder, or (None) the shipped one for `data` (None: `default_data()`)."""
+             data: str | None = None, device: str = "auto", max_batch: int = MAX_BATCH) -> ServedModels:
+        """Each model from a name or folder, or (None) the shipped one for `data` (None: `default_data()`);
+        `max_batch` caption requests at most run together (1: one at a time)."""
         data = data or default_data()
         dev = inference_device(device)
         loaded, names = {}, {}
@@ -86,7 +93,7 @@ class ServedModels:
             path = resolve_model(choice, kind, data)
             loaded[kind] = load_model(path, kind=kind, device=dev)
             names[kind] = model_label(path)
-        return cls(**loaded, names=names, device=dev)
+        return cls(**loaded, names=names, device=dev, max_batch=max_batch)
 
     # -- bookkeeping ----------------------------------------------------------------------------------------------
 
@@ -136,16 +143,24 @@ class ServedModels:
 
     # -- inference ------------------------------------------------------------------------------------------------
 
-    def caption(self, image: Image.Image, attention: bool = True, top: int = TOP_TAGS) -> dict:
-        """{caption, tokens, logprob, tags, attention, ms, queue_ms} for one RGB image; tags are [] without a
-        tagger, attention is None without an attention decoder (or when not asked)."""
+    def caption(self, image: Image.Image, attention: bool = True) -> dict:
+        """{caption, tokens, logprob, tags, attention, ms, queue_ms, batch} for one RGB image, run in a batch with
+        the requests that are waiting with it; tags are [] without a tagger, attention None without an attention
+        decoder (or when not asked)."""
+        self.need("captioner")
+        return self.batcher.submit(image, attention).result()
+
+    def caption_many(self, images: list[Image.Image], attention: list[bool]) -> tuple[list[dict], dict]:
+        """Caption and tag `images` in one model call (under the lock) -> (one answer per image, the times)."""
         cap = self.need("captioner")
         with self.turn() as times:
-            result, maps = caption_with_attention(cap, image)
-            tags = self.tagger.tag_images([image], top=top) if self.tagger is not None else [[]]
-        return {"caption": result.text, "tokens": result.tokens, "logprob": round(result.logprob, 4),
-                "tags": [[t, round(float(s), 4)] for t, s in tags[0]],
-                "attention": maps.to_json() if (attention and maps is not None) else None, **times}
+            pairs = captions_with_attention(cap, images, attention=attention)
+            tags = self.tagger.tag_images(images, top=TOP_TAGS) if self.tagger is not None else [[] for _ in images]
+        out = [{"caption": r.text, "tokens": r.tokens, "logprob": round(r.logprob, 4),
+                "tags": [[t, round(float(s), 4)] for t, s in tg],
+                "attention": maps.to_json() if maps is not None else None}
+               for (r, maps), tg in zip(pairs, tags)]
+        return out, times
 
     def tag(self, image: Image.Image, top: int = TOP_TAGS) -> dict:
         tagger = self.need("tagger")
@@ -202,3 +217,59 @@ class ServedModels:
 
 class ModelMissing(I2TError):
     """An endpoint whose model this server did not load (HTTP 503)."""
+
+
+@dataclass
+class CaptionJob:
+    image: Image.Image
+    attention: bool
+    future: Future = field(default_factory=Future)
+    queued: float = field(default_factory=time.perf_counter)
+
+
+class CaptionBatcher:
+    """One thread that runs caption requests: each time the models are free it takes every request waiting (up to
+    MAX_BATCH) and runs them as one batch, so a lone request is never held back waiting for company. A batch that
+    fails is retried one photo at a time, so one bad photo fails only its own request."""
+
+    def __init__(self, models: ServedModels, max_batch: int = MAX_BATCH) -> None:
+        if max_batch < 1:
+            raise I2TError(f"the caption batch must hold at least 1 photo, got {max_batch}")
+        self.models, self.max_batch = models, max_batch
+        self.jobs: queue.SimpleQueue[CaptionJob] = queue.SimpleQueue()
+        self.thread: threading.Thread | None = None
+        self.start_lock = threading.Lock()
+
+    def submit(self, image: Image.Image, attention: bool = True) -> Future:
+        job = CaptionJob(image, attention)
+        with self.start_lock:  # started on first use: a server that never captions has no idle thread
+            if self.thread is None:
+                self.thread = threading.Thread(target=self.loop, name="i2t-caption-batcher", daemon=True)
+                self.thread.start()
+        self.jobs.put(job)
+        return job.future
+
+    def loop(self) -> None:
+        while True:
+            batch = [self.jobs.get()]
+            while len(batch) < self.max_batch:
+                try:
+                    batch.append(self.jobs.get_nowait())
+                except queue.Empty:
+                    break
+            self.run(batch)
+
+    def run(self, batch: list[CaptionJob]) -> None:
+        start = time.perf_counter()
+        try:
+            answers, times = self.models.caption_many([j.image for j in batch], [j.attention for j in batch])
+        except Exception as e:  # noqa: BLE001 - handed to the requests, never the end of the thread
+            if len(batch) > 1:
+                for job in batch:
+                    self.run([job])
+            else:
+                batch[0].future.set_exception(e)
+            return
+        for job, answer in zip(batch, answers):
+            wait = (start - job.queued) * 1000.0 + times["queue_ms"]
+            job.future.set_result({**answer, "ms": times["ms"], "queue_ms": round(wait, 1), "batch": len(batch)})
