@@ -379,3 +379,54 @@ def test_default_data_is_flickr8k_when_its_models_are_installed():
 def test_logprob_is_finite_json(client, circle):
     body = upload(client, "/api/caption", circle).json()
     assert math.isfinite(body["logprob"])
+
+
+# -- the command ----------------------------------------------------------------------------------------------------
+
+
+def test_serve_command_loads_once_warns_off_loopback_and_hands_the_app_to_uvicorn(monkeypatch, capsys, tmp_path):
+    import uvicorn
+
+    from img2text2img.cli import main
+
+    seen = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.update(app=app, **kw))
+    port = free_port()
+    assert main(["serve", "--data", "shapes", "--host", "0.0.0.0", "--port", str(port), "--device", "cpu",
+                 "--max-batch", "3", "--report", str(tmp_path / "r.html")]) == 0
+    err = capsys.readouterr().err
+    assert "reachable" in err or "anyone who can reach" in err
+    assert (seen["host"], seen["port"]) == ("0.0.0.0", port)
+    health = TestClient(seen["app"]).get("/api/health").json()
+    assert health["models"]["captioner"]["name"] == "shapes-captioner" and health["max_batch"] == 3
+
+
+def test_serve_command_on_loopback_does_not_warn(monkeypatch, capsys):
+    import uvicorn
+
+    from img2text2img.cli import main
+
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: None)
+    assert main(["serve", "--data", "shapes", "--port", str(free_port()), "--device", "cpu"]) == 0
+    assert "warning" not in capsys.readouterr().err
+
+
+def test_serve_command_refuses_a_busy_port_in_one_line(capsys):
+    import socket
+
+    from img2text2img.cli import main
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        assert main(["serve", "--data", "shapes", "--port", str(s.getsockname()[1])]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: cannot listen on 127.0.0.1:") and "--port" in err and len(err.splitlines()) == 1
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
