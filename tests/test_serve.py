@@ -97,7 +97,26 @@ def test_the_page_is_one_offline_file(client):
 def test_openapi_documents_the_api(client):
     paths = client.get("/openapi.json").json()["paths"]
     assert {"/api/health", "/api/caption", "/api/tag", "/api/generate", "/api/roundtrip"} <= set(paths)
-    assert client.get("/docs").status_code == 200
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "openapi.json" in docs.text
+    # the errors it documents are the ones it gives
+    caption = paths["/api/caption"]["post"]["responses"]
+    assert {"400", "413", "422"} <= set(caption)
+    assert caption["422"]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorBody")
+
+
+def test_the_api_docs_work_offline(client):
+    pytest.importorskip("swagger_ui_bundle")
+    docs = client.get("/docs").text
+    assert "https://" not in docs and "http://" not in docs  # no CDN
+    for asset in ("/docs-assets/swagger-ui-bundle.js", "/docs-assets/swagger-ui.css"):
+        assert asset in docs and client.get(asset).status_code == 200
+    spec = client.get("/docs-spec/openapi.json").json()  # the 3.0 form Swagger UI 4 reads
+    assert spec["openapi"] == "3.0.3" and '"type": "null"' not in json.dumps(spec)
+    guidance = spec["components"]["schemas"]["GenerateRequest"]["properties"]["guidance"]
+    assert guidance["type"] == "number" and guidance["nullable"] is True
+    images = [v["properties"]["image"] for v in spec["components"]["schemas"].values() if "image" in v.get("properties", {})]
+    assert images and all(im["format"] == "binary" for im in images)
 
 
 def test_caption_gives_caption_tags_and_attention(client, models, circle):

@@ -258,6 +258,20 @@ def test_a_bad_request_shows_the_servers_message(browser):
     browser.js("document.getElementById('n').value = '4'; document.getElementById('draw-error').textContent = ''")
 
 
+def test_the_api_docs_render_offline(browser, server):
+    pytest.importorskip("swagger_ui_bundle", reason="the offline API docs need swagger-ui-bundle (the serve extra)")
+    browser.call("Page.navigate", url=server + "/docs")
+    try:
+        title = browser.wait_for("document.querySelector('.swagger-ui .info .title') && "
+                                 "document.querySelector('.swagger-ui .info .title').textContent", 30, "Swagger UI")
+        assert "img2text2img" in title
+        assert browser.js("document.querySelectorAll('.opblock').length") >= 5  # the five API endpoints
+    finally:
+        browser.call("Page.navigate", url=server + "/")
+        browser.wait_for("document.readyState === 'complete' && !document.getElementById('models')"
+                         ".textContent.startsWith('loading')", 30, "the page to load again")
+
+
 def test_phone_sized_window_has_no_sideways_scrolling(browser):
     browser.call("Emulation.setDeviceMetricsOverride", width=390, height=844, deviceScaleFactor=2, mobile=True)
     try:

@@ -12,6 +12,7 @@ from typing import Annotated
 
 from fastapi import FastAPI, File, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, Field, field_validator
 from starlette.exceptions import HTTPException
@@ -80,6 +81,19 @@ def validation_message(exc: RequestValidationError) -> str:
     return "; ".join(dict.fromkeys(parts)) or "invalid request"
 
 
+class ErrorBody(BaseModel):
+    error: str = Field(description="What was wrong, in one line.")
+
+
+def errors(*codes: int) -> dict:
+    """The error answers an endpoint can give, for the OpenAPI document (all `{"error": "..."}`)."""
+    why = {400: "Not an image, broken, or too many pixels (decompression bomb guard).",
+           413: f"Upload over {MAX_UPLOAD_BYTES // (1024 * 1024)} MB.",
+           422: "A missing or bad field: n over 16, an empty or over-long prompt, NaN or infinite numbers, ...",
+           503: "This server has no model of that kind loaded."}
+    return {c: {"model": ErrorBody, "description": why[c]} for c in codes}
+
+
 class Prompted(BaseModel):
     prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS, description="A sentence, e.g. 'a dog on grass'.",
                         examples=["a black dog runs through the grass"])
@@ -115,11 +129,58 @@ def read_upload(image: UploadFile) -> object:
         raise HTTPException(400, str(e)) from None
 
 
+def openapi_30(node):
+    """An OpenAPI 3.1 document (what FastAPI writes) in the 3.0 form the bundled Swagger UI 4 renders: `anyOf` with
+    null becomes `nullable`, a file field gets `format: binary` (so /docs offers a file picker)."""
+    if isinstance(node, list):
+        return [openapi_30(v) for v in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: openapi_30(v) for k, v in node.items()}
+    if out.get("openapi", "").startswith("3.1"):
+        out["openapi"] = "3.0.3"
+    options = out.get("anyOf")
+    if isinstance(options, list) and {"type": "null"} in options:
+        rest = [o for o in options if o != {"type": "null"}]
+        out.pop("anyOf")
+        out.update(rest[0] if len(rest) == 1 else {"anyOf": rest}, nullable=True)
+    if out.get("type") == "string" and "contentMediaType" in out:
+        out["format"] = "binary"
+    return out
+
+
+def add_docs(app: FastAPI) -> None:
+    """/docs: Swagger UI from the swagger-ui-bundle package when it is installed (the serve extra), so the API docs
+    work offline like the page; FastAPI's own page (its scripts from a CDN) otherwise. The bundle is Swagger UI 4,
+    which reads OpenAPI 3.0: it is given the same document in that form (/docs-assets/openapi.json)."""
+    try:
+        from swagger_ui_bundle import swagger_ui_path
+    except ImportError:
+        swagger_ui_path = None
+    assets, spec = {}, app.openapi_url
+    if swagger_ui_path is not None:
+        from fastapi.staticfiles import StaticFiles
+
+        spec = "/docs-spec/openapi.json"
+        app.mount("/docs-assets", StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
+        assets = {"swagger_js_url": "/docs-assets/swagger-ui-bundle.js", "swagger_css_url": "/docs-assets/swagger-ui.css",
+                  "swagger_favicon_url": "/docs-assets/favicon-32x32.png"}
+
+        @app.get(spec, include_in_schema=False)
+        def spec_30() -> JSONResponse:
+            return JSONResponse(openapi_30(app.openapi()))
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url=spec, title="img2text2img API", **assets)
+
+
 def create_app(models: ServedModels, report: str | Path | None = DEFAULT_REPORT) -> FastAPI:
     """The app over already loaded `models`; `report` is the round-trip report the page links to (when it exists)."""
-    app = FastAPI(title="img2text2img", version=__version__,
+    app = FastAPI(title="img2text2img", version=__version__, docs_url=None, redoc_url=None,
                   description="Caption and tag photos, draw pictures from sentences, and go around the loop. "
                               "Errors are JSON `{\"error\": \"...\"}` with a 4xx status.")
+    add_docs(app)
     app.state.models = models
     report_path = Path(report) if report else None
     page = resources.files("img2text2img.serve").joinpath("page.html").read_text(encoding="utf-8")
@@ -160,20 +221,23 @@ def create_app(models: ServedModels, report: str | Path | None = DEFAULT_REPORT)
                            "max_prompt_chars": MAX_PROMPT_CHARS},
                 "report": "/report" if report_exists() else None}
 
-    @app.post("/api/caption", summary="Caption a photo (with its tags and each word's attention map)")
+    @app.post("/api/caption", summary="Caption a photo (with its tags and each word's attention map)",
+              responses=errors(400, 413, 422, 503))
     def caption(image: Annotated[UploadFile, File(description="A photo: JPEG, PNG, WebP, GIF, BMP or TIFF.")],
                 attention: Annotated[bool, Query(description="Include each word's attention map.")] = True) -> dict:
         picture = read_upload(image)
         return models.caption(picture, attention=attention)
 
-    @app.post("/api/tag", summary="Tag a photo: [[tag, score], ...], best first")
+    @app.post("/api/tag", summary="Tag a photo: [[tag, score], ...], best first", responses=errors(400, 413, 422, 503))
     def tag(image: Annotated[UploadFile, File(description="A photo.")],
             top: Annotated[int, Query(ge=1, le=50, description="How many tags.")] = 10) -> dict:
         picture = read_upload(image)
         return models.tag(picture, top=top)
 
     @app.post("/api/generate", summary="Draw pictures for a sentence: one PNG grid",
-              response_class=Response, responses={200: {"content": {"image/png": {}}}})
+              response_class=Response,
+              responses={200: {"content": {"image/png": {}}, "description": "The pictures as one PNG grid."},
+                         **errors(422, 503)})
     def generate(req: GenerateRequest) -> Response:
         png, drawn = models.generate_png(req.prompt, n=req.n, seed=req.seed, guidance=req.guidance)
         headers = {"X-I2T-Ms": str(drawn.ms), "X-I2T-Count": str(len(drawn.images))}
@@ -181,7 +245,8 @@ def create_app(models: ServedModels, report: str | Path | None = DEFAULT_REPORT)
             headers["X-I2T-Warnings"] = json.dumps(drawn.warnings, ensure_ascii=True)
         return Response(png, media_type="image/png", headers=headers)
 
-    @app.post("/api/roundtrip", summary="Sentence -> drawing -> caption back, with BLEU against the sentence")
+    @app.post("/api/roundtrip", summary="Sentence -> drawing -> caption back, with BLEU against the sentence",
+              responses=errors(422, 503))
     def roundtrip(req: RoundTripRequest) -> dict:
         return models.roundtrip(req.prompt, seed=req.seed)
 
