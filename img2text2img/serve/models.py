@@ -100,7 +100,7 @@ class ServedModels:
     def need(self, kind: str):
         model = getattr(self, kind)
         if model is None:
-            raise ModelMissing(f"this server has no {kind} loaded (start it with --{kind} NAME|DIR)")
+            raise ModelMissing(f"this server has no {kind} loaded (start it with --{kind} NAME or DIR)")
         return model
 
     @contextmanager
