@@ -33,13 +33,16 @@ def tag(images: Sequence, model=None, top: int = 10, data: str | None = None, de
 
 
 def generate(prompts: str | Sequence[str], model=None, n: int = 1, seed: int = 0, rerank_with=None,
-             candidates: int = 8, guidance: float | None = None, data: str | None = None, device: str = "cpu"):
+             candidates: int = 8, guidance: float | None = None, data: str | None = None, device: str = "cpu",
+             steps: int | None = None):
     """Draw `n` 64x64 pictures per prompt as PIL images; the same seed gives the same pictures. With `rerank_with`
     (a captioner: name, folder or model) each picture is the best of `candidates` samples by that captioner.
-    `guidance` (pixel / vae / gan generators; None = the model's own): how far each sentence is drawn from the
-    average one."""
+    `guidance` (None = the model's own): pixel / vae / gan, how far each sentence is drawn from the average one;
+    diffusion, the classifier-free guidance scale. `steps` (diffusion only): denoising steps, fewer is faster.
+    Always the torch models (the CLI may use a model's exported ONNX graphs, which agree to 1/255)."""
     return generators.generate_images(prompts, model=model, n=n, seed=seed, rerank_with=rerank_with,
-                                      candidates=candidates, guidance=guidance, data=data, device=device)
+                                      candidates=candidates, guidance=guidance, data=data, device=device,
+                                      steps=steps)
 
 
 def shipped_models() -> list[dict]:

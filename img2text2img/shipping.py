@@ -10,14 +10,16 @@ from __future__ import annotations
 import datetime as dt
 import json
 import shlex
+import shutil
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
-from img2text2img.checkpoint import check_target, read_metrics
+from img2text2img.checkpoint import OWN_FILES, check_target, read_metrics
 from img2text2img.config import config_from_dict, config_to_dict
 from img2text2img.errors import I2TError
 from img2text2img.models import load_model, resolve_checkpoint_dir, weights_sha256
+from img2text2img.runtime import RUNTIME_DIR, has_runtime
 
 REPO = Path(__file__).resolve().parent.parent
 PRETRAINED = Path(__file__).resolve().parent / "pretrained"
@@ -88,13 +90,35 @@ def target_dir(name_or_dir: str | Path) -> Path:
     return PRETRAINED / s
 
 
+def drop_stale_graphs(out: Path, force: bool) -> bool:
+    """With `force`, remove the runtime graphs (onnx/) of a shipped folder about to be replaced, so the check sees
+    the checkpoint it replaces and no graph of the old weights is left; True when there were graphs."""
+    if not has_runtime(out):
+        return False
+    if all(p.name in OWN_FILES or p.name == RUNTIME_DIR for p in out.iterdir()):  # a shipped model and its graphs
+        if not force:
+            raise I2TError(f"{out} already holds a model; pass --force to replace it")
+        shutil.rmtree(out / RUNTIME_DIR)
+    return True
+
+
 def ship(model, out: str | Path, *, command: str | Sequence[str] | None = None, parents: Sequence[str | Path] = (),
-         metrics: dict | None = None, extra: dict | None = None, force: bool = False) -> Path:
+         metrics: dict | None = None, extra: dict | None = None, force: bool = False,
+         runtime: bool | None = None) -> Path:
     """Write `model` (any captioner, tagger or generator) as a shipped folder at `out` (a name or a folder):
-    weights in fp16 without training-only parts, its vocabulary, `metrics` and the provenance above."""
+    weights in fp16 without training-only parts, its vocabulary, `metrics` and the provenance above.
+
+    The runtime graphs (onnx/) are exported again from the shipped weights when `runtime` is True, or (None) when
+    the folder replaced had them and the model's kind has an export: graphs of other weights are never shipped."""
+    from img2text2img.runtime.export import export_runtime, exportable
+
     out = target_dir(out)
+    had_graphs = drop_stale_graphs(out, force)
     check_target(out, force)
-    return model.save(out, metrics=metrics, info=provenance(command, parents, extra), half=True, full=False)
+    path = model.save(out, metrics=metrics, info=provenance(command, parents, extra), half=True, full=False)
+    if runtime or (runtime is None and had_graphs and exportable(path)):
+        export_runtime(path, force=True)
+    return path
 
 
 def with_settings(model, settings: dict[str, str]):
@@ -138,9 +162,10 @@ def read_summary(path: Path) -> dict:
 
 
 def ship_run(run: str | Path, out: str | Path, *, settings: dict[str, str] | None = None,
-             force: bool = False) -> Path:
+             force: bool = False, runtime: bool | None = None) -> Path:
     """Ship a training run folder (its `best/`, else `last/`, or one of them named) with the command and parents its
-    summary recorded, and any inference `settings` changed."""
+    summary recorded, and any inference `settings` changed. The runtime graphs are exported again (from the fp16
+    weights, with the new settings) when the run's checkpoint or the folder replaced had them, or `runtime`."""
     run = Path(run)
     ckpt = resolve_checkpoint_dir(run)
     summary_file = run / "summary.json"
@@ -148,5 +173,7 @@ def ship_run(run: str | Path, out: str | Path, *, settings: dict[str, str] | Non
         summary_file = run.parent / "summary.json"
     summary = read_summary(summary_file) if summary_file.exists() else {}
     model = with_settings(load_model(ckpt), settings or {})
+    if runtime is None and has_runtime(ckpt):
+        runtime = True
     return ship(model, out, command=summary.get("command"), parents=summary.get("parents", []),
-                metrics=read_metrics(ckpt) or None, force=force)
+                metrics=read_metrics(ckpt) or None, force=force, runtime=runtime)

@@ -121,10 +121,12 @@ def test_preprocessing_is_torchvisions_to_the_bit_without_importing_it():
             assert torch.equal(ref(im), p.transform()(im))
 
 
-def test_captioning_shapes_imports_neither_torchvision_nor_timm_nor_onnx(tmp_path):
+def test_captioning_shapes_with_torch_imports_neither_torchvision_nor_timm_nor_onnx(tmp_path):
+    # the torch path (the torch-free one imports no torch at all: tests/test_integration.py)
     img = tmp_path / "a.png"
     render(*scene(0, seed=2)[:2]).save(img)
-    code = ("import sys; from img2text2img.cli import main; rc = main(['caption', sys.argv[1], '--data', 'shapes']);"
+    code = ("import sys; from img2text2img.cli import main; "
+            "rc = main(['caption', sys.argv[1], '--data', 'shapes', '--backend', 'torch']);"
             "heavy = sorted(m for m in ('torchvision', 'timm', 'onnx', 'onnxruntime', 'nltk', 'pycocoevalcap', "
             "'scipy') if m in sys.modules); print(rc, heavy)")
     out = subprocess.run([sys.executable, "-c", code, str(img)], capture_output=True, text=True, check=True).stdout

@@ -12,6 +12,7 @@ import typer
 from img2text2img.cli import app, eval_app, train_app
 from img2text2img.cli.output import (
     COMMAND_LINE,
+    BackendOption,
     BatchOption,
     DataOption,
     DeviceOption,
@@ -20,6 +21,8 @@ from img2text2img.cli.output import (
     inference_model,
     model_option,
     progress_bar,
+    runtime_model,
+    tsv_field,
     warn,
     write_run_summary,
 )
@@ -46,9 +49,20 @@ def caption(
                                           "photo's share of its batch's time).")] = False,
     batch_size: BatchOption = 32,
     device: DeviceOption = "auto",
+    backend: BackendOption = "auto",
 ) -> None:
-    """Write one caption per image, in the order given (folders: sorted by name). Folders are decoded in a thread
-    pool and captioned in batches; bad files are skipped and listed at the end (exit code 2)."""
+    """Write one caption per image, in the order given (folders: sorted by name), as FILE<TAB>CAPTION lines (a tab,
+    newline or backslash in a file name is written \\t, \\n, \\\\) or with --json as JSON lines. Folders are decoded
+    in a thread pool and captioned in batches; bad files are skipped and listed at the end (exit code 2)."""
+    rt = runtime_model("captioner", model, data, device, backend)
+    if rt is not None:  # the torch-free path: ONNX Runtime graphs, the search in numpy
+        inputs = ImageInputs(paths, prepare=rt.prepare)
+        with progress_bar(len(inputs), "captioning") as advance:
+            for batch, results, ms in runtime_batches(rt, inputs, beam, batch_size):
+                show_captions(batch, results, ms, as_json)
+                advance(len(batch))
+        inputs.finish("captioned")
+        return
     import time
 
     import torch
@@ -66,15 +80,45 @@ def caption(
         for batch in inputs.batches(chunk):
             t0 = time.perf_counter()
             results = run(cap, [img for _, img in batch], beam_size=beam, batch_size=batch_size)
-            ms = (time.perf_counter() - t0) * 1000.0 / len(batch)
-            for (f, _), r in zip(batch, results):
-                if as_json:
-                    print(json.dumps({"file": str(f), "caption": r.text, "logprob": round(r.logprob, 4),
-                                      "ms": round(ms, 1)}), flush=True)
-                else:  # plain print: tab-separated for `cut -f2`, where rich would expand the tab
-                    print(f"{f}\t{r.text}", flush=True)
+            show_captions(batch, results, (time.perf_counter() - t0) * 1000.0 / len(batch), as_json)
             advance(len(batch))
     inputs.finish("captioned")
+
+
+def show_captions(batch: list, results: list, ms: float, as_json: bool) -> None:
+    for (f, _), r in zip(batch, results):
+        if as_json:
+            print(json.dumps({"file": str(f), "caption": r.text, "logprob": round(r.logprob, 4),
+                              "ms": round(ms, 1)}), flush=True)
+        else:  # plain print: tab-separated for `cut -f2`, where rich would expand the tab
+            print(f"{tsv_field(f)}\t{r.text}", flush=True)
+
+
+def runtime_batches(rt, inputs: ImageInputs, beam: int | None, batch_size: int):
+    """(batch, captions, ms per photo) per batch of prepared images, in input order: the next batch is encoded on a
+    second thread while this one's beams are searched (ONNX Runtime and numpy release the GIL)."""
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+
+    with ThreadPoolExecutor(1, thread_name_prefix="i2t-encode") as pool:
+        pending = None
+        for batch in inputs.batches(batch_size):
+            t0 = time.perf_counter()
+            job = pool.submit(rt.encode_arrays, np.stack([x for _, x in batch]))
+            if pending is not None:
+                yield finish_batch(rt, *pending, beam)
+            pending = (batch, job, t0)
+        if pending is not None:
+            yield finish_batch(rt, *pending, beam)
+
+
+def finish_batch(rt, batch: list, job, t0: float, beam: int | None):
+    import time
+
+    results = rt.decode_features(*job.result(), beam_size=beam)
+    return batch, results, (time.perf_counter() - t0) * 1000.0 / len(batch)
 
 
 @train_app.command("captioner")

@@ -40,6 +40,10 @@ DataOption = Annotated[str | None, typer.Option(
     help="Which shipped model when no --model is given: flickr8k (real photos and sentences; the default) or "
          "shapes (the synthetic coloured shapes).")]
 BatchOption = Annotated[int, typer.Option(min=1, max=512, help="Images encoded together when there are many.")]
+BACKENDS = ("auto", "torch", "onnx")
+BackendOption = Annotated[str, typer.Option(
+    help="auto: the model's exported ONNX graphs (its onnx/ folder; no torch, a fast start) when it has them, the "
+         "device is the CPU and no torch-only option is set, else torch; torch; or onnx (an error when it cannot).")]
 PROGRESS_OVER = 50  # a progress bar for more images than this, when stderr is a terminal
 
 
@@ -58,6 +62,45 @@ def inference_model(kind: str, model: str | None, data: str | None, device: str)
     from img2text2img.models.names import resolve_model
 
     return load_model(resolve_model(model, kind, data), kind=kind, device=inference_device(device))
+
+
+def runtime_model(kind: str, model: str | None, data: str | None, device: str, backend: str = "auto",
+                  torch_only: str | None = None):
+    """The torch-free runtime model (`img2text2img.runtime`) when `--backend` allows it and it can run here, else
+    None (then `inference_model` loads the torch one).
+
+    auto takes the runtime only when the model folder has an onnx/ export, `--device` is surely the CPU and no
+    torch-only option (`torch_only` names it) is set; graphs exported from other weights fall back to torch with a
+    warning. onnx makes each of those a one-line error. Nothing here imports torch."""
+    from img2text2img.models import cpu_inference
+    from img2text2img.models.names import resolve_model
+    from img2text2img.runtime import has_runtime, load_runtime
+
+    choice = str(backend).strip().lower()
+    if choice not in BACKENDS:
+        raise I2TError(f"--backend {backend!r}: use {', '.join(BACKENDS)}")
+    if choice == "torch":
+        return None
+    folder = resolve_model(model, kind, data)
+    if choice == "onnx":
+        if torch_only:
+            raise I2TError(f"--backend onnx: {torch_only} needs torch; drop one of them")
+        if not cpu_inference(device):
+            raise I2TError(f"--backend onnx runs on the CPU; pass --device cpu (or --backend torch for {device})")
+        return load_runtime(folder, kind=kind)
+    if torch_only or not cpu_inference(device) or not has_runtime(folder):
+        return None
+    try:
+        return load_runtime(folder, kind=kind)
+    except I2TError as e:  # stale or damaged graphs: the torch model still works
+        warn(f"{e}; using torch")
+        return None
+
+
+def tsv_field(text: str) -> str:
+    """A file name as one field of a tab-separated line: backslash, tab, newline and carriage return escaped as
+    \\, \\t, \\n, \\r, so a name holding them cannot split or shift a line (undo with one unescape)."""
+    return str(text).replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
 
 
 @contextmanager
@@ -110,9 +153,10 @@ class ImageInputs:
     bounded window ahead of the model (Pillow decodes without the GIL), so memory stays flat on big folders. Shared by
     `i2t caption` and `i2t tag` so both behave the same."""
 
-    def __init__(self, paths: list, workers: int | None = None) -> None:
+    def __init__(self, paths: list, workers: int | None = None, prepare: Callable | None = None) -> None:
         from img2text2img.data import list_images  # PIL: only for the commands that read images
 
+        self.prepare = prepare  # applied to each image in the decode threads (the runtime's numpy preprocessing)
         self.files, skipped = list_images([str(p) for p in paths])
         self.failed: list[tuple[str, str]] = [(str(p), why) for p, why in skipped if why != "not an image file type"]
         self.workers = workers or max(1, min(4, os.cpu_count() or 1))
@@ -122,12 +166,12 @@ class ImageInputs:
     def __len__(self) -> int:
         return len(self.files)
 
-    @staticmethod
-    def decode(path: Path):
+    def decode(self, path: Path):
         from img2text2img.data import load_image
 
         try:
-            return path, load_image(path), None
+            img = load_image(path)
+            return path, (img if self.prepare is None else self.prepare(img)), None
         except Exception as e:  # noqa: BLE001 - one unreadable file is that file's failure line
             return path, None, decode_failure(path, e)
 

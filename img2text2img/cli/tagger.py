@@ -9,6 +9,7 @@ import typer
 
 from img2text2img.cli import app, eval_app, train_app
 from img2text2img.cli.output import (
+    BackendOption,
     BatchOption,
     DataOption,
     DeviceOption,
@@ -17,6 +18,8 @@ from img2text2img.cli.output import (
     inference_model,
     model_option,
     progress_bar,
+    runtime_model,
+    tsv_field,
     write_run_summary,
 )
 from img2text2img.cli.recipe import recipe_options
@@ -32,9 +35,23 @@ def tag_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON line per image: file, tags [[tag, score], ...].")] = False,
     batch_size: BatchOption = 32,
     device: DeviceOption = "auto",
+    backend: BackendOption = "auto",
 ) -> None:
-    """Print the tags of each image with their scores, in the order given (folders: sorted by name). Folders are
-    decoded in a thread pool and tagged in batches; bad files are skipped and listed at the end (exit code 2)."""
+    """Print the tags of each image with their scores, in the order given (folders: sorted by name), as
+    FILE<TAB>tag (score), ... lines (a tab, newline or backslash in a file name is written \\t, \\n, \\\\) or with
+    --json as JSON lines. Folders are decoded in a thread pool and tagged in batches; bad files are skipped and
+    listed at the end (exit code 2)."""
+    rt = runtime_model("tagger", model, data, device, backend)
+    if rt is not None:  # the torch-free path: ONNX Runtime graphs
+        import numpy as np
+
+        inputs = ImageInputs(paths, prepare=rt.prepare)
+        with progress_bar(len(inputs), "tagging") as advance:
+            for batch in inputs.batches(batch_size):
+                show_tags(batch, rt.predict_arrays(np.stack([x for _, x in batch]), top=top), as_json)
+                advance(len(batch))
+        inputs.finish("tagged")
+        return
     import torch
 
     from img2text2img.models.tagger.model import BulkTagger
@@ -43,14 +60,17 @@ def tag_cmd(
     tagger = BulkTagger(inference_model("tagger", model, data, device))
     with torch.inference_mode(), progress_bar(len(inputs), "tagging") as advance:
         for batch in inputs.batches(2 * batch_size):
-            rows = tagger([img for _, img in batch], top=top, batch_size=batch_size)
-            for (f, _), tags in zip(batch, rows):
-                if as_json:
-                    print(json.dumps({"file": str(f), "tags": [[t, round(s, 4)] for t, s in tags]}), flush=True)
-                else:  # plain print: tab-separated, where rich would expand the tab
-                    print(f"{f}\t" + ", ".join(f"{t} ({s:.2f})" for t, s in tags), flush=True)
+            show_tags(batch, tagger([img for _, img in batch], top=top, batch_size=batch_size), as_json)
             advance(len(batch))
     inputs.finish("tagged")
+
+
+def show_tags(batch: list, rows: list, as_json: bool) -> None:
+    for (f, _), tags in zip(batch, rows):
+        if as_json:
+            print(json.dumps({"file": str(f), "tags": [[t, round(s, 4)] for t, s in tags]}), flush=True)
+        else:  # plain print: tab-separated, where rich would expand the tab
+            print(f"{tsv_field(f)}\t" + ", ".join(f"{t} ({s:.2f})" for t, s in tags), flush=True)
 
 
 @train_app.command("tagger")

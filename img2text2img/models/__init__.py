@@ -26,6 +26,8 @@ MODEL_KINDS = {
     "tagger": ("img2text2img.models.tagger", "Tagger"),
     "generator": ("img2text2img.models.generator", "Generator"),
 }
+# a "generator" checkpoint whose config kind is "diffusion"
+DIFFUSION = ("img2text2img.models.diffusion", "DiffusionGenerator")
 
 
 @contextmanager
@@ -57,6 +59,26 @@ def weights_sha256(path: str | Path) -> str | None:
     return json.loads(cfg.read_text(encoding="utf-8")).get("weights_sha256") if cfg.exists() else None
 
 
+# Files that exist on a machine with an NVIDIA driver (Linux, WSL): what `may_have_cuda` looks for
+NVIDIA_FILES = ("/dev/nvidia0", "/dev/nvidiactl", "/proc/driver/nvidia/version", "/dev/dxg")
+
+
+def may_have_cuda() -> bool:
+    """Whether torch might see a CUDA GPU here, decided without importing torch (which costs seconds): an NVIDIA
+    driver's files exist and CUDA_VISIBLE_DEVICES does not hide every device. A False is certain enough to run on
+    the CPU without asking torch; a True is for torch (`inference_device`) to confirm."""
+    if os.environ.get("CUDA_VISIBLE_DEVICES", "unset").strip() in ("", "-1"):
+        return False
+    return any(Path(f).exists() for f in NVIDIA_FILES)
+
+
+def cpu_inference(device: str | None = "auto") -> bool:
+    """Whether `--device` surely means the CPU, without importing torch: `cpu`, or `auto` on a machine without an
+    NVIDIA driver. What the CLI asks before it takes the torch-free runtime."""
+    choice = ("auto" if device is None else str(device)).strip().lower()
+    return choice == "cpu" or (choice == "auto" and not may_have_cuda())
+
+
 def inference_device(device: str | None = "auto") -> str:
     """`auto` (or None) -> "cuda" when torch sees a GPU, else "cpu"; anything else is checked and returned. For
     inference only: training picks its device per rank (`train.engine.pick_device`)."""
@@ -85,6 +107,9 @@ def load_model(path: str | Path, kind: str | None = None, device: str = "cpu"):
     if ckpt.kind not in MODEL_KINDS:
         raise I2TError(f"{path}: unknown model kind {ckpt.kind!r}")
     module, cls = MODEL_KINDS[ckpt.kind]
+    if ckpt.kind == "generator" and isinstance(ckpt.config, dict) and ckpt.config.get("kind") == "diffusion":
+        # dispatched here, not in the generator package: models.diffusion imports models.generator.text
+        module, cls = DIFFUSION
     try:
         model = getattr(importlib.import_module(module), cls).from_checkpoint(ckpt)
     except ConfigError as e:  # a config.json value of the wrong type or range: name the file it is in

@@ -27,6 +27,7 @@ from img2text2img.runtime.load import RUNTIME_DIR, model_folder
 from img2text2img.version import __version__
 
 OPSET = 17
+EXPORTED_GENERATORS = ("pixel", "vae", "gan")  # a generator config's kinds that have an export
 CHECK_TOLERANCE = 1e-3  # largest difference allowed between a graph and its torch module on the example
 
 
@@ -62,6 +63,19 @@ def export_runtime(model_dir: str | Path, out: str | Path | None = None, *, forc
                          "sha256": {n: sha256_file(tmp / n) for n in sizes}})
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
     return manifest
+
+
+def exportable(model_dir: str | Path) -> bool:
+    """Whether the model in `model_dir` has a runtime export (read from its config.json, no model is loaded)."""
+    try:
+        meta = json.loads((model_folder(model_dir) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    if not isinstance(meta, dict):
+        return False
+    config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
+    return meta.get("kind") in ("captioner", "tagger") or (
+        meta.get("kind") == "generator" and config.get("kind", "pixel") in EXPORTED_GENERATORS)
 
 
 # -- the graphs ---------------------------------------------------------------------------------------------------
@@ -220,9 +234,9 @@ def export_generator(model, tmp: Path) -> dict:
     from torch import nn
 
     cfg = model.config
-    if cfg.kind == "scene":
-        raise I2TError("the scene generator stays on torch (its layout sampler and renderer are Python); "
-                       "only pixel, vae and gan generators are exported")
+    if cfg.kind not in EXPORTED_GENERATORS:
+        raise I2TError(f"the {cfg.kind} generator stays on torch (a scene's layout sampler and renderer are Python, "
+                       "a diffusion sampler loops over its UNet); only pixel, vae and gan generators are exported")
 
     class Draw(nn.Module):
         """`Generator.draw` with guidance as an input; guidance 1 takes the sentence vector as it is, as draw does."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import random
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -20,7 +20,6 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from img2text2img.checkpoint import checkpoint_exists, load_checkpoint
-from img2text2img.config import option
 from img2text2img.data import load_dataset
 from img2text2img.errors import I2TError
 from img2text2img.io import write_text_atomic
@@ -29,6 +28,7 @@ from img2text2img.models.diffusion.autoencoder import reconstruction_l1
 from img2text2img.models.diffusion.schedule import noised
 from img2text2img.models.encoders import IMAGENET_MEAN, IMAGENET_STD, create_encoder
 from img2text2img.models.generator.images import save_grid
+from img2text2img.train.diffusion_recipe import DiffusionRecipe
 from img2text2img.train.engine import StepContext, TrainConfig, TrainTask, fit, pick_device, seed_everything
 from img2text2img.train.generator_data import load_image_captions, sample_prompts, write_samples
 from img2text2img.vocab import Vocabulary, pad_batch
@@ -38,28 +38,6 @@ AE_DIR, DENOISER_DIR = "autoencoder", "denoiser"
 PERCEPTUAL_BLOCKS = (1, 3, 6)
 # Words that a mirror image would make false: pictures captioned with them are never flipped.
 SIDE_WORDS = ("left", "right")
-
-
-@dataclass
-class DiffusionRecipe:
-    """How a diffusion generator is trained (the network is the preset's; drawing settings are its inference)."""
-
-    preset: str = option("diffusion", "network preset: diffusion (photos) or diffusion-tiny (tests)")
-    ae_steps: int = option(750, "stage 1: autoencoder training steps", min=1)
-    ae_batch_size: int = option(32, "stage 1: pictures per step", min=1)
-    ae_lr: float = option(1e-3, "stage 1: peak learning rate", min=0.0)
-    perceptual_weight: float = option(1.0, "stage 1: weight of the MobileNetV2-feature term beside L1", min=0.0)
-    steps: int = option(6000, "stage 2: denoiser training steps", min=1)
-    batch_size: int = option(64, "stage 2: latents per step", min=1)
-    lr: float = option(4e-4, "stage 2: peak learning rate", min=0.0)
-    sentence_dropout: float = option(0.1, "stage 2: share of captions replaced by the empty prompt (for guidance)",
-                                     min=0.0, max=1.0)
-    ema_decay: float = option(0.999, "stage 2: decay of the weights' moving average that draws", min=0.0, max=1.0)
-    warmup_steps: int = option(200, "steps of linear learning-rate warm-up (each stage)", min=0)
-    ae_checkpoint_every: int = option(300, "stage 1: steps between checkpoints and reconstruction grids", min=1)
-    checkpoint_every: int = option(500, "stage 2: steps between checkpoints and sample grids", min=1)
-    hflip: bool = option(True, "mirror pictures at random (never ones whose caption says left or right)")
-    seed: int = option(0, "seed of the initial weights, the data order and the noise")
 
 
 # ---------------------------------------------------------------------------------------------------------------
