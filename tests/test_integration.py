@@ -17,7 +17,7 @@ import pytest
 import torch
 from PIL import Image
 
-import img2text2img.models as models
+from img2text2img import models
 from img2text2img.cli import main
 from img2text2img.data.shapes import render, scene
 from img2text2img.errors import I2TError
