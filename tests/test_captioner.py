@@ -231,7 +231,8 @@ def test_default_search_is_the_models_own_and_is_saved(shapes, tmp_path):
     assert search(loaded) == greedy
     # saved beside the network config, not in it
     record = json.loads((tmp_path / "cap" / "config.json").read_text())
-    assert record["inference"] == {"beam_size": 1, "length_alpha": 1.3} and "beam_size" not in record["config"]
+    assert {k: record["inference"][k] for k in ("beam_size", "length_alpha")} == {"beam_size": 1, "length_alpha": 1.3}
+    assert "beam_size" not in record["config"] and record["inference"]["open_vocab"] is False
 
 
 @pytest.mark.parametrize("decoder", DECODERS)

@@ -119,19 +119,22 @@ FEW_IMAGES = 8
 
 def caption(images: Sequence, model: str | Path | Captioner | None = None, beam_size: int | None = None,
             max_len: int | None = None, batch_size: int = 32, data: str | None = None,
-            device: str = "cpu") -> list[CaptionResult]:
+            device: str = "cpu", open_vocab: bool | None = None) -> list[CaptionResult]:
     """Caption images given as paths or PIL images. `model`: a shipped name, a folder or a loaded captioner; None
-    uses the shipped one for `data` (None: the Flickr8k captioner; "shapes" for the shapes pictures)."""
+    uses the shipped one for `data` (None: the Flickr8k captioner; "shapes" for the shapes pictures).
+    `open_vocab`: name objects the encoder's ImageNet head detects (None: the model's `settings.open_vocab`)."""
     cap = load_captioner(model, device=device, data=data)
-    return caption_loaded(cap, read_images(images), beam_size=beam_size, max_len=max_len, batch_size=batch_size)
+    return caption_loaded(cap, read_images(images), beam_size=beam_size, max_len=max_len, batch_size=batch_size,
+                          open_vocab=open_vocab)
 
 
 def caption_loaded(model: Captioner, images: Sequence, beam_size: int | None = None, max_len: int | None = None,
-                   batch_size: int = 32) -> list[CaptionResult]:
+                   batch_size: int = 32, open_vocab: bool | None = None) -> list[CaptionResult]:
     """Caption PIL images with a loaded captioner: a few at once with the plain encoder, more through the
     captioner's batched path (fast frozen encoder, encoding overlapped with decoding)."""
     if len(images) >= FEW_IMAGES:
-        return model.caption_images(images, beam_size=beam_size, max_len=max_len, batch_size=batch_size)
+        return model.caption_images(images, beam_size=beam_size, max_len=max_len, batch_size=batch_size,
+                                    open_vocab=open_vocab)
     if not images:
         return []
     enc = model.ensure_encoder()
@@ -140,7 +143,7 @@ def caption_loaded(model: Captioner, images: Sequence, beam_size: int | None = N
     with torch.inference_mode(), evaluating(model):
         x = torch.stack([tf(prepare_image(im)) for im in images]).to(device)
         pooled, grid = enc(x)
-        return model.decode_features(pooled, grid, beam_size=beam_size, max_len=max_len)
+        return model.decode_features(pooled, grid, beam_size=beam_size, max_len=max_len, open_vocab=open_vocab)
 
 
 def timed_caption(model: Captioner, image, beam_size: int | None = None) -> tuple[CaptionResult, float]:

@@ -81,6 +81,12 @@ class CaptionSettings:
     beam_size: int = option(3, "Beam width (1 = greedy).", min=1, max=20)
     length_alpha: float = option(0.7, "Beam search ranks finished captions by logprob / length ** length_alpha.",
                                  min=0.0)
+    # off for checkpoints that predate it, so their captions stay what they were (models/captioner/openvocab.py)
+    open_vocab: bool = option(False, "Name objects the encoder's ImageNet head is sure of when the caption lacks "
+                              "them (constrained beam search).")
+    open_vocab_threshold: float = option(0.6, "Detector confidence a word needs to be forced into the caption.",
+                                         min=0.0, max=1.0)
+    open_vocab_words: int = option(1, "At most this many detected words forced into one caption.", min=1, max=2)
 
     REMOVED: ClassVar[dict] = {"no_repeat_ngram": 0, "mirror_average": False}
 

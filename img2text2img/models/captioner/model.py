@@ -26,6 +26,7 @@ from img2text2img.errors import I2TError
 from img2text2img.models import evaluating
 from img2text2img.models.captioner.config import CaptionerConfig, CaptionSettings, migrate_config
 from img2text2img.models.captioner.decoders import DECODERS, EnsembleDecoder
+from img2text2img.models.captioner.openvocab import OpenVocab
 from img2text2img.models.captioner.search import beam_search, greedy_search
 from img2text2img.models.encoders import create_encoder
 from img2text2img.models.encoders.int8 import QuantizedEncoder
@@ -145,9 +146,9 @@ class Captioner(nn.Module):
 
     @torch.inference_mode()
     def decode_features(self, pooled: torch.Tensor, grid: torch.Tensor | None = None, beam_size: int | None = None,
-                        max_len: int | None = None) -> list[CaptionResult]:
+                        max_len: int | None = None, open_vocab: bool | None = None) -> list[CaptionResult]:
         """Caption a batch of encoder features: pooled [B, D], grid [B, N, D] (attention only). Greedy at beam 1;
-        `beam_size=None` is the model's own (`settings.beam_size`)."""
+        `beam_size=None` is the model's own (`settings.beam_size`); `open_vocab=None` too (`settings.open_vocab`)."""
         beam_size = self.settings.beam_size if beam_size is None else beam_size
         device = next(self.decoder.parameters()).device
         pooled = pooled.to(device, torch.float32)
@@ -161,6 +162,14 @@ class Captioner(nn.Module):
         for row, score in zip(ids.tolist(), lp.tolist()):
             toks = self.vocab.decode_tokens(row)
             out.append(CaptionResult(" ".join(toks), toks, float(score)))
+        if self.settings.open_vocab if open_vocab is None else open_vocab:
+            s = self.settings
+            if getattr(self, "_open_vocab", None) is None:  # a plain attribute: never a submodule or checkpoint key
+                self._open_vocab = OpenVocab(self)
+            new = self._open_vocab.redecode(pooled, grid, out, beam_size, max_len, s.open_vocab_threshold,
+                                            s.open_vocab_words)
+            for i, (toks, score) in new.items():
+                out[i] = CaptionResult(" ".join(toks), toks, score)
         return out
 
     @torch.inference_mode()
@@ -209,7 +218,7 @@ class Captioner(nn.Module):
 
     @torch.inference_mode()
     def caption_images(self, images: Sequence, beam_size: int | None = None, max_len: int | None = None,
-                       batch_size: int = 32) -> list[CaptionResult]:
+                       batch_size: int = 32, open_vocab: bool | None = None) -> list[CaptionResult]:
         """Caption PIL images (any size; the encoder's transform resizes them), `batch_size` at a time.
 
         With more than one batch, the next batch is encoded on a second thread while this one is decoded: the
@@ -220,7 +229,8 @@ class Captioner(nn.Module):
         out: list[CaptionResult] = []
         if len(batches) < 2:
             for batch in batches:
-                out.extend(self.decode_features(*self.encode_images(batch), beam_size=beam_size, max_len=max_len))
+                out.extend(self.decode_features(*self.encode_images(batch), beam_size=beam_size, max_len=max_len,
+                                                open_vocab=open_vocab))
             return out
         with ThreadPoolExecutor(1, thread_name_prefix="i2t-encode") as pool:
             pending = pool.submit(self.encode_images, batches[0])
@@ -228,7 +238,7 @@ class Captioner(nn.Module):
                 pooled, grid = pending.result()
                 if j + 1 < len(batches):
                     pending = pool.submit(self.encode_images, batches[j + 1])
-                out.extend(self.decode_features(pooled, grid, beam_size=beam_size, max_len=max_len))
+                out.extend(self.decode_features(pooled, grid, beam_size=beam_size, max_len=max_len, open_vocab=open_vocab))
         return out
 
     @torch.inference_mode()

@@ -1,4 +1,4 @@
-"""Decoding: greedy, batched beam search, and sampling (for self-critical training).
+"""Decoding: greedy, batched beam search, sampling (for self-critical training) and constrained beam search.
 
 Every decoder offers the same step interface (`init_state(pooled, grid)`, `step(state, prefix) -> logits, state`),
 so each search is written once. Shapes: B images, V vocabulary, state tensors [rows, ...].
@@ -10,7 +10,7 @@ import math
 import torch
 from torch import nn
 
-from img2text2img.vocab import END_ID, PAD_ID, START_ID
+from img2text2img.vocab import END_ID, PAD_ID, START_ID, UNK_ID
 
 
 def select_rows(state: dict[str, torch.Tensor], idx: torch.Tensor,
@@ -20,10 +20,12 @@ def select_rows(state: dict[str, torch.Tensor], idx: torch.Tensor,
 
 
 def never_emit(logp: torch.Tensor) -> torch.Tensor:
-    # <pad> and <start> are never targets; ruling them out keeps an undertrained model from emitting them.
+    # <pad> and <start> are never targets, and <unk> is a word nobody can read: the decoder used to drop it, leaving
+    # "a boy is holding a in his mouth". Masked after the softmax, so the other words keep their log-probabilities.
     logp = logp.clone()
     logp[:, PAD_ID] = -math.inf
     logp[:, START_ID] = -math.inf
+    logp[:, UNK_ID] = -math.inf
     return logp
 
 
@@ -144,3 +146,86 @@ def beam_search(decoder: nn.Module, pooled, grid, beam_size: int, max_len: int,
     for i, t in enumerate(best_ids):
         ids[i, :t.numel()] = t
     return ids, best_lp
+
+
+MAX_CONSTRAINTS = 2  # 2**C beams per image: four times the work of a plain beam search at two
+
+
+def constrained_beam_search(decoder: nn.Module, pooled, grid, constraints, beam_size: int, max_len: int,
+                            length_alpha: float = 0.7) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Constrained beam search (Anderson et al. 2017): the caption must contain one word of each constraint.
+
+    `constraints[b]` lists up to MAX_CONSTRAINTS constraints of image b, each a list of alternative word ids (any of
+    them satisfies it: "coffee" or "cup"). A finite-state machine whose state is the set of constraints met so far
+    keeps a beam of `beam_size` per state; a word moves a hypothesis to the state that adds the constraints it
+    meets. The result is the best hypothesis of the accepting state (all met), ranked as in `beam_search`.
+    -> (ids [B, L], summed logprob [B], met [B] bool: False where no hypothesis met all, ids then the best found).
+    """
+    B, k = pooled.shape[0], beam_size
+    if len(constraints) != B:
+        raise ValueError(f"{len(constraints)} constraint lists for {B} images")
+    if any(len(c) > MAX_CONSTRAINTS for c in constraints):
+        raise ValueError(f"at most {MAX_CONSTRAINTS} constraints per image")
+    dev = pooled.device
+    C = max((len(c) for c in constraints), default=0)
+    S = 2 ** C
+    R = S * k  # rows per image
+    state = decoder.init_state(pooled, grid)
+    V = None
+    # per image: the bits a word sets; constraints an image lacks count as met from the start
+    start_state = torch.zeros(B, dtype=torch.long, device=dev)
+    word_ids: list[list[tuple[int, int]]] = []
+    for b, cons in enumerate(constraints):
+        start_state[b] = sum(1 << j for j in range(len(cons), C))
+        word_ids.append([(j, int(w)) for j, alts in enumerate(cons) for w in alts])
+    state = select_rows(state, torch.arange(B, device=dev).repeat_interleave(R))  # [B*S*k, ...]
+    per_image = getattr(decoder, "per_image_state", frozenset())
+    prefix = torch.full((B * R, 1), START_ID, dtype=torch.long, device=dev)
+    scores = torch.full((B, S, k), -math.inf, device=dev)
+    scores[torch.arange(B, device=dev), start_state, 0] = 0.0
+    done = torch.zeros(B * R, dtype=torch.bool, device=dev)
+    lengths = torch.zeros(B * R, device=dev)
+    next_state = None  # [B, S, 1, V]: the state a word leads to from each state
+    for _ in range(max_len + 1):
+        logits, state = decoder.step(state, prefix)
+        logp = never_emit(torch.log_softmax(logits.float(), -1))  # [B*R, V]
+        if V is None:
+            V = logp.shape[-1]
+            bits = torch.zeros(B, V, dtype=torch.long, device=dev)
+            for b, pairs in enumerate(word_ids):
+                for j, w in pairs:
+                    if not 0 <= w < V:
+                        raise ValueError(f"constraint word id {w} is outside the vocabulary of {V}")
+                    bits[b, w] |= 1 << j
+            next_state = torch.arange(S, device=dev).view(1, S, 1, 1) | bits.view(B, 1, 1, V)
+        frozen = torch.full_like(logp, -math.inf)
+        frozen[:, PAD_ID] = 0.0
+        logp = torch.where(done[:, None], frozen, logp)
+        cand = scores.view(B, S, k, 1) + logp.view(B, S, k, V)  # [B, S, k, V]
+        new_scores, srcs, words = [], [], []
+        for t in range(S):
+            ct = torch.where(next_state == t, cand, torch.full_like(cand, -math.inf)).view(B, S * k * V)
+            sc, flat = ct.topk(k, dim=-1)  # [B, k]
+            new_scores.append(sc)
+            srcs.append(flat // V)  # (state, beam) of the source within the image
+            words.append(flat % V)
+        scores = torch.stack(new_scores, 1)  # [B, S, k]
+        src = (torch.arange(B, device=dev)[:, None, None] * R + torch.stack(srcs, 1)).view(-1)  # [B*R]
+        word = torch.stack(words, 1).view(-1)
+        state = select_rows(state, src, per_image)
+        prefix = torch.cat([prefix.index_select(0, src), word[:, None]], 1)
+        was_done = done.index_select(0, src)
+        lengths = lengths.index_select(0, src) + (~was_done).float()
+        done = was_done | (word == END_ID) | ~torch.isfinite(scores.view(-1))
+        if bool(done.all()):
+            break
+    norm = scores / lengths.view(B, S, k).clamp(min=1.0) ** length_alpha
+    norm = torch.where(torch.isfinite(scores), norm, torch.full_like(norm, -math.inf))
+    accept = norm[:, S - 1]  # [B, k]
+    met = torch.isfinite(accept).any(-1)
+    flat = torch.where(met[:, None], torch.full_like(norm.view(B, R), -math.inf), norm.view(B, R))
+    flat[:, (S - 1) * k:] = torch.where(met[:, None], accept, flat[:, (S - 1) * k:])
+    best = flat.argmax(-1)  # accepting state when possible, else the best hypothesis of any state
+    rows = torch.arange(B, device=dev) * R + best
+    ids = prefix.index_select(0, rows)[:, 1:]
+    return ids, scores.view(B, R).gather(1, best[:, None])[:, 0], met

@@ -1,0 +1,118 @@
+"""ImageNet logits -> plain caption words with calibrated confidences.
+
+The logits come from the encoder's own ImageNet head applied to the pooled features the captioner or tagger already
+computed (global average pooling is what the head reads), so detecting costs one 1280 x 1000 product per photo, not
+a second CNN pass. A word's raw score is the summed softmax probability of its classes; `calibration.json` maps it
+to "a person describing the photo would name this" by Platt scaling fitted on Flickr8k validation photos
+(scripts/openvocab_eval.py --calibrate), so detector scores and tagger scores mean the same thing.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from img2text2img.errors import I2TError
+from img2text2img.models.encoders import create_encoder
+from img2text2img.models.encoders.base import encoder_spec
+from img2text2img.openvocab.words import WordTable, load_word_table
+
+CALIBRATION = Path(__file__).with_name("calibration.json")
+# encoders whose ImageNet head is the exact published one (the others are approximations or have none)
+EXACT_HEADS = frozenset({"efficientnet_lite0", "mobilenet_v2"})
+
+
+@dataclass(frozen=True)
+class Detection:
+    word: str
+    score: float  # calibrated probability that the photo's description names the word
+    names: frozenset[str]  # caption tokens that count as naming it
+
+
+def has_imagenet_head(encoder: str) -> bool:
+    """Whether `encoder` ships an exact ImageNet head the detector can use."""
+    return encoder in EXACT_HEADS
+
+
+def read_calibration(encoder: str, path: Path = CALIBRATION) -> tuple[float, float]:
+    """(a, b) of p' = sigmoid(a * logit(p) + b) for this encoder; (1, 0), the raw score, when none was fitted."""
+    try:
+        table = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return 1.0, 0.0
+    entry = table.get(encoder) or {}
+    return float(entry.get("a", 1.0)), float(entry.get("b", 0.0))
+
+
+def fit_platt(scores: torch.Tensor, labels: torch.Tensor, steps: int = 200) -> tuple[float, float]:
+    """Platt scaling: (a, b) maximising the likelihood of 0/1 `labels` under sigmoid(a * logit(score) + b)."""
+    x = torch.logit(scores.double().clamp(1e-6, 1 - 1e-6))
+    y = labels.double()
+    ab = torch.tensor([1.0, 0.0], dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([ab], max_iter=steps, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = nn.functional.binary_cross_entropy_with_logits(ab[0] * x + ab[1], y)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    a, b = (float(v) for v in ab.detach())
+    if not (math.isfinite(a) and math.isfinite(b)):
+        raise I2TError("calibration did not converge (too few positive examples?)")
+    return a, b
+
+
+class WordDetector(nn.Module):
+    """pooled [B, D] features of encoder `name` -> word probabilities [B, W] over `table.words`."""
+
+    def __init__(self, name: str, table: WordTable | None = None, calibration: tuple[float, float] | None = None):
+        super().__init__()
+        if not has_imagenet_head(name):
+            raise I2TError(f"encoder {name} has no exact ImageNet head to name objects with "
+                           f"(open vocabulary needs one of: {', '.join(sorted(EXACT_HEADS))})")
+        self.name = name
+        self.spec = encoder_spec(name)
+        enc = create_encoder(name, keep_head=True)
+        self.model = enc.model.eval()  # the full classifier; only its head modules run here
+        self.table = table or load_word_table()
+        self.register_buffer("class_to_word", self.table.matrix(), persistent=False)
+        self.a, self.b = calibration or read_calibration(name)
+
+    @torch.no_grad()
+    def class_logits(self, pooled: torch.Tensor) -> torch.Tensor:
+        """pooled [B, D] -> ImageNet logits [B, 1000] (the head on a 1 x 1 map: pooling it again changes nothing)."""
+        dev = next(self.model.parameters()).device
+        return self.spec.head(self.model, pooled.float().to(dev)[:, :, None, None])
+
+    @torch.no_grad()
+    def raw_scores(self, pooled: torch.Tensor) -> torch.Tensor:
+        """[B, W]: summed class probabilities per word, before calibration."""
+        return torch.softmax(self.class_logits(pooled), -1) @ self.class_to_word
+
+    @torch.no_grad()
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        p = self.raw_scores(pooled).clamp(1e-6, 1 - 1e-6)
+        return torch.sigmoid(self.a * torch.logit(p) + self.b)
+
+    def detect(self, pooled: torch.Tensor, top: int = 5, min_score: float = 0.0) -> list[list[Detection]]:
+        """Per photo, up to `top` words scoring at least `min_score`, best first."""
+        probs = self(pooled)
+        out = []
+        for row in probs:
+            sc, idx = row.topk(min(top, row.numel()))
+            out.append([Detection(self.table.words[i], float(s), self.table.names(self.table.words[i]))
+                        for s, i in zip(sc.tolist(), idx.tolist()) if s >= min_score])
+        return out
+
+
+@lru_cache(maxsize=4)
+def word_detector(name: str) -> WordDetector:
+    """One detector per encoder name, built once (it loads the encoder's weight file for the head)."""
+    return WordDetector(name)

@@ -1,0 +1,172 @@
+"""Open vocabulary (#13): the search never writes <unk>, constrained beam search puts the asked word in, the
+ImageNet words table and detector, vocabulary extension (DCC) and the tag merge."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from img2text2img.models.captioner import beam_search, create_captioner, greedy_search, sample_search
+from img2text2img.models.captioner.openvocab import extend_vocabulary, missing_detections, nearest_known
+from img2text2img.models.captioner.search import constrained_beam_search, never_emit
+from img2text2img.models.tagger.openvocab import is_tag_word, merge_tags
+from img2text2img.openvocab import Detection, fit_platt, load_word_table, plural_forms
+from img2text2img.vocab import END_ID, PAD_ID, START_ID, UNK_ID, Vocabulary, WordVectors
+
+WORDS = ["a", "dog", "cat", "man", "ball", "runs", "on", "the", "grass", "red", "blue"]
+
+
+def tiny(decoder="lstm", unk_bias=0.0, seed=0):
+    torch.manual_seed(seed)
+    vocab = Vocabulary(["<pad>", "<start>", "<end>", "<unk>", *WORDS])
+    name = {"lstm": "small_cnn+lstm-tiny", "attention": "small_cnn+attention-tiny"}[decoder]
+    m = create_captioner(name, vocab, feature_dim=8).eval()
+    if unk_bias:
+        with torch.no_grad():
+            m.decoder.out.bias[UNK_ID] += unk_bias  # a model that loves <unk>, as undertrained ones do
+    return m
+
+
+def feats(b=3, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    grid = torch.randn(b, 4, 8, generator=g)
+    return grid.mean(1), grid
+
+
+def test_never_emit_masks_specials_and_keeps_other_logprobs():
+    logp = torch.log_softmax(torch.randn(2, 10), -1)
+    out = never_emit(logp)
+    assert torch.isinf(out[:, [PAD_ID, START_ID, UNK_ID]]).all()
+    assert torch.equal(out[:, END_ID:UNK_ID], logp[:, END_ID:UNK_ID]) and torch.equal(out[:, 4:], logp[:, 4:])
+
+
+@pytest.mark.parametrize("decoder", ["lstm", "attention"])
+def test_no_search_emits_unk_even_when_the_model_prefers_it(decoder):
+    m = tiny(decoder, unk_bias=20.0)
+    pooled, grid = feats()
+    grid = grid if decoder == "attention" else None
+    with torch.no_grad():
+        ids = [greedy_search(m.decoder, pooled, grid, 8)[0], beam_search(m.decoder, pooled, grid, 3, 8)[0],
+               sample_search(m.decoder, pooled, grid, 2, 8, generator=torch.Generator().manual_seed(0))[0],
+               constrained_beam_search(m.decoder, pooled, grid, [[[5]]] * 3, 3, 8)[0]]
+    for t in ids:
+        assert not (t == UNK_ID).any() and not (t == START_ID).any()
+
+
+@pytest.mark.parametrize("decoder", ["lstm", "attention"])
+def test_constrained_beam_search_includes_the_words(decoder):
+    m = tiny(decoder)
+    pooled, grid = feats()
+    grid = grid if decoder == "attention" else None
+    cat, ball, red = m.vocab.stoi["cat"], m.vocab.stoi["ball"], m.vocab.stoi["red"]
+    cons = [[[cat]], [[ball], [red]], []]  # one, two, and no constraint
+    with torch.no_grad():
+        ids, lp, met = constrained_beam_search(m.decoder, pooled, grid, cons, 3, 10)
+        plain, plain_lp = beam_search(m.decoder, pooled, grid, 3, 10)
+    assert met.all()
+    rows = [r.tolist() for r in ids]
+    assert cat in rows[0] and ball in rows[1] and red in rows[1]
+    # no constraint: the same search as a plain beam (same caption, same score)
+    assert m.vocab.decode_tokens(rows[2]) == m.vocab.decode_tokens(plain[2].tolist())
+    assert math.isclose(float(lp[2]), float(plain_lp[2]), rel_tol=1e-5)
+    # the score is the caption's own log-probability (teacher-forced check)
+    toks = torch.tensor([[START_ID, *[i for i in rows[0] if i != PAD_ID]]])
+    end = toks[0].tolist().index(END_ID) + 1 if END_ID in toks[0].tolist() else toks.shape[1]
+    with torch.no_grad():
+        logits, _ = m.decoder(pooled[:1], None if grid is None else grid[:1], toks[:, :end])
+    tf = torch.log_softmax(logits, -1).gather(2, toks[:, 1:end, None]).sum()
+    assert math.isclose(float(tf), float(lp[0]), rel_tol=1e-4, abs_tol=1e-4)
+
+
+def test_constrained_beam_search_alternatives_and_bad_input():
+    m = tiny()
+    pooled, _ = feats(1)
+    dog, cat = m.vocab.stoi["dog"], m.vocab.stoi["cat"]
+    with torch.no_grad():
+        ids, _, met = constrained_beam_search(m.decoder, pooled, None, [[[dog, cat]]], 3, 10)
+    assert met.all() and ({dog, cat} & set(ids[0].tolist()))
+    with pytest.raises(ValueError):
+        constrained_beam_search(m.decoder, pooled, None, [[[dog], [cat], [dog]]], 3, 10)
+    with pytest.raises(ValueError):
+        constrained_beam_search(m.decoder, pooled, None, [[[999]]], 3, 10)
+
+
+def test_word_table_names_what_the_issue_asks():
+    t = load_word_table()
+    assert len(t.classes) == 1000
+    assert t.words[t.classes[207][0]] == "dog" and t.words[t.classes[281][0]] == "cat"  # golden retriever, tabby
+    assert t.words[t.classes[985][0]] == "flower"  # daisy
+    assert {"coffee", "cup"} <= t.names(t.words[t.classes[967][0]])  # espresso
+    assert t.words[t.classes[817][0]] == "car" and t.classes[726] == ()  # sports car; carpenter's plane: no word
+    assert sum(1 for c in t.classes[151:269] if t.words[c[0]] == "dog") == 118
+    assert t.is_animal("dog") and not t.is_animal("car")
+    assert plural_forms("dog") == ("dog", "dogs") and plural_forms("bus")[1] == "buses"
+    assert plural_forms("man")[1] == "men" and plural_forms("puppy")[1] == "puppies"
+
+
+def test_platt_fit_recovers_a_known_calibration():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(4000, generator=g) * 0.98 + 0.01
+    truth = torch.sigmoid(2.0 * torch.logit(x) - 1.0)
+    y = (torch.rand(4000, generator=g) < truth).float()
+    a, b = fit_platt(x, y)
+    assert abs(a - 2.0) < 0.3 and abs(b + 1.0) < 0.3
+
+
+def test_missing_detections_skips_named_and_unsure_words():
+    dets = [Detection("dog", 0.9, frozenset({"dog", "dogs"})), Detection("cat", 0.8, frozenset({"cat", "cats"})),
+            Detection("cup", 0.3, frozenset({"cup"}))]
+    assert [d.word for d in missing_detections(dets, ["two", "dogs"], 0.5)] == ["cat"]
+    assert missing_detections(dets, ["a", "cat", "dog"], 0.5) == []
+
+
+def test_extend_vocabulary_copies_the_nearest_word_dcc():
+    m = tiny()
+    rng = np.random.default_rng(0)
+    base = {w: rng.normal(size=5).astype(np.float32) for w in WORDS + ["kitten"]}
+    base["kitten"] = base["cat"] + 0.01  # nearest known word: cat
+    vectors = WordVectors(list(base), np.stack(list(base.values())))
+    assert nearest_known("kitten", m.vocab, vectors)[0][0] == "cat"
+    ext, added = extend_vocabulary(m, ["kitten", "zzz", "dog"], vectors)
+    assert list(added) == ["kitten"] and ext.vocab.itos[-1] == "kitten" and len(ext.vocab) == len(m.vocab) + 1
+    k, cat = added["kitten"], m.vocab.stoi["cat"]
+    assert torch.equal(ext.decoder.out.weight[k], m.decoder.out.weight[cat])
+    assert torch.equal(ext.decoder.out.bias[k], m.decoder.out.bias[cat])
+    # the old words keep their weights, so the copy scores them as the original does
+    assert torch.equal(ext.decoder.out.weight[:len(m.vocab)], m.decoder.out.weight)
+    pooled, _ = feats(1)
+    with torch.no_grad():
+        ids, _, met = constrained_beam_search(ext.decoder, pooled, None, [[[k]]], 3, 10)
+    assert met.all() and "kitten" in ext.vocab.decode_tokens(ids[0].tolist())
+
+
+def test_tags_are_nouns_and_adjectives_merged_once():
+    assert not is_tag_word("wearing") and not is_tag_word("holding") and not is_tag_word("little")
+    assert is_tag_word("building") and is_tag_word("red") and is_tag_word("dog")
+    head = [("dogs", 0.4), ("wearing", 0.9), ("grass", 0.5)]
+    dets = [Detection("dog", 0.8, frozenset({"dog", "dogs"})), Detection("cat", 0.3, frozenset({"cat"}))]
+    assert merge_tags(head, dets) == [("dogs", 0.8), ("grass", 0.5), ("cat", 0.3)]
+    assert merge_tags(head, dets, top=1) == [("dogs", 0.8)]
+
+
+def test_detector_on_the_exact_head_if_weights_are_here():
+    from img2text2img.errors import I2TError
+    from img2text2img.openvocab import WordDetector
+
+    with pytest.raises(I2TError, match="ImageNet head"):
+        WordDetector("small_cnn")
+    try:
+        d = WordDetector("mobilenet_v2", calibration=(1.0, 0.0))
+    except I2TError:
+        pytest.skip("mobilenet_v2 weights not on this machine")
+    torch.manual_seed(0)
+    pooled = torch.rand(2, 1280)
+    raw = d.raw_scores(pooled)
+    assert raw.shape == (2, len(d.table.words)) and torch.all(raw.sum(1) <= 1.0 + 1e-5)
+    logits = d.class_logits(pooled)
+    dog_classes = [c for c, ws in enumerate(d.table.classes) if ws and d.table.words[ws[0]] == "dog"]
+    expect = torch.softmax(logits, -1)[:, dog_classes].sum(1)
+    assert torch.allclose(raw[:, d.table.words.index("dog")], expect, atol=1e-6)
+    assert d.detect(pooled, top=3)[0][0].score >= d.detect(pooled, top=3)[0][-1].score
