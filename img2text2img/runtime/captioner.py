@@ -20,7 +20,7 @@ from PIL import Image
 from img2text2img.errors import I2TError
 from img2text2img.runtime.graphs import Graph
 from img2text2img.runtime.images import Prepare
-from img2text2img.runtime.text import END_ID, PAD_ID, START_ID, Words
+from img2text2img.runtime.text import END_ID, PAD_ID, START_ID, UNK_ID, Words
 
 NEG_INF = np.float32(-np.inf)
 # A decoder step's products (a few rows) are too small to share out: waking ONNX Runtime's worker threads every
@@ -40,6 +40,7 @@ class CaptionResult:
 def never_emit(logp: np.ndarray) -> np.ndarray:
     logp[:, PAD_ID] = NEG_INF
     logp[:, START_ID] = NEG_INF
+    logp[:, UNK_ID] = NEG_INF  # as search.never_emit: a caption never holds <unk>
     return logp
 
 
