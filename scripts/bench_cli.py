@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """What a user waits for at the command line: cold start and folder throughput of `i2t`, timed from the shell.
 
-    python scripts/bench_cli.py --out docs/bench/cli.json [--photos 300] [--runs 3] [--data-dir DIR]
+    python scripts/bench_cli.py --out docs/bench/cli.json [--photos 300] [--runs 3] [--data-dir DIR] [--backends auto,torch]
 
 Cold start: the wall time of `i2t --help`, `i2t caption PHOTO`, `i2t tag PHOTO` and `i2t generate PROMPT -o x.png`
 as fresh processes with the shipped (default) models, median of `--runs`. Folder throughput: `i2t caption DIR` and
@@ -10,7 +10,9 @@ start-up is taken off by subtracting the median cold start of the same command o
 photos / (folder wall - one-photo wall). The first output line's time is recorded too (the fast encoder is built
 and the first batch done by then). Wall times on a shared machine stretch with its load (the JSON records the load
 average before and after); the CPU seconds (user + system) of each command stretch much less, so they are recorded
-too: on an idle machine with C cores a command takes at least cpu_s / C.
+too: on an idle machine with C cores a command takes at least cpu_s / C. Each of `--backends` is passed as
+`--backend` to caption, tag and generate (auto: the shipped models' ONNX graphs, without torch; torch: the torch
+models); the backends' runs alternate, so both paths are timed under the same load.
 """
 from __future__ import annotations
 
@@ -67,7 +69,10 @@ def timed(args: list[str], stream: bool = False) -> dict:
 
 
 def median_of(runs: int, args: list[str]) -> dict:
-    runs_ = [timed(args) for _ in range(runs)]
+    return summarised([timed(args) for _ in range(runs)])
+
+
+def summarised(runs_: list[dict]) -> dict:
     walls = [r["wall_s"] for r in runs_]
     return {"median_s": round(statistics.median(walls), 3), "runs_s": walls,
             "median_cpu_s": round(statistics.median(r["cpu_s"] for r in runs_), 3)}
@@ -92,6 +97,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--runs", type=int, default=3, help="cold-start runs per command (the median is reported)")
     ap.add_argument("--data-dir", default=None, help="the Flickr8k folder (default: $I2T_DATA, then ../shared)")
     ap.add_argument("--skip-folders", action="store_true", help="cold start only")
+    ap.add_argument("--backends", default="auto,torch",
+                    help="comma-separated --backend values of caption, tag and generate (auto, torch, onnx)")
     args = ap.parse_args(argv)
 
     from img2text2img.io import write_text_atomic
@@ -102,32 +109,37 @@ def main(argv: list[str] | None = None) -> dict:
                                 "load_average_before": [round(x, 2) for x in os.getloadavg()]},
                     "date": time.strftime("%Y-%m-%d"), "command": " ".join(["python", "scripts/bench_cli.py",
                                                                            *(argv if argv is not None else sys.argv[1:])])}
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    if not backends or any(b not in ("auto", "torch", "onnx") for b in backends):
+        raise I2TError(f"--backends {args.backends!r}: a comma-separated list of auto, torch, onnx")
     with tempfile.TemporaryDirectory(prefix="i2t-bench-") as tmp:
         png = Path(tmp) / "x.png"
-        cold = {
-            "help": [*i2t, "--help"],
-            "caption_photo": [*i2t, "caption", str(photos[0])],
-            "tag_photo": [*i2t, "tag", str(photos[0])],
-            "generate": [*i2t, "generate", PROMPT, "-o", str(png), "--force"],
-        }
-        result["cold_start"] = {k: median_of(args.runs, cmd) for k, cmd in cold.items()}
-        print(json.dumps(result["cold_start"]), flush=True)
+        folder = Path(tmp) / "photos"
+        folder.mkdir()
+        for p in photos:
+            (folder / p.name).symlink_to(p)
+        result["cold_start"] = {"help": median_of(args.runs, [*i2t, "--help"])}
+        runs: dict = {b: {"caption_photo": [], "tag_photo": [], "generate": []} for b in backends}
+        for _ in range(args.runs):  # backends alternate, run by run
+            for b in backends:
+                flag = ["--backend", b]
+                runs[b]["caption_photo"].append(timed([*i2t, "caption", str(photos[0]), *flag]))
+                runs[b]["tag_photo"].append(timed([*i2t, "tag", str(photos[0]), *flag]))
+                runs[b]["generate"].append(timed([*i2t, "generate", PROMPT, "-o", str(png), "--force", *flag]))
+        result["backends"] = {b: {"cold_start": {k: summarised(v) for k, v in runs[b].items()}} for b in backends}
+        print(json.dumps(result["cold_start"]), json.dumps(result["backends"]), flush=True)
         if not args.skip_folders:
-            folder = Path(tmp) / "photos"
-            folder.mkdir()
-            for p in photos:
-                (folder / p.name).symlink_to(p)
-            result["folders"] = {}
-            for verb in ("caption", "tag"):
-                run = timed([*i2t, verb, str(folder)], stream=True)
-                startup = result["cold_start"][f"{verb}_photo"]["median_s"]
-                run["photos"] = len(photos)
-                run["startup_s"] = startup
-                run["photos_per_s"] = round(len(photos) / max(1e-6, run["wall_s"] - startup), 2)
-                startup_cpu = result["cold_start"][f"{verb}_photo"]["median_cpu_s"]
-                run["cpu_s_per_photo"] = round((run["cpu_s"] - startup_cpu) / len(photos), 4)
-                result["folders"][verb] = run
-                print(verb, json.dumps(run), flush=True)
+            for b in backends:
+                folders = result["backends"][b]["folders"] = {}
+                for verb in ("caption", "tag"):
+                    run = timed([*i2t, verb, str(folder), "--backend", b], stream=True)
+                    one = result["backends"][b]["cold_start"][f"{verb}_photo"]
+                    run["photos"] = len(photos)
+                    run["startup_s"] = one["median_s"]
+                    run["photos_per_s"] = round(len(photos) / max(1e-6, run["wall_s"] - one["median_s"]), 2)
+                    run["cpu_s_per_photo"] = round((run["cpu_s"] - one["median_cpu_s"]) / len(photos), 4)
+                    folders[verb] = run
+                    print(b, verb, json.dumps(run), flush=True)
     result["machine"]["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(args.out, json.dumps(result, indent=2) + "\n")

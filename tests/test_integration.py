@@ -94,6 +94,8 @@ def test_diffusion_run_ships_with_its_settings(diffusion_run, tmp_path, capsys):
     assert isinstance(shipped, DiffusionGenerator)
     assert (shipped.settings.steps, shipped.settings.guidance) == (3, 1.5)
     assert not (out / "onnx").exists()  # a diffusion model has no export: it stays on torch
+    assert main(["generate", PROMPT, "--model", str(out), "--backend", "onnx", "-o", str(tmp_path / "o.png")]) == 2
+    one_line_error(capsys, "no ONNX export", "--backend torch")
     assert main(["generate", PROMPT, "--model", str(out), "-o", str(tmp_path / "s.png")]) == 0
 
 
@@ -172,7 +174,7 @@ def test_backend_refusals_are_one_line(photos, tmp_path, capsys, cpu_only, monke
     assert main(["caption", str(photos), "--data", "shapes", "--backend", "jax"]) == 2
     one_line_error(capsys, "--backend 'jax'")
     assert main(["generate", "a red circle", "--data", "shapes", "--backend", "onnx", "-o", out]) == 2
-    one_line_error(capsys, "export_runtime.py")  # the scene generator has no graphs
+    one_line_error(capsys, "no ONNX export")  # the scene generator stays on torch
     assert main(["generate", "a dog", "--backend", "onnx", "--rerank-with", "shapes-captioner", "-o", out]) == 2
     one_line_error(capsys, "--rerank-with needs torch")
     monkeypatch.setattr(models, "may_have_cuda", lambda: True)

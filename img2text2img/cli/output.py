@@ -87,6 +87,11 @@ def runtime_model(kind: str, model: str | None, data: str | None, device: str, b
             raise I2TError(f"--backend onnx: {torch_only} needs torch; drop one of them")
         if not cpu_inference(device):
             raise I2TError(f"--backend onnx runs on the CPU; pass --device cpu (or --backend torch for {device})")
+        from img2text2img.runtime.export import exportable
+
+        if not has_runtime(folder) and not exportable(folder):
+            raise I2TError(f"{folder}: this model has no ONNX export (scene and diffusion generators stay on torch); "
+                           "use --backend torch")
         return load_runtime(folder, kind=kind)
     if torch_only or not cpu_inference(device) or not has_runtime(folder):
         return None

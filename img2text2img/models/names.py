@@ -43,7 +43,8 @@ class ShippedModel:
         return (self.path / "config.json").exists()
 
     def size_bytes(self) -> int:
-        return sum(f.stat().st_size for f in self.path.iterdir() if f.is_file()) if self.path.is_dir() else 0
+        """On disk, with the runtime graphs (onnx/) when the folder has them."""
+        return sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file()) if self.path.is_dir() else 0
 
     def quality(self) -> str:
         """One line of test scores from the shipped metrics.json ('' when it has none)."""
