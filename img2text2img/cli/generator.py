@@ -86,11 +86,10 @@ def generate(
     device: DeviceOption = "auto",
     backend: BackendOption = "auto",
 ) -> None:
-    """Draw 64x64 pictures from sentences and write them as one PNG (one row per sentence).
-
-    Options by generator kind: --temperature and --guidance apply to pixel/vae/gan and diffusion (--temperature
-    also to scene), --steps to diffusion only, --rerank-with to any. A vae/pixel/gan model with an onnx/ export
-    draws without torch on the CPU (--backend)."""
+    """Draw 64x64 pictures from sentences and write them as one PNG (one row per sentence). Options by generator
+    kind: --temperature and --guidance apply to pixel/vae/gan and diffusion (--temperature also to scene), --steps
+    to diffusion only, --rerank-with to any. A vae/pixel/gan model with an onnx/ export draws without torch on the
+    CPU (--backend)."""
     import warnings
 
     from img2text2img.runtime.generator import PromptWarning as RuntimePromptWarning
