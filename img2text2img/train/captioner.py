@@ -168,10 +168,11 @@ class CaptionerTask(TrainTask):
             self.val_src = sources.get("val")
             self.val_imgs = self.val_src.images if self.val_src is not None else []
         else:
-            self.train_src = load_features(self.model, dataset, train_imgs, cache_dir)
+            self.train_src = load_features(self.model, dataset, train_imgs, cache_dir, progress=True)
             val = dataset.splits.get("val", [])
             self.val_imgs = val[: recipe.val_images] if recipe.val_images else val
-            self.val_src = load_features(self.model, dataset, self.val_imgs, cache_dir) if self.val_imgs else None
+            self.val_src = (load_features(self.model, dataset, self.val_imgs, cache_dir, progress=True)
+                            if self.val_imgs else None)
         L = self.model.config.max_len
         self.pairs = [(self.train_src.row[im], self.vocab.encode(c, max_len=L))
                       for im in train_imgs for c in dataset.captions.get(im, [])]
