@@ -6,7 +6,6 @@ fed to the generator without any re-mapping, and the round trip compares like wi
 from __future__ import annotations
 
 import json
-import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -19,19 +18,20 @@ from torch import nn
 from img2text2img import locations
 from img2text2img.errors import I2TError
 from img2text2img.io import sha256_text, write_text_atomic
+from img2text2img.words import (  # noqa: F401  (re-exported: the vocabulary's specials and tokenizer)
+    END,
+    END_ID,
+    PAD,
+    PAD_ID,
+    SPECIALS,
+    START,
+    START_ID,
+    UNK,
+    UNK_ID,
+    tokenize,
+)
 
-PAD, START, END, UNK = "<pad>", "<start>", "<end>", "<unk>"
-SPECIALS = (PAD, START, END, UNK)
-PAD_ID, START_ID, END_ID, UNK_ID = 0, 1, 2, 3
 VOCAB_FORMAT = 1
-
-# Words (any script), clitics split GloVe-style ("dog's" -> "dog", "'s"), every other symbol its own token.
-_TOKEN_RE = re.compile(r"[^\W_]+|'[^\W_]+|[^\w\s]|_", re.UNICODE)
-
-
-def tokenize(text: str) -> list[str]:
-    """Lowercase and split into words and punctuation; deterministic and needs no downloaded tokenizer data."""
-    return _TOKEN_RE.findall(text.lower())
 
 
 class Vocabulary:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import math
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,41 +19,13 @@ from img2text2img.errors import I2TError
 from img2text2img.io import write_bytes_atomic
 from img2text2img.runtime.captioner import saved_inference
 from img2text2img.runtime.graphs import Graph
-from img2text2img.runtime.text import PAD_ID, Words, tokenize
-
-MAX_PROMPT_CHARS = 10_000  # as models/generator/text.py
-
-
-class PromptWarning(UserWarning):
-    """A prompt was used but not as written (unknown words, truncated), as the torch generator's PromptWarning."""
+from img2text2img.runtime.text import PAD_ID, Words
+from img2text2img.words import MAX_PROMPT_CHARS, PromptWarning, prompt_tokens  # noqa: F401  (re-exported)
 
 
 def prompt_ids(texts: Sequence[str] | str, words: Words, max_tokens: int) -> np.ndarray:
     """`text.prepare_prompts` in numpy: prompts -> ids [B, T] (with <start>/<end>), padded with <pad>."""
-    if isinstance(texts, str):
-        texts = [texts]
-    if len(texts) == 0:
-        raise I2TError("no prompt given")
-    seqs = []
-    for text in texts:
-        if not isinstance(text, str) or not text.strip():
-            raise I2TError("empty prompt: give a sentence such as 'a red circle on the left'")
-        if len(text) > MAX_PROMPT_CHARS:
-            warnings.warn(f"prompt is {len(text):,} characters; only the first {MAX_PROMPT_CHARS:,} are read",
-                          PromptWarning, stacklevel=3)
-            text = text[:MAX_PROMPT_CHARS]
-        tokens = tokenize(text)
-        if not tokens:
-            raise I2TError(f"prompt {text[:40]!r} has no words")
-        if len(tokens) > max_tokens:
-            warnings.warn(f"prompt has {len(tokens)} words; only the first {max_tokens} are used", PromptWarning,
-                          stacklevel=3)
-            tokens = tokens[:max_tokens]
-        unknown = sorted({t for t in tokens if t not in words})
-        if unknown:
-            shown = ", ".join(unknown[:8]) + (" ..." if len(unknown) > 8 else "")
-            warnings.warn(f"words the generator has never seen (read as <unk>): {shown}", PromptWarning, stacklevel=3)
-        seqs.append(words.encode(tokens))
+    seqs = [words.encode(tokens) for tokens in prompt_tokens(texts, words, max_tokens)]
     ids = np.full((len(seqs), max(len(s) for s in seqs)), PAD_ID, dtype=np.int64)
     for i, s in enumerate(seqs):
         ids[i, :len(s)] = s

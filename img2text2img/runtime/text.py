@@ -1,24 +1,18 @@
 """Words without torch: a model folder's `vocab.json`, the toolkit's tokenizer, and ids back to words.
 
-These mirror `img2text2img.vocab` (which imports torch for its embedding module); tests/test_runtime.py checks that
-both tokenize and decode alike.
+The tokenizer and specials are `img2text2img.words`'s, as the vocabulary's are; tests/test_runtime.py checks that
+both decode alike.
 """
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterable
 from pathlib import Path
 
 from img2text2img.errors import I2TError
+from img2text2img.words import END_ID, PAD_ID, SPECIALS, START_ID, UNK_ID, tokenize  # noqa: F401  (re-exported)
 
-PAD_ID, START_ID, END_ID, UNK_ID = 0, 1, 2, 3
-NUM_SPECIALS = 4
-TOKEN_RE = re.compile(r"[^\W_]+|'[^\W_]+|[^\w\s]|_", re.UNICODE)  # as img2text2img.vocab tokenizes
-
-
-def tokenize(text: str) -> list[str]:
-    return TOKEN_RE.findall(text.lower())
+NUM_SPECIALS = len(SPECIALS)
 
 
 class Words:

@@ -1,7 +1,6 @@
 """The sentence side of every generator: prompts to token ids, and token ids to a sentence vector."""
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 
 import torch
@@ -9,13 +8,8 @@ from torch import nn
 
 from img2text2img.config import MAX_PER_PROMPT, MAX_TEMPERATURE, check_number
 from img2text2img.errors import I2TError
-from img2text2img.vocab import PAD_ID, SharedEmbedding, Vocabulary, pad_batch, tokenize
-
-MAX_PROMPT_CHARS = 10_000
-
-
-class PromptWarning(UserWarning):
-    """A prompt was used but not as written (unknown words, truncated); the CLI shows these as warnings."""
+from img2text2img.vocab import PAD_ID, SharedEmbedding, Vocabulary, pad_batch
+from img2text2img.words import MAX_PROMPT_CHARS, PromptWarning, prompt_tokens  # noqa: F401  (re-exported)
 
 
 class TextEncoder(nn.Module):
@@ -44,33 +38,8 @@ class TextEncoder(nn.Module):
 
 
 def prepare_prompts(texts: Sequence[str], vocab: Vocabulary, max_tokens: int) -> torch.Tensor:
-    """Prompts -> ids [B, T] (with <start>/<end>). Empty prompts are an error; unknown words and over-long prompts
-    are a `PromptWarning` (the picture is still drawn, from the words that are known / kept)."""
-    if isinstance(texts, str):
-        texts = [texts]
-    if len(texts) == 0:
-        raise I2TError("no prompt given")
-    seqs = []
-    for text in texts:
-        if not isinstance(text, str) or not text.strip():
-            raise I2TError("empty prompt: give a sentence such as 'a red circle on the left'")
-        if len(text) > MAX_PROMPT_CHARS:
-            warnings.warn(f"prompt is {len(text):,} characters; only the first {MAX_PROMPT_CHARS:,} are read",
-                          PromptWarning, stacklevel=3)
-            text = text[:MAX_PROMPT_CHARS]
-        tokens = tokenize(text)
-        if not tokens:
-            raise I2TError(f"prompt {text[:40]!r} has no words")
-        if len(tokens) > max_tokens:
-            warnings.warn(f"prompt has {len(tokens)} words; only the first {max_tokens} are used", PromptWarning,
-                          stacklevel=3)
-            tokens = tokens[:max_tokens]
-        unknown = sorted({t for t in tokens if t not in vocab})
-        if unknown:
-            shown = ", ".join(unknown[:8]) + (" ..." if len(unknown) > 8 else "")
-            warnings.warn(f"words the generator has never seen (read as <unk>): {shown}", PromptWarning, stacklevel=3)
-        seqs.append(vocab.encode(tokens))
-    return pad_batch(seqs)
+    """Prompts -> ids [B, T] (with <start>/<end>), checked as `words.prompt_tokens` says."""
+    return pad_batch([vocab.encode(tokens) for tokens in prompt_tokens(texts, vocab, max_tokens)])
 
 
 class PromptedSampling:
