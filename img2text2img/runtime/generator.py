@@ -7,8 +7,6 @@ The noise is torch's: `torch.randn(rows, z_dim, generator=torch.Generator().manu
 """
 from __future__ import annotations
 
-import io
-import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,7 +14,7 @@ import numpy as np
 from PIL import Image
 
 from img2text2img.errors import I2TError
-from img2text2img.io import write_bytes_atomic
+from img2text2img.grids import make_grid, save_grid  # noqa: F401  (re-exported: the CLI's torch-free grid)
 from img2text2img.runtime.captioner import saved_inference
 from img2text2img.runtime.graphs import Graph
 from img2text2img.runtime.text import PAD_ID, Words
@@ -131,36 +129,3 @@ def to_pil(images: np.ndarray) -> list[Image.Image]:
     """[B, 3, H, W] in [0, 1] -> RGB pictures, rounded as `generator.images.to_pil` rounds."""
     arr = np.round(np.clip(images, 0, 1) * np.float32(255)).astype(np.uint8).transpose(0, 2, 3, 1)
     return [Image.fromarray(np.ascontiguousarray(a), "RGB") for a in arr]
-
-
-def make_grid(images: Sequence[Image.Image], ncol: int | None = None, pad: int = 2,
-              background: int = 255) -> Image.Image:
-    """Pictures -> one picture, `ncol` per row (default near-square), laid out as `generator.images.make_grid`
-    lays them out (tests/test_integration.py checks both give the same pixels), without torch."""
-    images = list(images)
-    if not images:
-        raise I2TError("no images to put in a grid")
-    if len(images) == 1:
-        return images[0].copy()
-    ncol = ncol or math.ceil(math.sqrt(len(images)))
-    nrow = math.ceil(len(images) / ncol)
-    w, h = images[0].size
-    grid = Image.new("RGB", (ncol * w + (ncol + 1) * pad, nrow * h + (nrow + 1) * pad), (background,) * 3)
-    for i, im in enumerate(images):
-        r, c = divmod(i, ncol)
-        grid.paste(im.convert("RGB"), (pad + c * (w + pad), pad + r * (h + pad)))
-    return grid
-
-
-def save_grid(images: Sequence[Image.Image], path: str | Path, ncol: int | None = None, scale: int = 1) -> Path:
-    """Write pictures as one PNG atomically (`generator.images.save_grid` without torch); `scale` enlarges them
-    with nearest neighbour."""
-    grid = make_grid(images, ncol)
-    if scale > 1:
-        grid = grid.resize((grid.width * scale, grid.height * scale), Image.Resampling.NEAREST)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    buf = io.BytesIO()
-    grid.save(buf, format="PNG")
-    write_bytes_atomic(path, buf.getvalue())
-    return path
