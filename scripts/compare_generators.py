@@ -13,6 +13,9 @@ reader reads every drawing, and the JSON gives per seed and reader the normalise
 lower bound and the real-photo upper bound, which are captioned once per reader) and, for each generator against
 the first, the mean paired difference with its standard error over seeds and how many seeds it is ahead at.
 A generator spec is NAME=DIR[@GUIDANCE]; a reader is NAME=DIR, or NAME=shipped for the package's captioner.
+Any generator kind (pixel, vae, gan, diffusion); `--steps N` draws every diffusion generator in N denoising steps
+(the others have none), e.g. --generator vae=img2text2img/pretrained/generator_flickr8k
+--generator diffusion=runs/diffusion-flickr8k/denoiser/last --steps 25.
 `--rerank NAME=CAPTIONER` draws generator NAME best of `--candidates` by that captioner (`models.generator.rerank`); a
 reader with the reranker's weights does not read those drawings, so each reranked row is judged by another reader.
 """
@@ -68,10 +71,11 @@ def paired(a: list[float], b: list[float]) -> dict:
 
 def compare(data: str, split: str, limit: int, seeds: list[int], generators: list[tuple[str, str, float | None]],
             readers: list[tuple[str, str]], data_dir: str | None = None, batch_size: int = 32,
-            rerank: dict[str, str] | None = None, candidates: int = 8) -> dict:
+            rerank: dict[str, str] | None = None, candidates: int = 8, steps: int | None = None) -> dict:
     """Round trips of every generator read by every reader at every seed (see the module docstring). `rerank` maps
     a generator's name to a captioner folder that picks its best of `candidates` drawings (`models.generator.rerank`);
-    a reader with that captioner's weights does not read those drawings (it would score its own choice)."""
+    a reader with that captioner's weights does not read those drawings (it would score its own choice). `steps`:
+    the denoising steps of every diffusion generator (None: each one's own)."""
     import torch
     from tqdm import tqdm
 
@@ -80,6 +84,7 @@ def compare(data: str, split: str, limit: int, seeds: list[int], generators: lis
     from img2text2img.metrics.caption import corpus_bleu_scores
     from img2text2img.models import load_model, weights_sha256
     from img2text2img.models.generator import PromptWarning, reranked
+    from img2text2img.models.generator.api import generator_kind, with_steps
     from img2text2img.roundtrip import _normalise, default_model_dir, grey_image, model_functions, roundtrip_pairs
     from img2text2img.train.generator import guide
     from img2text2img.vocab import tokenize
@@ -98,6 +103,8 @@ def compare(data: str, split: str, limit: int, seeds: list[int], generators: lis
     gens, skip = {}, set()
     for name, path, g in generators:
         model = load_model(path, kind="generator")
+        if steps is not None and generator_kind(model) == "diffusion":
+            model = with_steps(model, steps)
         gens[name] = guide(model, g, data, data_dir) if g is not None else model
         if name in rerank:
             gens[name] = reranked(gens[name], rerank[name], candidates)
@@ -177,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="draw generator NAME best of --candidates, picked by this captioner (repeat; 'shipped' = the "
                          "package's); readers with its weights skip those drawings")
     ap.add_argument("--candidates", type=int, default=8, help="samples per picture for --rerank (default 8)")
+    ap.add_argument("--steps", type=int, default=None,
+                    help="denoising steps of every diffusion generator (default: each one's own; others have none)")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     ap.add_argument("--out", type=Path, required=True, help="JSON file to write")
     args = ap.parse_args(argv)
@@ -194,10 +203,11 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.time()
         rerank = dict(parse_spec(s, "rerank")[:2] for s in args.rerank)
         result = compare(args.data, args.split, args.limit, seeds, gens, readers, args.data_dir,
-                         rerank=rerank, candidates=args.candidates)
+                         rerank=rerank, candidates=args.candidates, steps=args.steps)
         result.update({
             "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
             "data": args.data, "split": args.split, "photos": args.limit, "seeds": seeds,
+            "steps": args.steps,
             "generators": {n: {"dir": p, "guidance": g, "reranker": rerank.get(n),
                                "candidates": args.candidates if n in rerank else None} for n, p, g in gens},
             "readers": {n: p for n, p in readers},

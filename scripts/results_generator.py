@@ -3,6 +3,8 @@
 
     python scripts/results_generator.py --model img2text2img/pretrained/generator --data shapes --out generator.json
     python scripts/results_generator.py --model RUN/last --data flickr8k --guidance 2.5 --out vae.json
+    python scripts/results_generator.py --model runs/diffusion-flickr8k/denoiser/last --data flickr8k --steps 25 \
+        --out diffusion.json
 
 - the Fréchet distance between one drawing per test image (from its first caption) and the real test images, in
   MobileNetV2 pooled features at 128 px (NOT the standard FID, whose Inception weights we do not have), with the
@@ -10,6 +12,7 @@
 - the round trip with the dataset's shipped captioner (or --judge): caption -> drawing -> caption BLEU, normalised
   between the captioner on a grey image and on the real photo (`evaluate_roundtrip`);
 - with --samples, a grid of the fixed sample prompts.
+Any generator kind (pixel, vae, gan, diffusion); `--steps` sets a diffusion generator's denoising steps.
 """
 from __future__ import annotations
 
@@ -45,13 +48,16 @@ def score(args: argparse.Namespace) -> dict:
     from img2text2img.data import load_dataset
     from img2text2img.models import load_model, resolve_checkpoint_dir
     from img2text2img.models.encoders import create_encoder
-    from img2text2img.models.generator import Generator, PromptWarning, reranked, save_grid
+    from img2text2img.models.generator import PromptWarning, reranked, save_grid
+    from img2text2img.models.generator.api import generator_kind, with_steps
     from img2text2img.roundtrip import default_model_dir, evaluate_roundtrip, model_functions
     from img2text2img.train.generator import evaluate_generator, guide, sample_prompts
 
     path = resolve_checkpoint_dir(args.model)
-    ck = load_checkpoint(path, kind="generator")  # read once: the model, and its step and training time
-    gen = Generator.from_checkpoint(ck)
+    ck = load_checkpoint(path, kind="generator")  # its training step and time
+    gen = load_model(path, kind="generator")  # any kind: load_model dispatches diffusion checkpoints
+    if args.steps is not None:
+        gen = with_steps(gen, args.steps)
     if args.guidance is not None:
         guide(gen, args.guidance, dataset_for(args.data))
     judge = args.judge or default_model_dir("captioner", args.data)
@@ -73,8 +79,9 @@ def score(args: argparse.Namespace) -> dict:
                       args.samples, ncol=4, scale=2)
     s = rt.scores
     return {
-        "model": model_id(path), "data": args.data, "kind": gen.config.kind,
-        "steps": ck.info.get("step"), "train_seconds": ck.metrics.get("train_seconds"),
+        "model": model_id(path), "data": args.data, "kind": generator_kind(gen),
+        "steps": ck.info.get("step"), "sampler_steps": getattr(gen.settings, "steps", None),
+        "train_seconds": ck.metrics.get("train_seconds"),
         "temperature": fr["temperature"], "guidance": gen.settings.guidance, "frechet": fr,
         "roundtrip": {"images": s["n_images"], "normalised_bleu4": s["normalised_bleu4"],
                       "normalised_bleu1": s["normalised_bleu1"], "bleu4": s["roundtrip"]["bleu4"],
@@ -82,7 +89,7 @@ def score(args: argparse.Namespace) -> dict:
                       "image_to_image": s.get("image_to_image")},
         "judge": model_id(judge),
         "reranker": {**model_id(args.rerank_with), "candidates": args.candidates} if args.rerank_with else None,
-        "command": "python scripts/results_generator.py " + " ".join(sys.argv[1:]),
+        "command": "python scripts/results_generator.py " + " ".join(args.argv),
         "machine": f"{platform.platform()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
                    f"{torch.get_num_threads()} threads",
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"), "seconds": round(time.time() - t0, 1),
@@ -100,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--temperature", type=float, default=None, help="draw at this temperature (default: the model's)")
     ap.add_argument("--guidance", type=float, default=None, help="draw with this guidance (default: the model's)")
+    ap.add_argument("--steps", type=int, default=None,
+                    help="denoising steps of a diffusion generator (default: the model's; an error for other kinds)")
     ap.add_argument("--judge", type=Path, default=None, help="captioner for the round trip (default: the shipped one)")
     ap.add_argument("--rerank-with", type=Path, default=None, metavar="CAPTIONER",
                     help="draw --candidates samples per picture and keep the one this captioner finds the sentence "
@@ -107,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--candidates", type=int, default=8, help="samples per picture with --rerank-with")
     ap.add_argument("--samples", type=Path, default=None, help="also write a PNG grid of the sample prompts here")
     args = ap.parse_args(argv)
+    args.argv = sys.argv[1:] if argv is None else list(argv)  # the command the JSON records, also when called in-process
     if args.threads:
         import torch
 
