@@ -82,11 +82,13 @@ def test_pixel_and_vae_loss_falls(shapes, preset, prior, ratio):
     assert fixed_recon() < ratio * start
 
 
-def test_gan_discriminator_learns_and_generator_moves(shapes):
+@pytest.mark.parametrize("extra", [{}, {"diff_augment": "color,translation,cutout", "gp_weight": 2.0}])
+def test_gan_discriminator_learns_and_generator_moves(shapes, extra):
     _, vocab, data = shapes
     torch.manual_seed(0)
     model = create_generator("gan-tiny", vocab).train()
-    objective = GeneratorLoss(recon_weight=0.5)
+    objective = GeneratorLoss(recon_weight=0.5, **extra)
+    g_advs = []
     g_opt = torch.optim.Adam(model.generator_parameters(), lr=2e-3, betas=(0.5, 0.999))
     d_opt = torch.optim.Adam(model.discriminator.parameters(), lr=2e-3, betas=(0.5, 0.999))
     before = model.decoder.to_rgb.weight.detach().clone()
@@ -101,8 +103,11 @@ def test_gan_discriminator_learns_and_generator_moves(shapes):
         g_loss.backward()
         g_opt.step()
         d_losses.append(logs["d"])
-        assert np.isfinite(logs["g_adv"]) and "recon" in logs
-    assert np.mean(d_losses[-4:]) < np.mean(d_losses[:4])  # hinge D loss starts near 2
+        g_advs.append(logs["g_adv"])
+        assert np.isfinite(logs["g_adv"]) and "recon" in logs and ("gp" in logs) == bool(extra)
+    if not extra:  # unregularised, the discriminator wins quickly; augmented and penalised it only moves
+        assert np.mean(d_losses[-4:]) < np.mean(d_losses[:4])  # hinge D loss starts near 2
+    assert np.ptp(d_losses) > 0.05 and np.ptp(g_advs) > 0.01  # the generator's loss moves with the game
     assert not torch.equal(before, model.decoder.to_rgb.weight)
 
 
@@ -200,8 +205,9 @@ def test_generate_images_grid_and_cli(shapes, tmp_path):
 def test_train_generator_with_engine_records_recipe_and_parents(shapes, tmp_path):
     ds, _, _ = shapes
     cfg = TrainConfig(out=str(tmp_path / "run"), max_steps=4, batch_size=8, checkpoint_every=2, progress=False)
-    summary = train_generator("gan-tiny", str(ds.root), cfg)
+    summary = train_generator(GeneratorRecipe(kind="gan-tiny", min_diversity=0.0), str(ds.root), cfg)
     assert summary["steps"] == 4 and summary["parents"] == [] and summary["recipe"]["kind"] == "gan-tiny"
+    assert (tmp_path / "run" / "diversity.jsonl").exists()  # logged even with the floor off
     assert (tmp_path / "run" / "last" / "samples.png").exists()
     assert (tmp_path / "run" / "samples" / "step000002.png").exists()
     model = load_model(tmp_path / "run")
@@ -396,3 +402,94 @@ def test_guidance_stretches_the_sentence_from_the_training_mean_and_is_a_saved_s
                  "-o", str(tmp_path / "f.png")]) == 2 and not (tmp_path / "f.png").exists()
     # the built-in shapes generator writes scenes: it has no guidance, and says so
     assert main(["generate", "a red circle", "--data", "shapes", "--guidance", "2", "-o", str(tmp_path / "s.png")]) == 2
+
+
+# -- the GAN's parts (#18): DiffAugment, MA-GP, EMA, the collapse watch -------------------------------------------
+
+def test_diff_augment_is_differentiable_and_seeded_alike_for_real_and_fake():
+    from img2text2img.models.generator.augment import diff_augment, parse_policy
+    real, fake = torch.rand(4, 3, 16, 16), torch.rand(4, 3, 16, 16, requires_grad=True)
+    a = diff_augment(real, "color,translation,cutout", torch.Generator().manual_seed(3))
+    b = diff_augment(real, "color,translation,cutout", torch.Generator().manual_seed(3))
+    assert torch.equal(a, b) and not torch.equal(a, real) and a.shape == real.shape
+    # the same seed moves real and drawn pictures the same way: on equal inputs the outputs are equal
+    f = diff_augment(fake, "translation,cutout", torch.Generator().manual_seed(5))
+    r = diff_augment(fake.detach().clone(), "translation,cutout", torch.Generator().manual_seed(5))
+    assert torch.equal(f.detach(), r)
+    f.sum().backward()
+    assert fake.grad is not None and fake.grad.abs().sum() > 0 and (fake.grad == 0).any()  # cut-out pixels get none
+    x = torch.zeros(1, 1, 8, 8)
+    x[0, 0, 4, 4] = 1
+    moved = diff_augment(x, "translation", torch.Generator().manual_seed(0))
+    assert moved.sum() <= 1 and parse_policy("none") == ()
+    with pytest.raises(I2TError, match="unknown DiffAugment part"):
+        parse_policy("color,blur")
+
+
+def test_ma_gradient_penalty_is_zero_centred_and_trains_the_discriminator(shapes):
+    from img2text2img.models.generator.losses import ma_gradient_penalty
+    _, vocab, data = shapes
+    torch.manual_seed(0)
+    model = create_generator("gan-tiny", vocab).train()
+    D = model.discriminator
+    _, (ids, images) = next(_batches(data, 1, bs=4))
+    x = images.clone().requires_grad_(True)
+    s = D.sentence(ids)
+    gp = ma_gradient_penalty(D.score(x, s), x, s)
+    assert gp > 0
+    gp.backward()
+    assert D.out.parametrizations.weight.original.grad.abs().sum() > 0
+    # zero-centred: a score that does not depend on picture or sentence costs nothing
+    x2, s2 = images.clone().requires_grad_(True), s.detach().requires_grad_(True)
+    flat = (x2 * 0).sum((1, 2, 3)) + (s2 * 0).sum(1) + 3.0
+    assert float(ma_gradient_penalty(flat, x2, s2)) == 0.0
+    # in the D loss, with DiffAugment on: the penalty is logged and the loss is finite
+    objective = GeneratorLoss(diff_augment="color,translation,cutout", gp_weight=2.0)
+    d_loss, g_fn = objective.gan(model, ids, images, torch.randn(4, model.config.z_dim))
+    d_loss.backward()
+    assert torch.isfinite(d_loss) and "gp" in g_fn()[1]
+
+
+def test_gan_run_saves_the_ema_logs_diversity_and_resumes(shapes, tmp_path):
+    ds, _, _ = shapes
+    recipe = GeneratorRecipe(kind="gan-tiny", ema=0.9, d_lr=4e-3, diversity_encoder="small_cnn", min_diversity=0.0)
+    cfg = TrainConfig(out=str(tmp_path / "run"), max_steps=6, batch_size=8, checkpoint_every=3, progress=False)
+    summary = train_generator(recipe, str(ds.root), cfg)
+    assert summary["steps"] == 6
+    ck = load_checkpoint(tmp_path / "run" / "last", kind="generator")
+    raw = {k[4:]: v for k, v in ck.state_dict.items() if k.startswith("raw.")}
+    assert raw and not any(k.startswith("discriminator.") for k in raw)
+    key = "decoder.to_rgb.weight"
+    assert not torch.equal(raw[key], ck.state_dict[key])  # the saved weights are the average, not the raw ones
+    model = load_model(tmp_path / "run")  # draws with the average
+    assert torch.equal(model.state_dict()[key], ck.state_dict[key].to(model.state_dict()[key].dtype))
+    lines = [json.loads(x) for x in (tmp_path / "run" / "diversity.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines] == [3, 6] and all(x["diversity"] >= 0 and x["diversity_real"] > 0 for x in lines)
+    cfg2 = TrainConfig(out=str(tmp_path / "run"), max_steps=8, batch_size=8, checkpoint_every=2, progress=False,
+                       resume=True)
+    assert train_generator(recipe, str(ds.root), cfg2)["steps"] == 8
+
+
+def test_gan_diversity_floor_stops_a_run(shapes, tmp_path):
+    ds, _, _ = shapes
+    recipe = GeneratorRecipe(kind="gan-tiny", diversity_encoder="small_cnn", min_diversity=1e6)
+    cfg = TrainConfig(out=str(tmp_path / "run"), max_steps=6, batch_size=8, checkpoint_every=2, progress=False)
+    with pytest.raises(I2TError, match="collapsed at step 2") as e:
+        train_generator(recipe, str(ds.root), cfg)
+    assert "\n" not in str(e.value) and (tmp_path / "run" / "last" / "samples.png").exists()
+
+
+def test_weight_ema_follows_raw_weights_and_skips_the_discriminator():
+    from img2text2img.train.gan import WeightEMA
+    net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
+    ema = WeightEMA(net, 0.5, skip="nothing.")
+    start = net[0].weight.detach().clone()
+    with torch.no_grad():
+        net[0].weight.add_(1.0)
+    ema.update(net)
+    assert torch.allclose(ema.shadow["0.weight"], start + 0.5)
+    with ema.applied(net):
+        assert torch.allclose(net[0].weight, start + 0.5)
+    assert torch.allclose(net[0].weight, start + 1.0)
+    with pytest.raises(I2TError, match="ema must be"):
+        WeightEMA(net, 1.0)

@@ -5,7 +5,9 @@ network it builds is the preset's `GeneratorConfig`, and the scene kind is train
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import json
 import time
 import warnings
 from pathlib import Path
@@ -31,6 +33,7 @@ from img2text2img.models.generator import (
 from img2text2img.models.generator.api import generator_kind, with_steps
 from img2text2img.train.engine import StepContext, TrainConfig, TrainTask, fit, seed_everything
 from img2text2img.train.engine import train_config as engine_train_config
+from img2text2img.train.gan import RAW_PREFIX, DiversityWatch, WeightEMA
 from img2text2img.train.generator_data import (
     SAMPLE_PROMPTS,
     ImageCaptionDataset,
@@ -125,14 +128,21 @@ def feature_loss(source: str | Path, weight: float = 1.0, size: int | None = Non
 
 
 class GeneratorTask(TrainTask):
-    """pixel / vae: one optimizer on `GeneratorLoss`; gan: alternating discriminator and generator steps."""
+    """pixel / vae: one optimizer on `GeneratorLoss`; gan: alternating discriminator and generator steps, the
+    discriminator at its own learning rate `d_lr`, an `ema` of the generator's weights that samples, checkpoints
+    and validation use, and an optional `watch` (`gan.DiversityWatch`) at each checkpoint."""
 
     kind = "generator"
     main_metric = None  # a generator's quality is judged from samples and the round trip, not one val number
 
     def __init__(self, model: Generator, train: ImageCaptions, loss: GeneratorLoss, val: ImageCaptions | None = None,
-                 seed: int = 0, augment=False, prompts: list[str] | None = None):
+                 seed: int = 0, augment=False, prompts: list[str] | None = None, d_lr: float | None = None,
+                 ema: float = 0.0, watch: DiversityWatch | None = None):
         self.model, self.vocab, self.objective = model, model.vocab, loss
+        gan = model.config.kind == "gan"
+        self.d_lr, self.watch = d_lr, watch if gan else None
+        self.ema = WeightEMA(model, ema) if gan and ema > 0 else None
+        self.diversity: dict[str, float] = {}
         self.train, self.val, self.seed, self.augment = train, val, seed, augment
         self.prompts = prompts or SAMPLE_PROMPTS["shapes"]
         self.mean_ids = pad_batch([c[0] for c in train.captions[:MEAN_SENTENCE_PICTURES]])
@@ -147,7 +157,7 @@ class GeneratorTask(TrainTask):
         m = self.model
         if m.config.kind == "gan":  # DCGAN practice: beta1 = 0.5 for both players
             return {"gen": torch.optim.Adam(m.generator_parameters(), lr=cfg.lr, betas=(0.5, 0.999)),
-                    "disc": torch.optim.Adam(m.discriminator.parameters(), lr=cfg.lr, betas=(0.5, 0.999))}
+                    "disc": torch.optim.Adam(m.discriminator.parameters(), lr=self.d_lr or cfg.lr, betas=(0.5, 0.999))}
         return {"main": torch.optim.AdamW(m.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)}
 
     def loss(self, model, batch):
@@ -169,7 +179,13 @@ class GeneratorTask(TrainTask):
         ctx.backward_step(d_loss, "disc")
         g_loss, logs = g_fn()
         ctx.backward_step(g_loss, "gen")
-        return {"loss": float(g_loss.detach()), **logs}
+        if self.ema is not None:
+            self.ema.update(m, step)
+        return {"loss": float(g_loss.detach()), **logs, **{k: v for k, v in self.diversity.items() if k == "diversity"}}
+
+    def drawing(self):
+        """Within: the model draws with the weights a checkpoint saves (the EMA's, when there is one)."""
+        return self.ema.applied(self.model) if self.ema is not None else contextlib.nullcontext(self.model)
 
     def evaluate(self, model) -> dict[str, float]:
         """Mean pixel MSE on (up to 256) validation images, drawing from z = 0: a cheap trend line, nothing more."""
@@ -178,18 +194,38 @@ class GeneratorTask(TrainTask):
         n = min(256, len(self.val.captions))
         ids = pad_batch([c[0] for c in self.val.captions[:n]])
         dev = next(model.parameters()).device
-        fake = model(ids.to(dev)).fake
+        with self.drawing():  # (model is self.model, maybe on another device)
+            fake = model(ids.to(dev)).fake
         real = self.val.images[:n].float().to(dev) / 255.0
         return {"val_mse": float(((fake - real) ** 2).mean())}
 
     def checkpoint_state(self) -> dict[str, torch.Tensor]:
         # Every checkpoint carries the mean sentence of its own text encoder, so guidance works on any of them;
         # it is never trained on, so fitting it here changes nothing in the run.
-        self.model.fit_sentence_mean(self.mean_ids)
-        return self.model.state_dict()
+        if self.ema is None:
+            self.model.fit_sentence_mean(self.mean_ids)
+            return self.model.state_dict()
+        with self.drawing():
+            self.ema.shadow["sentence_mean"].copy_(self.model.fit_sentence_mean(self.mean_ids))
+        return self.ema.checkpoint_state(self.model)
+
+    def load_checkpoint_state(self, state: dict[str, torch.Tensor]) -> None:
+        if self.ema is not None:
+            self.ema.load_checkpoint_state(self.model, state)
+        else:  # a run resumed without --ema trains on on the raw weights
+            raw = {k[len(RAW_PREFIX):]: v for k, v in state.items() if k.startswith(RAW_PREFIX)}
+            self.model.load_state_dict({**{k: v for k, v in state.items() if not k.startswith(RAW_PREFIX)}, **raw})
 
     def on_checkpoint(self, path: Path, step: int) -> None:
-        write_samples(self.model, self.prompts, path, step)
+        with self.drawing():
+            write_samples(self.model, self.prompts, path, step)
+            if self.watch is None or self.diversity.get("step") == step:  # best/ of the same step: measured
+                return
+            self.diversity = {"step": step, **self.watch.measure(self.model)}
+        line = {**self.diversity, "prompt": self.watch.prompt, "theme": self.watch.word}
+        with open(Path(path).parent / "diversity.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(line) + "\n")
+        self.watch.check(self.diversity, step)
 
 
 def build_model(recipe: GeneratorRecipe, ds, cfg: TrainConfig, init_from: str | Path | None) -> tuple[Generator, bool]:
@@ -221,7 +257,9 @@ def build_model(recipe: GeneratorRecipe, ds, cfg: TrainConfig, init_from: str | 
         model = Generator(dataclasses.replace(parent.config, prior=recipe.prior if wanted == "vae" else "standard"),
                           vocab=parent.vocab)
         # a learned prior added here starts as N(0, I) (zero last layer), so the model draws what it drew
-        missing, unexpected = model.load_state_dict(ck.state_dict, strict=False)
+        # an EMA-trained parent starts the run from its averaged weights (its raw ones are left)
+        state = {k: v for k, v in ck.state_dict.items() if not k.startswith(RAW_PREFIX)}
+        missing, unexpected = model.load_state_dict(state, strict=False)
         missing = [k for k in missing if not k.startswith("prior_net.") and k != "sentence_mean"]
         if missing or unexpected:
             raise I2TError(f"{init_from}: weights do not fit (missing {missing[:3]}, unexpected {unexpected[:3]})")
@@ -259,10 +297,18 @@ def train_generator(recipe: GeneratorRecipe | str, data: str, cfg: TrainConfig, 
     feats = None
     if recipe.perceptual is not None:
         feats = feature_loss(recipe.perceptual, recipe.perceptual_weight, recipe.perceptual_size)
+    gan = kind == "gan"
     objective = GeneratorLoss(recipe.recon_loss, recipe.beta, 0 if trained_code else recipe.kl_warmup,
-                              recipe.recon_weight, feats)
+                              recipe.recon_weight, feats, recipe.diff_augment if gan else "",
+                              recipe.gp_weight if gan else 0.0)
+    prompts = sample_prompts(data, ds)
+    watch = None
+    if gan and (recipe.min_diversity > 0 or recipe.diversity_encoder != "none"):
+        texts = train.texts or [[model.vocab.decode(c) for c in caps] for caps in train.captions]
+        watch = DiversityWatch(prompts[0], train.images, texts, recipe.diversity_encoder, recipe.min_diversity,
+                               check_from=(cfg.max_steps or recipe.steps) // 10)
     task = GeneratorTask(model, train, objective, val, seed=cfg.seed, augment=generator_augment(recipe.augment, ds),
-                         prompts=sample_prompts(data, ds))
+                         prompts=prompts, d_lr=recipe.d_lr, ema=recipe.ema if gan else 0.0, watch=watch)
     summary = fit(task, cfg)
     summary.update({"recipe": dataclasses.asdict(recipe), "parents": [str(init_from)] if init_from else [],
                     "data": ds.provenance()})

@@ -38,6 +38,19 @@ class GeneratorRecipe:
     augment: str = option("auto", "pixel/vae/gan: augment training pictures, comma-separated: flip, rot90, "
                           "rotate[=15], shear[=10], zoom[=0.1]; auto = flip for photos, none for the shapes set. A "
                           "caption naming left/right is never mirrored, one naming a direction never turned.")
+    d_lr: float | None = option(None, "gan: the discriminator's peak learning rate (two time-scale updates, e.g. "
+                                "4x --lr; default: --lr).", min=0.0)
+    ema: float = option(0.999, "gan: decay of the moving average of the generator's weights that samples and "
+                        "checkpoints use (0 = off, draw with the raw weights).", min=0.0, max=0.99999)
+    diff_augment: str = option("color,translation,cutout", "gan: DiffAugment on every picture the discriminator "
+                               "sees, real and drawn: any of color, translation, cutout, or none.")
+    gp_weight: float = option(2.0, "gan: weight of the matching-aware zero-centred gradient penalty on real "
+                              "pictures with their sentences (DF-GAN's MA-GP; 0 = off).", min=0.0)
+    min_diversity: float = option(0.1, "gan: stop when 8 drawings of one prompt are less varied than this fraction "
+                                  "of 8 real photos of its theme, checked at each checkpoint after the first tenth of the steps "
+                                  "(0 = off).", min=0.0)
+    diversity_encoder: str = option("mobilenet_v3_small", "gan: the encoder whose pooled features measure "
+                                    "diversity (logged at each checkpoint to diversity.jsonl); none = no watch.")
     fit_pictures: int = option(3000, "scene: training pictures the palette and sprite templates are fitted to.", min=1)
 
 
@@ -45,7 +58,8 @@ class GeneratorRecipe:
 ONLY_FOR = {"z_dim": ("vae", "gan"), "prior": ("vae",), "beta": ("vae",), "kl_warmup": ("vae",),
             "recon_weight": ("gan",), "recon_loss": ("pixel", "vae", "gan"), "glove": ("pixel", "vae", "gan"),
             "perceptual": ("pixel", "vae"), "perceptual_weight": ("pixel", "vae"), "perceptual_size": ("pixel", "vae"),
-            "fit_pictures": ("scene",), "augment": ("pixel", "vae", "gan")}
+            "fit_pictures": ("scene",), "augment": ("pixel", "vae", "gan"), "d_lr": ("gan",), "ema": ("gan",),
+            "diff_augment": ("gan",), "gp_weight": ("gan",), "min_diversity": ("gan",), "diversity_encoder": ("gan",)}
 
 
 def check_recipe(recipe: GeneratorRecipe, kind: str) -> None:

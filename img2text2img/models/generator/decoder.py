@@ -81,6 +81,15 @@ class Discriminator(nn.Module):
         self.out = sn(nn.Linear(c * self.side * self.side, 1))
 
     def forward(self, images: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        return self.score(images, self.sentence(ids))
+
+    def sentence(self, ids: torch.Tensor) -> torch.Tensor:
+        """ids [B, T] -> the discriminator's sentence vectors [B, 128] (split out so the gradient penalty can
+        differentiate with respect to them, as DF-GAN's matching-aware penalty does)."""
+        return self.text_proj(self.text(ids))
+
+    def score(self, images: torch.Tensor, sentence: torch.Tensor) -> torch.Tensor:
+        """(images [B, 3, 64, 64] in [0, 1], sentence vectors [B, 128]) -> scores [B]."""
         f = self.features(images * 2 - 1)  # B x C x s x s
-        t = self.text_proj(self.text(ids))[:, :, None, None].expand(-1, -1, f.shape[2], f.shape[3])
+        t = sentence[:, :, None, None].expand(-1, -1, f.shape[2], f.shape[3])
         return self.out(self.joint(torch.cat([f, t], 1)).flatten(1)).squeeze(1)  # B

@@ -4,7 +4,8 @@
 - `vae`:   conditional VAE; a conv image encoder gives q(z | image, sentence), the decoder draws from (z, sentence).
   The prior is N(0, I) or, with `prior="learned"`, predicted from the sentence, so z carries only what the
   sentence leaves open. Sampling lets the model commit to one layout instead of averaging all a sentence allows.
-- `gan`:   conditional DCGAN against a spectral-norm, matching-aware discriminator (hinge loss; `losses.py`).
+- `gan`:   conditional DCGAN against a spectral-norm, matching-aware discriminator (hinge loss, DiffAugment and a
+  matching-aware gradient penalty; `losses.py`); a run saves the moving average of its weights (`train/gan.py`).
 
 Any kind can draw with `guidance` g > 1 (a draw setting, see `decode`). The scene kind is `scene.SceneGenerator`.
 """
@@ -29,7 +30,8 @@ from img2text2img.models.generator.text import PromptedSampling, TextEncoder
 from img2text2img.vocab import Vocabulary
 
 # weights only training needs: a shipped (drawing-only) checkpoint leaves them out
-TRAINING_ONLY = ("discriminator.", "image_encoder.", "posterior.")
+# ("raw.": a GAN run's un-averaged weights, which resuming trains on; the saved ones are their moving average)
+TRAINING_ONLY = ("discriminator.", "image_encoder.", "posterior.", "raw.")
 
 
 class Drawing(NamedTuple):
@@ -195,6 +197,7 @@ class Generator(PromptedSampling, nn.Module):
         # A drawing-only checkpoint leaves out the training-only parts; one saved before guidance existed has no
         # mean sentence (it stays zero, and guidance says so).
         missing = [k for k in missing if not k.startswith(TRAINING_ONLY) and k != "sentence_mean"]
+        unexpected = [k for k in unexpected if not k.startswith("raw.")]
         if missing or unexpected:
             raise I2TError(f"{ckpt.path}: weights do not match the generator config "
                            f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
