@@ -493,3 +493,18 @@ def test_weight_ema_follows_raw_weights_and_skips_the_discriminator():
     assert torch.allclose(net[0].weight, start + 1.0)
     with pytest.raises(I2TError, match="ema must be"):
         WeightEMA(net, 1.0)
+
+
+def test_mode_seeking_term_pays_for_drawings_that_follow_the_noise(shapes):
+    from img2text2img.models.generator.losses import mode_seeking_ratio
+    a, z = torch.zeros(2, 3, 4, 4), torch.zeros(2, 8)
+    assert float(mode_seeking_ratio(a, a + 0.5, z, z + 1.0)) == pytest.approx(0.5)
+    _, vocab, data = shapes
+    torch.manual_seed(0)
+    model = create_generator("gan-tiny", vocab).train()
+    _, (ids, images) = next(_batches(data, 1, bs=8))
+    _, g_fn = GeneratorLoss(mode_seeking=1.0).gan(model, ids, images, torch.randn(8, model.config.z_dim))
+    g_loss, logs = g_fn()
+    assert logs["ms"] > 0 and float(g_loss) > logs["g_adv"]  # 1 / ms is added
+    with pytest.raises(I2TError, match="is a gan option"):
+        train_generator(GeneratorRecipe(kind="vae-tiny", mode_seeking=2.0), "shapes", TrainConfig(out="unused"))

@@ -130,4 +130,5 @@ class DiversityWatch:
         if self.floor > 0 and step >= self.check_from and result["diversity"] < self.floor:
             raise I2TError(f"the GAN collapsed at step {step}: {DIVERSITY_SEEDS} drawings of {self.prompt!r} are "
                            f"{result['diversity']:.3f} as varied as real photos of {self.word or 'one theme'!r} "
-                           f"(--min-diversity {self.floor}); see the run's samples/, or lower --lr / raise --gp-weight")
+                           f"(--min-diversity {self.floor}); see the run's samples/; raise --mode-seeking or "
+                           "--gp-weight, or lower --lr")

@@ -300,7 +300,7 @@ def train_generator(recipe: GeneratorRecipe | str, data: str, cfg: TrainConfig, 
     gan = kind == "gan"
     objective = GeneratorLoss(recipe.recon_loss, recipe.beta, 0 if trained_code else recipe.kl_warmup,
                               recipe.recon_weight, feats, recipe.diff_augment if gan else "",
-                              recipe.gp_weight if gan else 0.0)
+                              recipe.gp_weight if gan else 0.0, recipe.mode_seeking if gan else 0.0)
     prompts = sample_prompts(data, ds)
     watch = None
     if gan and (recipe.min_diversity > 0 or recipe.diversity_encoder != "none"):

@@ -46,6 +46,8 @@ class GeneratorRecipe:
                                "sees, real and drawn: any of color, translation, cutout, or none.")
     gp_weight: float = option(2.0, "gan: weight of the matching-aware zero-centred gradient penalty on real "
                               "pictures with their sentences (DF-GAN's MA-GP; 0 = off).", min=0.0)
+    mode_seeking: float = option(1.0, "gan: weight of the mode-seeking term (MSGAN): two drawings of one sentence "
+                                 "should differ as their noise does, or the generator ignores it (0 = off).", min=0.0)
     min_diversity: float = option(0.1, "gan: stop when 8 drawings of one prompt are less varied than this fraction "
                                   "of 8 real photos of its theme, checked at each checkpoint after the first tenth of the steps "
                                   "(0 = off).", min=0.0)
@@ -59,7 +61,7 @@ ONLY_FOR = {"z_dim": ("vae", "gan"), "prior": ("vae",), "beta": ("vae",), "kl_wa
             "recon_weight": ("gan",), "recon_loss": ("pixel", "vae", "gan"), "glove": ("pixel", "vae", "gan"),
             "perceptual": ("pixel", "vae"), "perceptual_weight": ("pixel", "vae"), "perceptual_size": ("pixel", "vae"),
             "fit_pictures": ("scene",), "augment": ("pixel", "vae", "gan"), "d_lr": ("gan",), "ema": ("gan",),
-            "diff_augment": ("gan",), "gp_weight": ("gan",), "min_diversity": ("gan",), "diversity_encoder": ("gan",)}
+            "diff_augment": ("gan",), "gp_weight": ("gan",), "min_diversity": ("gan",), "mode_seeking": ("gan",), "diversity_encoder": ("gan",)}
 
 
 def check_recipe(recipe: GeneratorRecipe, kind: str) -> None:
