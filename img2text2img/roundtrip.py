@@ -61,7 +61,7 @@ class RoundTripResult:
     images: dict[str, Image.Image] = field(default_factory=dict)  # keys "<image>:real", "<image>:gen", "<image>:i2i"
 
 
-def _normalise(value: float, lower: float, upper: float) -> float | None:
+def normalise(value: float, lower: float, upper: float) -> float | None:
     span = upper - lower
     return None if abs(span) < 1e-9 else (value - lower) / span
 
@@ -159,8 +159,8 @@ def evaluate_roundtrip(
         "grey_caption": grey_cap,
     }
     for b in ("bleu1", "bleu4"):
-        scores[f"normalised_{b}"] = _normalise(rt[b], lower_grey[b], upper[b])
-        scores[f"normalised_{b}_vs_other_photo"] = _normalise(rt[b], lower_other[b], upper[b])
+        scores[f"normalised_{b}"] = normalise(rt[b], lower_grey[b], upper[b])
+        scores[f"normalised_{b}_vs_other_photo"] = normalise(rt[b], lower_other[b], upper[b])
 
     rows = []
     result_images: dict[str, Image.Image] = {}

@@ -85,7 +85,7 @@ def compare(data: str, split: str, limit: int, seeds: list[int], generators: lis
     from img2text2img.models import load_model, weights_sha256
     from img2text2img.models.generator import PromptWarning, reranked
     from img2text2img.models.generator.api import generator_kind, with_steps
-    from img2text2img.roundtrip import _normalise, default_model_dir, grey_image, model_functions, roundtrip_pairs
+    from img2text2img.roundtrip import normalise, default_model_dir, grey_image, model_functions, roundtrip_pairs
     from img2text2img.train.generator import guide
     from img2text2img.vocab import tokenize
 
@@ -150,7 +150,7 @@ def compare(data: str, split: str, limit: int, seeds: list[int], generators: lis
                 b4 = corpus_bleu_scores(refs, read(reader, drawn))["bleu4"]
                 b = bounds[reader]
                 rows.append({"generator": name, "reader": reader, "seed": seed, "bleu4": b4,
-                             "normalised_bleu4": _normalise(b4, b["grey_bleu4"], b["upper_bleu4"])})
+                             "normalised_bleu4": normalise(b4, b["grey_bleu4"], b["upper_bleu4"])})
             bar.update(1)
     bar.close()
 
