@@ -85,7 +85,7 @@ def compare(data: str, split: str, limit: int, seeds: list[int], generators: lis
     from img2text2img.models import load_model, weights_sha256
     from img2text2img.models.generator import PromptWarning, reranked
     from img2text2img.models.generator.api import generator_kind, with_steps
-    from img2text2img.roundtrip import normalise, default_model_dir, grey_image, model_functions, roundtrip_pairs
+    from img2text2img.roundtrip import default_model_dir, grey_image, model_functions, normalise, roundtrip_pairs
     from img2text2img.train.generator import guide
     from img2text2img.vocab import tokenize
 

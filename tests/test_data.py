@@ -125,7 +125,7 @@ def test_augmented_shape_caption_stays_true():
         a, b = specs
         im = np.asarray(img).astype(int)
 
-        def centre(colour):
+        def centre(colour, im=im):
             ys, xs = np.nonzero(np.all(np.abs(im - np.array(COLOURS[colour])) < 30, axis=-1))
             return xs.mean(), ys.mean()
 

@@ -17,7 +17,7 @@ def _run(out: Path, nproc: int, steps: int = 12, batch: int = 32) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(HERE.parent)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
            str(HERE / "ddp_worker.py"), str(out), str(steps), str(batch)]
-    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240, check=False)
     assert r.returncode == 0, r.stderr[-2000:]
 
 
