@@ -52,28 +52,34 @@ def load_image(path: str | Path, background: tuple[int, int, int] = (255, 255, 2
         raise I2TError(f"{path} is not a regular file (a pipe or a device?)")
     if path.stat().st_size == 0:
         raise I2TError(f"{path}: empty file (0 bytes)")
+    return decode_image(path, str(path), background, not_an_image="not an image file Pillow can read")
+
+
+def decode_image(source, where: str, background: tuple[int, int, int] = (255, 255, 255),
+                 not_an_image: str = "not an image file Pillow can read") -> Image.Image:
+    """A file path or a binary stream -> RGB image (first frame, EXIF rotation applied), its size checked before the
+    pixels are decoded; every failure is one I2TError naming `where`. Files and uploads both decode through it."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
-                check_image_size(*im.size, where=str(path))
+            with Image.open(source) as im:
+                check_image_size(*im.size, where=where)
                 im.seek(0)
                 im.load()
-                im = ImageOps.exif_transpose(im)
-                return to_rgb(im, background)
+                return to_rgb(ImageOps.exif_transpose(im), background)
     except I2TError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise I2TError(f"{path}: image is larger than the {MAX_PIXELS:,}-pixel limit (decompression bomb guard)") from None
+        raise I2TError(f"{where}: image is larger than the {MAX_PIXELS:,}-pixel limit (decompression bomb guard)") from None
     except UnidentifiedImageError:
-        raise I2TError(f"{path}: not an image file Pillow can read") from None
+        raise I2TError(f"{where}: {not_an_image}") from None
     except PermissionError:
-        raise I2TError(f"{path}: permission denied") from None
+        raise I2TError(f"{where}: permission denied") from None
     except MemoryError:
-        raise I2TError(f"{path}: not enough memory to decode this image") from None
-    except Exception as e:  # noqa: BLE001 - any decoder failure on one file is that file's failure, never the batch's
+        raise I2TError(f"{where}: not enough memory to decode this image") from None
+    except Exception as e:  # noqa: BLE001 - any decoder failure on one image is that image's failure, never the batch's
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise I2TError(f"{path}: broken or truncated image ({msg[:200]})") from None
+        raise I2TError(f"{where}: broken or truncated image ({msg[:200]})") from None
 
 
 def to_rgb(im: Image.Image, background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:

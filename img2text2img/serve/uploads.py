@@ -3,11 +3,10 @@ checked before the pixels are decoded, so a decompression bomb costs nothing, an
 from __future__ import annotations
 
 import io
-import warnings
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
-from img2text2img.data.images import MAX_PIXELS, check_image_size, to_rgb
+from img2text2img.data.images import decode_image
 from img2text2img.errors import I2TError
 
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024  # a phone photo is 2-6 MB; past this the page shrinks it before sending
@@ -24,22 +23,4 @@ def decode_upload(data: bytes, name: str = "upload") -> Image.Image:
                              "limit")
     if not data:
         raise I2TError(f"{name}: empty file (0 bytes)")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as im:
-                check_image_size(*im.size, where=name)
-                im.seek(0)
-                im.load()
-                return to_rgb(ImageOps.exif_transpose(im))
-    except I2TError:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise I2TError(f"{name}: image is larger than the {MAX_PIXELS:,}-pixel limit (decompression bomb guard)") from None
-    except UnidentifiedImageError:
-        raise I2TError(f"{name}: not an image (Pillow cannot read it; send a JPEG, PNG, WebP, GIF, BMP or TIFF)") from None
-    except MemoryError:
-        raise I2TError(f"{name}: not enough memory to decode this image") from None
-    except Exception as e:  # noqa: BLE001 - any decoder failure on one upload is that upload's 400, never a 500
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise I2TError(f"{name}: broken or truncated image ({msg[:200]})") from None
+    return decode_image(io.BytesIO(data), name, not_an_image="not an image (Pillow cannot read it; send a JPEG, PNG, WebP, GIF, BMP or TIFF)")
