@@ -28,6 +28,7 @@ from img2text2img.words import (  # noqa: F401  (re-exported: the vocabulary's s
     START_ID,
     UNK,
     UNK_ID,
+    decode_ids,
     tokenize,
 )
 
@@ -82,16 +83,8 @@ class Vocabulary:
         return [START_ID, *ids, END_ID] if add_special else ids
 
     def decode_tokens(self, ids: Iterable[int]) -> list[str]:
-        """Ids -> words, stopping at <end> and dropping the other specials: the one place specials are stripped."""
-        out = []
-        for i in ids:
-            i = int(i)
-            if i == END_ID:
-                break
-            if i < len(SPECIALS) or i >= len(self.itos):
-                continue
-            out.append(self.itos[i])
-        return out
+        """Ids -> words, stopping at <end> and dropping the other specials (`words.decode_ids`)."""
+        return decode_ids(ids, self.itos)
 
     def decode(self, ids: Iterable[int]) -> str:
         return " ".join(self.decode_tokens(ids))

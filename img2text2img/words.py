@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import warnings
-from collections.abc import Container, Sequence
+from collections.abc import Container, Iterable, Sequence
 
 from img2text2img.errors import I2TError
 
@@ -20,6 +20,19 @@ TOKEN_RE = re.compile(r"[^\W_]+|'[^\W_]+|[^\w\s]|_", re.UNICODE)
 def tokenize(text: str) -> list[str]:
     """Lowercase and split into words and punctuation; deterministic and needs no downloaded tokenizer data."""
     return TOKEN_RE.findall(text.lower())
+
+
+def decode_ids(ids: Iterable[int], itos: Sequence[str]) -> list[str]:
+    """Ids -> words, stopping at <end> and dropping the other specials: the one place specials are stripped."""
+    out = []
+    for i in ids:
+        i = int(i)
+        if i == END_ID:
+            break
+        if i < len(SPECIALS) or i >= len(itos):
+            continue
+        out.append(itos[i])
+    return out
 
 
 class PromptWarning(UserWarning):

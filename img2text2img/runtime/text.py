@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from img2text2img.errors import I2TError
-from img2text2img.words import END_ID, PAD_ID, SPECIALS, START_ID, UNK_ID, tokenize  # noqa: F401  (re-exported)
+from img2text2img.words import END_ID, PAD_ID, SPECIALS, START_ID, UNK_ID, decode_ids, tokenize  # noqa: F401  (re-exported)
 
 NUM_SPECIALS = len(SPECIALS)
 
@@ -41,13 +41,5 @@ class Words:
         return [START_ID, *(self.stoi.get(t, UNK_ID) for t in tokens), END_ID]
 
     def decode_tokens(self, ids: Iterable[int]) -> list[str]:
-        """Ids -> words, stopping at <end> and dropping the other specials (as `Vocabulary.decode_tokens`)."""
-        out = []
-        for i in ids:
-            i = int(i)
-            if i == END_ID:
-                break
-            if i < NUM_SPECIALS or i >= len(self.itos):
-                continue
-            out.append(self.itos[i])
-        return out
+        """Ids -> words, stopping at <end> and dropping the other specials (`words.decode_ids`)."""
+        return decode_ids(ids, self.itos)
