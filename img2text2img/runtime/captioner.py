@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from img2text2img.errors import I2TError
+from img2text2img.pipeline import encode_ahead
 from img2text2img.runtime.graphs import Graph
 from img2text2img.runtime.images import Prepare
 from img2text2img.runtime.text import END_ID, PAD_ID, START_ID, UNK_ID, Words
@@ -198,14 +198,8 @@ class RuntimeCaptioner:
             for batch in batches:
                 out.extend(self.caption_arrays(self.prepare.batch(batch), beam_size, max_len))
             return out
-        with ThreadPoolExecutor(1, thread_name_prefix="i2t-encode") as pool:
-            pending = pool.submit(self.encode_images, batches[0])
-            for j in range(len(batches)):
-                pooled, grid = pending.result()
-                if j + 1 < len(batches):
-                    pending = pool.submit(self.encode_images, batches[j + 1])
-                out.extend(self.decode_features(pooled, grid, beam_size=beam_size, max_len=max_len))
-        return out
+        return encode_ahead(batches, self.encode_images,
+                            lambda pooled, grid: self.decode_features(pooled, grid, beam_size=beam_size, max_len=max_len))
 
     def timed_caption(self, image: Image.Image, beam_size: int | None = None) -> tuple[CaptionResult, float]:
         """(result, milliseconds) for one image: what `i2t caption --json` reports."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from img2text2img.models.captioner.openvocab import OpenVocab
 from img2text2img.models.captioner.search import beam_search, greedy_search
 from img2text2img.models.encoders import create_encoder
 from img2text2img.models.encoders.int8 import QuantizedEncoder
+from img2text2img.pipeline import encode_ahead
 from img2text2img.tags import candidate_words
 from img2text2img.vocab import PAD_ID, SPECIALS, Vocabulary, pad_batch
 
@@ -232,14 +232,8 @@ class Captioner(nn.Module):
                 out.extend(self.decode_features(*self.encode_images(batch), beam_size=beam_size, max_len=max_len,
                                                 open_vocab=open_vocab))
             return out
-        with ThreadPoolExecutor(1, thread_name_prefix="i2t-encode") as pool:
-            pending = pool.submit(self.encode_images, batches[0])
-            for j in range(len(batches)):
-                pooled, grid = pending.result()
-                if j + 1 < len(batches):
-                    pending = pool.submit(self.encode_images, batches[j + 1])
-                out.extend(self.decode_features(pooled, grid, beam_size=beam_size, max_len=max_len, open_vocab=open_vocab))
-        return out
+        return encode_ahead(batches, self.encode_images, lambda pooled, grid: self.decode_features(
+            pooled, grid, beam_size=beam_size, max_len=max_len, open_vocab=open_vocab))
 
     @torch.inference_mode()
     def text_logprob(self, images: Sequence, texts: Sequence[str], batch_size: int = 32) -> torch.Tensor:
