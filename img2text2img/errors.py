@@ -46,12 +46,29 @@ def run_reporting_errors(entry: Callable[[], int | None]) -> int:
     except Exception as e:
         if os.environ.get("I2T_DEBUG"):
             raise
+        missing = missing_train_extra(e)
+        if missing:  # the base install has no torch: say which extra brings it, not "internal error"
+            print(f"error: this needs {missing}, which the base install leaves out: "
+                  "pip install 'img2text2img[train]'", file=sys.stderr)
+            return 2
         frame = traceback.extract_tb(e.__traceback__)[-1]
         msg = str(e).splitlines()[0][:200] if str(e) else ""
         print(f"error: internal error ({type(e).__name__}{': ' + msg if msg else ''}, at {Path(frame.filename).name}:"
               f"{frame.lineno}); please report it; I2T_DEBUG=1 shows the traceback", file=sys.stderr)
         return 1
     return rc if isinstance(rc, int) else 0
+
+
+# what `pip install img2text2img` leaves out and the `train` extra brings (pyproject.toml)
+TRAIN_EXTRA = frozenset({"torch", "torchvision", "timm", "onnx", "nltk"})
+
+
+def missing_train_extra(e: BaseException) -> str | None:
+    """The top-level module of the `train` extra whose absence raised `e`, else None."""
+    if isinstance(e, ModuleNotFoundError) and e.name:
+        root = e.name.split(".")[0]
+        return root if root in TRAIN_EXTRA else None
+    return None
 
 
 def silence_stdout() -> None:

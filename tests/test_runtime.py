@@ -317,3 +317,36 @@ def test_shipped_graphs_caption_the_test_split_as_torch_does():
         pytest.skip(str(e))
     for key in ("coco_bleu4", "coco_cider_d"):
         assert round(a[key], 3) == round(b[key], 3), (key, a[key], b[key])
+
+
+BLOCK_TRAIN_EXTRA = '''
+import importlib.abc, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {"torch", "torchvision", "timm", "onnx", "nltk"}:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+sys.meta_path.insert(0, Block())
+from img2text2img.cli import main
+sys.exit(main(sys.argv[1:]))
+'''
+
+
+def test_base_install_captions_and_says_which_extra_the_rest_needs(tmp_path, vocab):
+    """Without the `train` extra (torch, torchvision, timm, onnx, nltk blocked): a model with graphs captions; a
+    command that needs torch exits 2 with one line naming the extra, and writes nothing."""
+    tiny_captioner(vocab, "attention").save(tmp_path / "m")
+    export_runtime(tmp_path / "m")
+    pictures(1)[0].save(tmp_path / "photo.png")
+
+    def i2t(*args):
+        return subprocess.run([sys.executable, "-c", BLOCK_TRAIN_EXTRA, *args], capture_output=True, text=True,
+                              check=False)
+
+    ok = i2t("caption", str(tmp_path / "photo.png"), "--model", str(tmp_path / "m"))
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.strip()
+    bad = i2t("generate", "a red circle", "--data", "shapes", "-o", str(tmp_path / "x.png"))
+    assert bad.returncode == 2
+    assert bad.stderr.strip() == ("error: this needs torch, which the base install leaves out: "
+                                  "pip install 'img2text2img[train]'")
+    assert not (tmp_path / "x.png").exists()
