@@ -9,37 +9,64 @@
 
 `model=` takes a shipped name (`i2t models` lists them), a folder, or an already loaded model; None is the model
 shipped for `data`: the Flickr8k ones (real photos and sentences) unless `data="shapes"`. `device` may be "auto".
+`backend=`: None (the default) runs the torch model when torch is installed, else the model's exported ONNX graphs
+(the base install has no torch); "auto", "torch" and "onnx" choose as the CLI's `--backend` does. The two paths
+agree (>= 99% identical captions, pictures to 1/255). Nothing here imports torch until a torch model runs.
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
-from img2text2img.models import captioner as captioners
-from img2text2img.models import generator as generators
+from img2text2img.data.images import read_images
 from img2text2img.models import load_model
-from img2text2img.models import tagger as taggers
 from img2text2img.models.names import model_rows
+from img2text2img.runtime.choose import choose_runtime
+
+
+def runtime_for(kind: str, model, data: str | None, device: str, backend: str | None,
+                torch_only: str | None = None):
+    """The torch-free model to run, or None for torch; a model object the caller loaded is used as it is."""
+    if model is not None and not isinstance(model, (str, os.PathLike)):
+        return model if type(model).__module__.startswith("img2text2img.runtime") else None
+    return choose_runtime(kind, model, data, device, backend, torch_only=torch_only)
 
 
 def caption(images: Sequence, model=None, beam_size: int | None = None, data: str | None = None,
-            device: str = "cpu"):
+            device: str = "auto", backend: str | None = None):
     """Caption image paths or PIL images (`beam_size=None`: the beam the model was tuned for)."""
+    rt = runtime_for("captioner", model, data, device, backend)
+    if rt is not None:
+        return rt.caption_images(read_images(images), beam_size=beam_size)
+    from img2text2img.models import captioner as captioners
+
     return captioners.caption(images, model=model, beam_size=beam_size, data=data, device=device)
 
 
-def tag(images: Sequence, model=None, top: int = 10, data: str | None = None, device: str = "cpu"):
+def tag(images: Sequence, model=None, top: int = 10, data: str | None = None, device: str = "auto",
+        backend: str | None = None):
     """Tag image paths or PIL images: a list of (tag, score) per image, best first."""
+    rt = runtime_for("tagger", model, data, device, backend)
+    if rt is not None:
+        return rt.tag_images(read_images(images), top=top)
+    from img2text2img.models import tagger as taggers
+
     return taggers.tag(images, model=model, top=top, data=data, device=device)
 
 
 def generate(prompts: str | Sequence[str], model=None, n: int = 1, seed: int = 0, rerank_with=None,
-             candidates: int = 8, guidance: float | None = None, data: str | None = None, device: str = "cpu",
-             steps: int | None = None):
+             candidates: int = 8, guidance: float | None = None, data: str | None = None, device: str = "auto",
+             steps: int | None = None, backend: str | None = None):
     """Draw `n` 64x64 pictures per prompt as PIL images; the same seed gives the same pictures. With `rerank_with`
     (a captioner: name, folder or model) each picture is the best of `candidates` samples by that captioner.
     `guidance` (None = the model's own): pixel / vae / gan, how far each sentence is drawn from the average one;
-    diffusion, the classifier-free guidance scale. `steps` (diffusion only): denoising steps, fewer is faster.
-    Always the torch models (the CLI may use a model's exported ONNX graphs, which agree to 1/255)."""
+    diffusion, the classifier-free guidance scale. `steps` (diffusion only): denoising steps, fewer is faster."""
+    torch_only = "rerank_with" if rerank_with is not None else ("steps" if steps is not None else None)
+    rt = runtime_for("generator", model, data, device, backend, torch_only=torch_only)
+    if rt is not None:
+        return rt.generate_pil(prompts, n=n, seed=seed, guidance=guidance)
+    from img2text2img.models import generator as generators
+
     return generators.generate_images(prompts, model=model, n=n, seed=seed, rerank_with=rerank_with,
                                       candidates=candidates, guidance=guidance, data=data, device=device,
                                       steps=steps)

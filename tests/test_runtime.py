@@ -350,3 +350,26 @@ def test_base_install_captions_and_says_which_extra_the_rest_needs(tmp_path, voc
     assert bad.stderr.strip() == ("error: this needs torch, which the base install leaves out: "
                                   "pip install 'img2text2img[train]'")
     assert not (tmp_path / "x.png").exists()
+
+
+def test_python_api_chooses_the_backend_as_the_cli_does(tmp_path, vocab, monkeypatch):
+    """backend=None is torch when installed, else the graphs; "onnx" and "torch" agree; without torch a model that
+    has no graphs (the shapes scene writer) is a one-line error naming the extra."""
+    import img2text2img as i2t
+    from img2text2img.models.captioner.model import CaptionResult as TorchResult
+    from img2text2img.runtime import choose
+
+    tiny_captioner(vocab, "attention").save(tmp_path / "m")
+    export_runtime(tmp_path / "m")
+    photo = pictures(1)[0]
+    by_torch = i2t.caption([photo], model=tmp_path / "m")
+    assert isinstance(by_torch[0], TorchResult)
+    by_onnx = i2t.caption([photo], model=tmp_path / "m", backend="onnx")
+    assert not isinstance(by_onnx[0], TorchResult)
+    assert by_onnx[0].text == by_torch[0].text
+    monkeypatch.setattr(choose, "torch_installed", lambda: False)
+    assert not isinstance(i2t.caption([photo], model=tmp_path / "m")[0], TorchResult)
+    with pytest.raises(I2TError, match=r"^the shipped shapes generator needs torch.*img2text2img\[train\]'$"):
+        i2t.generate("a red circle", data="shapes")
+    with pytest.raises(I2TError, match="backend='jax'"):
+        i2t.caption([photo], model=tmp_path / "m", backend="jax")

@@ -40,7 +40,6 @@ DataOption = Annotated[str | None, typer.Option(
     help="Which shipped model when no --model is given: flickr8k (real photos and sentences; the default) or "
          "shapes (the synthetic coloured shapes).")]
 BatchOption = Annotated[int, typer.Option(min=1, max=512, help="Images encoded together when there are many.")]
-BACKENDS = ("auto", "torch", "onnx")
 BackendOption = Annotated[str, typer.Option(
     help="auto: the model's exported ONNX graphs (its onnx/ folder; no torch, a fast start) when it has them, the "
          "device is the CPU and no torch-only option is set, else torch; torch; or onnx (an error when it cannot).")]
@@ -66,40 +65,11 @@ def inference_model(kind: str, model: str | None, data: str | None, device: str)
 
 def runtime_model(kind: str, model: str | None, data: str | None, device: str, backend: str = "auto",
                   torch_only: str | None = None):
-    """The torch-free runtime model (`img2text2img.runtime`) when `--backend` allows it and it can run here, else
-    None (then `inference_model` loads the torch one).
+    """The torch-free runtime model for `--backend`, or None (then `inference_model` loads the torch one); the rule
+    is the library's (`img2text2img.runtime.choose`), with the option's name in its errors."""
+    from img2text2img.runtime.choose import choose_runtime
 
-    auto takes the runtime only when the model folder has an onnx/ export, `--device` is surely the CPU and no
-    torch-only option (`torch_only` names it) is set; graphs exported from other weights fall back to torch with a
-    warning. onnx makes each of those a one-line error. Nothing here imports torch."""
-    from img2text2img.models import cpu_inference
-    from img2text2img.models.names import resolve_model
-    from img2text2img.runtime import has_runtime, load_runtime
-
-    choice = str(backend).strip().lower()
-    if choice not in BACKENDS:
-        raise I2TError(f"--backend {backend!r}: use {', '.join(BACKENDS)}")
-    if choice == "torch":
-        return None
-    folder = resolve_model(model, kind, data)
-    if choice == "onnx":
-        if torch_only:
-            raise I2TError(f"--backend onnx: {torch_only} needs torch; drop one of them")
-        if not cpu_inference(device):
-            raise I2TError(f"--backend onnx runs on the CPU; pass --device cpu (or --backend torch for {device})")
-        from img2text2img.runtime.export import exportable
-
-        if not has_runtime(folder) and not exportable(folder):
-            raise I2TError(f"{folder}: this model has no ONNX export (scene and diffusion generators stay on torch); "
-                           "use --backend torch")
-        return load_runtime(folder, kind=kind)
-    if torch_only or not cpu_inference(device) or not has_runtime(folder):
-        return None
-    try:
-        return load_runtime(folder, kind=kind)
-    except I2TError as e:  # stale or damaged graphs: the torch model still works
-        warn(f"{e}; using torch")
-        return None
+    return choose_runtime(kind, model, data, device, backend, torch_only=torch_only, spelt=("--backend ", "--device "))
 
 
 def tsv_field(text: str) -> str:
