@@ -1,14 +1,16 @@
 """Measure open vocabulary (#13) on Flickr8k: broken captions (<unk>) before/after the mask, COCO scores with and
-without open vocabulary, decode time, and optionally the DCC held-out-words protocol and the detector calibration.
+without open vocabulary, the time it adds, the DCC held-out-words protocol, and the detector calibration.
 
-    python scripts/openvocab_eval.py --out docs/results/openvocab.json            # 1,000 test photos
-    python scripts/openvocab_eval.py --limit 100 --no-coco                        # quick look
-    python scripts/openvocab_eval.py --model RUN --held-out cat,horse,bicycle     # DCC: mention F1 per word
-    python scripts/openvocab_eval.py --calibrate --split val                      # fit the detector's Platt scaling
+    python scripts/openvocab_eval.py --calibrate --split val                       # fit Platt scaling (ships)
+    python scripts/openvocab_eval.py --split val --thresholds 0.5,0.6,0.7,0.8,0.9  # choose the threshold on val
+    python scripts/openvocab_eval.py --threshold 0.7 --out docs/bench/openvocab_test.json   # 1,000 test photos once
+    python scripts/openvocab_eval.py --model RUN --held-out horse/pony,car --out F  # DCC: mention F1 and METEOR
 
 "Before" decodes with <unk> allowed (the search as it was), so a caption is broken when its ids held <unk>.
-The detector reads the captioner's own pooled features; for a captioner with a fine-tuned encoder (the shipped one)
-that is not the exact ImageNet head's input, which the JSON records.
+Times are per photo on this machine with the thread count given (--threads, default 1): encoding, the plain
+search, and what open vocabulary adds (detector + constrained re-decoding of the photos that need it).
+A threshold sweep re-decodes once at the lowest threshold: with one forced word a photo's constrained caption does
+not depend on the threshold, only whether it is used does.
 """
 from __future__ import annotations
 
@@ -24,13 +26,15 @@ import torch
 from tqdm import tqdm
 
 from img2text2img.data import load_dataset, load_image
+from img2text2img.features import encode_dataset
 from img2text2img.io import write_text_atomic
 from img2text2img.models.captioner import load_captioner
 from img2text2img.models.captioner import search as search_module
-from img2text2img.models.encoders import create_encoder
+from img2text2img.models.captioner.openvocab import OpenVocab, missing_detections
 from img2text2img.openvocab import fit_platt, word_detector
-from img2text2img.openvocab.detector import CALIBRATION
-from img2text2img.vocab import UNK_ID, tokenize
+from img2text2img.openvocab.detector import CALIBRATION, calibration_key
+from img2text2img.openvocab.heldout import mentions, word_forms
+from img2text2img.vocab import END_ID, UNK_ID, tokenize
 
 
 def allow_unk(logp: torch.Tensor) -> torch.Tensor:  # the search before #13: <pad> and <start> only
@@ -40,13 +44,23 @@ def allow_unk(logp: torch.Tensor) -> torch.Tensor:  # the search before #13: <pa
     return logp
 
 
-def mention_f1(hyps: list[list[str]], refs: list[list[str]], names: set[str]) -> float:
-    """F1 of "the caption mentions the word" against "a reference mentions it", over the photos."""
+def mention_f1(hyps: list[str], refs: list[list[str]], forms: frozenset[str]) -> dict[str, float]:
+    """F1 of "the caption mentions the word" against "a reference mentions it", over all photos (DCC)."""
     tp = fp = fn = 0
     for h, rs in zip(hyps, refs):
-        said, truth = bool(names & set(h)), any(names & set(tokenize(r)) for r in rs)
+        said, truth = mentions(h, forms), any(mentions(r, forms) for r in rs)
         tp, fp, fn = tp + (said and truth), fp + (said and not truth), fn + (truth and not said)
-    return 2 * tp / max(2 * tp + fp + fn, 1)
+    return {"f1": 2 * tp / max(2 * tp + fp + fn, 1), "tp": tp, "fp": fp, "fn": fn}
+
+
+def fit_calibration(scores: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
+    top = scores.topk(5, dim=1).indices  # calibrate where it matters: each photo's top words
+    return fit_platt(scores.gather(1, top).flatten(), labels.gather(1, top).flatten())
+
+
+def word_labels(det, refs) -> torch.Tensor:
+    return torch.tensor([[bool(det.table.names(w) & {t for r in rs for t in tokenize(r)}) for w in det.table.words]
+                         for rs in refs], dtype=torch.float32)
 
 
 def main() -> None:
@@ -55,86 +69,123 @@ def main() -> None:
     ap.add_argument("--split", default="test")
     ap.add_argument("--limit", type=int, default=0, help="first N photos of the split (0: all)")
     ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--threshold", type=float, default=None, help="detector confidence (default: the model's)")
+    ap.add_argument("--thresholds", default="", help="comma-separated: score every threshold (choose on val)")
     ap.add_argument("--no-coco", action="store_true", help="skip the COCO scores (need Java)")
-    ap.add_argument("--held-out", default="", help="comma-separated words: mention F1 per word (DCC protocol)")
-    ap.add_argument("--calibrate", action="store_true", help=f"fit the detector's Platt scaling, write {CALIBRATION.name}")
+    ap.add_argument("--no-unk-count", action="store_true", help="skip the <unk>-allowed search")
+    ap.add_argument("--held-out", default="", help="DCC: comma-separated words, synonyms after '/' "
+                    "(horse/pony,car): mention F1 over the photos and METEOR on those whose references name it")
+    ap.add_argument("--calibrate", action="store_true", help=f"fit the detectors' Platt scaling into {CALIBRATION.name}")
     ap.add_argument("--out", type=Path, default=None, help="write the numbers as JSON")
     a = ap.parse_args()
-    torch.set_num_threads(max(1, min(torch.get_num_threads(), 2)))
+    torch.set_num_threads(a.threads)
     model = load_captioner(a.model)
     if a.threshold is not None:
         model.settings.open_vocab_threshold = a.threshold
+    sweep = sorted(float(t) for t in a.thresholds.split(",") if t.strip())
+    ov = OpenVocab(model)
     ds = load_dataset("flickr8k")
     names = ds.split(a.split)[: a.limit or None]
     refs = [ds.captions[n] for n in names]
-    before, plain, ov, t_plain, t_ov, raw_scores = [], [], [], 0.0, 0.0, []
-    unk_before, frozen = 0, None
+    model.warm_up()
+    plain, ov_text, forced, raw = [], [], [], []
+    t_enc = t_plain = t_ov = 0.0
+    unk_before = 0
+    s = model.settings
+    low = sweep[0] if sweep else s.open_vocab_threshold
     for i in tqdm(range(0, len(names), a.batch_size), desc="photos", unit="batch", file=sys.stderr):
         ims = [load_image(ds.image_path(n)) for n in names[i:i + a.batch_size]]
-        pooled, grid = model.encode_images(ims)
-        keep = search_module.never_emit
-        search_module.never_emit = allow_unk
-        try:
-            ids, _ = search_module.beam_search(model.decoder, pooled.float(), grid.float() if model.config.uses_grid
-                                               else None, model.settings.beam_size, model.config.max_len,
-                                               model.settings.length_alpha)
-        finally:
-            search_module.never_emit = keep
-        for row in ids.tolist():
-            toks = model.vocab.decode_tokens(row)
-            cut = row[: row.index(2)] if 2 in row else row
-            unk_before += UNK_ID in cut
-            before.append(toks)
         t0 = time.perf_counter()
-        plain += model.decode_features(pooled, grid, open_vocab=False)
+        pooled, grid = model.encode_images(ims)
+        t_enc += time.perf_counter() - t0
+        if not a.no_unk_count:
+            keep, search_module.never_emit = search_module.never_emit, allow_unk
+            try:
+                ids, _ = search_module.beam_search(model.decoder, pooled.float(), grid.float() if model.config.uses_grid
+                                                   else None, s.beam_size, model.config.max_len, s.length_alpha)
+            finally:
+                search_module.never_emit = keep
+            for row in ids.tolist():
+                unk_before += UNK_ID in (row[: row.index(END_ID)] if END_ID in row else row)
+        t0 = time.perf_counter()
+        out = model.decode_features(pooled, grid, open_vocab=False)
         t1 = time.perf_counter()
-        ov += model.decode_features(pooled, grid, open_vocab=True)
-        t_plain, t_ov = t_plain + t1 - t0, t_ov + time.perf_counter() - t1
-        if a.calibrate:  # on the frozen pretrained encoder: the exact head's input, what a tagger gives it
-            if frozen is None:
-                frozen = create_encoder(model.config.encoder).eval()
-            with torch.inference_mode():
-                x = torch.stack([frozen.transform()(im) for im in ims])
-                raw_scores.append(word_detector(model.config.encoder).raw_scores(frozen(x)[0]))
+        if sweep:
+            g = grid.float() if model.config.uses_grid else None
+            new = ov.redecode(pooled.float(), g, out, s.beam_size, model.config.max_len, low, 1)
+            dets = ov.detector.detect(pooled, top=5, min_score=low)
+            for j, (d, r) in enumerate(zip(dets, out)):
+                m = missing_detections(d, r.tokens, low, 1)
+                forced.append((m[0].score, " ".join(new[j][0])) if j in new else (0.0, r.text))
+        elif not a.calibrate:  # the calibration it would use is being fitted
+            ovr = model.decode_features(pooled, grid, open_vocab=True)
+            t_ov += time.perf_counter() - t1
+            ov_text += [r.text for r in ovr]
+        t_plain += t1 - t0
+        plain += [r.text for r in out]
+        if a.calibrate:
+            raw.append(ov.detector.raw_scores(pooled))
     n = len(names)
     result = {"date": date.today().isoformat(), "model": str(a.model or "captioner"), "split": a.split, "photos": n,
-              "encoder_fine_tuned": bool(model.config.store_encoder),
-              "threshold": model.settings.open_vocab_threshold, "max_words": model.settings.open_vocab_words,
-              "broken_unk_before": unk_before, "broken_unk_after": sum(3 in [model.vocab.stoi.get(t, 3) for t in r.tokens]
-                                                                     for r in plain),
-              "captions_changed_by_open_vocab": sum(p.text != o.text for p, o in zip(plain, ov)),
-              "decode_ms_per_photo": {"plain": 1000 * t_plain / n, "open_vocab": 1000 * t_ov / n},
-              "examples": [{"image": nm, "plain": p.text, "open_vocab": o.text}
-                           for nm, p, o in zip(names, plain, ov) if p.text != o.text][:20]}
+              "threads": a.threads, "encoder_fine_tuned": bool(model.config.store_encoder),
+              "detector": "adapter" if ov.detector.adapter is not None else "exact head",
+              "max_words": 1 if sweep else s.open_vocab_words,
+              "broken_unk_before": None if a.no_unk_count else unk_before,
+              "broken_unk_after": sum("<unk>" in t.split() for t in plain)}
+    coco = None
     if not a.no_coco:
-        from img2text2img.metrics.caption import coco_scores
+        from img2text2img.metrics.caption import coco_scores as coco
 
-        result["coco_plain"] = coco_scores(refs, [r.text for r in plain])
-        result["coco_open_vocab"] = coco_scores(refs, [r.text for r in ov])
+        result["coco_plain"] = coco(refs, plain)
+    if sweep:
+        result["sweep"] = {}
+        for t in sweep:
+            texts = [txt if sc >= t else p for (sc, txt), p in zip(forced, plain)]
+            row = {"captions_changed": sum(x != p for x, p in zip(texts, plain))}
+            if coco:
+                row.update(coco(refs, texts))
+            result["sweep"][str(t)] = row
+    elif not a.calibrate:
+        result["threshold"] = s.open_vocab_threshold
+        result["captions_changed_by_open_vocab"] = sum(p != o for p, o in zip(plain, ov_text))
+        result["ms_per_photo"] = {"encode": 1000 * t_enc / n, "search": 1000 * t_plain / n,
+                                  "open_vocab_extra": 1000 * (t_ov - t_plain) / n}
+        result["open_vocab_extra_percent"] = 100 * (t_ov - t_plain) / (t_enc + t_plain)
+        result["examples"] = [{"image": nm, "plain": p, "open_vocab": o}
+                              for nm, p, o in zip(names, plain, ov_text) if p != o][:20]
+        if coco:
+            result["coco_open_vocab"] = coco(refs, ov_text)
     if a.held_out:
-        from img2text2img.openvocab import plural_forms
-
         result["held_out"] = {}
-        for w in [w.strip() for w in a.held_out.split(",") if w.strip()]:
-            forms = set(plural_forms(w))
-            rows = [j for j, rs in enumerate(refs) if any(forms & set(tokenize(r)) for r in rs)]
-            result["held_out"][w] = {"photos_mentioning": len(rows),
-                                     "f1_plain": mention_f1([r.tokens for r in plain], refs, forms),
-                                     "f1_open_vocab": mention_f1([r.tokens for r in ov], refs, forms)}
+        for group in [g.strip() for g in a.held_out.split(",") if g.strip()]:
+            words = group.split("/")
+            forms = word_forms(words)
+            rows = [j for j, rs in enumerate(refs) if any(mentions(r, forms) for r in rs)]
+            entry = {"photos_mentioning": len(rows), "closed": mention_f1(plain, refs, forms),
+                     "open": mention_f1(ov_text, refs, forms)}
+            if coco and rows:
+                for key, texts in (("closed", plain), ("open", ov_text)):
+                    entry[key]["meteor"] = coco([refs[j] for j in rows], [texts[j] for j in rows])["coco_meteor"]
+            result["held_out"][words[0]] = entry
+        ho = result["held_out"].values()
+        result["held_out_mean"] = {k: {"f1": sum(e[k]["f1"] for e in ho) / len(ho),
+                                       **({"meteor": sum(e[k]["meteor"] for e in ho) / len(ho)} if coco else {})}
+                                   for k in ("closed", "open")}
     if a.calibrate:
-        det = word_detector(model.config.encoder)
-        scores = torch.cat(raw_scores)  # [n, W]
-        labels = torch.tensor([[bool(det.table.names(w) & {t for r in rs for t in tokenize(r)}) for w in det.table.words]
-                               for rs in refs], dtype=torch.float32)
-        top = scores.topk(5, dim=1).indices  # calibrate where it matters: each photo's top words
-        a_, b_ = fit_platt(scores.gather(1, top).flatten(), labels.gather(1, top).flatten())
         table = json.loads(CALIBRATION.read_text()) if CALIBRATION.exists() else {}
-        table[model.config.encoder] = {"a": a_, "b": b_, "photos": n, "split": a.split,
-                                       "features": "frozen",
-                                       "date": result["date"]}
+        enc = model.config.encoder
+        fits = {calibration_key(enc, ov.detector.adapter is not None): (ov.detector, torch.cat(raw))}
+        if ov.detector.adapter is not None:  # the frozen encoder too (the tagger's, a frozen-feature captioner's)
+            frozen = word_detector(enc)
+            pooled = encode_dataset(enc, ds, grid=False, progress=True).pooled_for(names).float()
+            fits[calibration_key(enc, False)] = (frozen, frozen.raw_scores(pooled))
+        result["calibration"] = {}
+        for key, (det, scores) in fits.items():
+            a_, b_ = fit_calibration(scores, word_labels(det, refs))
+            table[key] = {"a": a_, "b": b_, "photos": n, "split": a.split, "date": result["date"]}
+            result["calibration"][key] = table[key]
         write_text_atomic(CALIBRATION, json.dumps(table, indent=1) + "\n")
-        result["calibration"] = table[model.config.encoder]
     text = json.dumps(result, indent=1)
     if a.out:
         write_text_atomic(a.out, text + "\n")

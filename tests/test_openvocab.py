@@ -170,3 +170,49 @@ def test_detector_on_the_exact_head_if_weights_are_here():
     expect = torch.softmax(logits, -1)[:, dog_classes].sum(1)
     assert torch.allclose(raw[:, d.table.words.index("dog")], expect, atol=1e-6)
     assert d.detect(pooled, top=3)[0][0].score >= d.detect(pooled, top=3)[0][-1].score
+
+
+def test_without_words_drops_training_captions_only(tmp_path):
+    from img2text2img.data import CaptionDataset
+    from img2text2img.openvocab.heldout import parse_words, without_words
+
+    ds = CaptionDataset(tmp_path, "t", {"a": ["a cat sits", "a dog runs"], "b": ["two horses"], "c": ["a cat"]},
+                        {"train": ["a", "b"], "test": ["c"]})
+    out = without_words(ds, "cat, horse")
+    assert out.captions == {"a": ["a dog runs"], "b": [], "c": ["a cat"]}  # plural "horses" too; test untouched
+    assert ds.captions["a"] == ["a cat sits", "a dog runs"]  # the original is not changed
+    assert parse_words(" Cat,cat, horse ") == ["cat", "horse"]
+    with pytest.raises(Exception, match="no words"):
+        parse_words(" , ")
+
+
+def test_recipe_has_the_exclude_words_option():
+    from img2text2img.train.captioner_recipe import CaptionerRecipe
+
+    assert CaptionerRecipe().exclude_words == "" and CaptionerRecipe(exclude_words="cat").exclude_words == "cat"
+
+
+def test_adapter_detector_is_found_by_the_encoders_weights(tmp_path):
+    from types import SimpleNamespace
+
+    from safetensors.torch import save_file
+
+    from img2text2img.errors import I2TError
+    from img2text2img.openvocab import WordDetector
+    from img2text2img.openvocab.detector import adapter_path, detector_for_encoder
+
+    try:
+        plain = WordDetector("mobilenet_v2", calibration=(1.0, 0.0))
+    except I2TError:
+        pytest.skip("mobilenet_v2 weights not on this machine")
+    enc = SimpleNamespace(name="mobilenet_v2", model=torch.nn.Linear(3, 3))
+    assert detector_for_encoder(enc, fine_tuned=True, root=tmp_path) is None  # no adapter fitted: no detector
+    other = SimpleNamespace(name="mobilenet_v2", model=torch.nn.Linear(3, 3))
+    assert adapter_path(enc, tmp_path) != adapter_path(other, tmp_path)  # named by the weights, not the encoder
+    save_file({"weight": torch.eye(1280).half(), "bias": torch.zeros(1280).half()}, str(adapter_path(enc, tmp_path)))
+    det = detector_for_encoder(enc, fine_tuned=True, root=tmp_path)
+    assert det is not None and det.adapter is not None
+    pooled = torch.rand(2, 1280)
+    assert torch.allclose(det.class_logits(pooled), plain.class_logits(pooled), atol=1e-4)  # identity adapter
+    assert detector_for_encoder(enc, fine_tuned=False, root=tmp_path).adapter is None  # frozen: the exact head
+    assert detector_for_encoder(SimpleNamespace(name="small_cnn"), fine_tuned=False) is None

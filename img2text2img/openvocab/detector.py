@@ -2,8 +2,12 @@
 
 The logits come from the encoder's own ImageNet head applied to the pooled features the captioner or tagger already
 computed (global average pooling is what the head reads), so detecting costs one 1280 x 1000 product per photo, not
-a second CNN pass. A word's raw score is the summed softmax probability of its classes; `calibration.json` maps it
-to "a person describing the photo would name this" by Platt scaling fitted on Flickr8k validation photos
+a second CNN pass. The head only reads FROZEN ImageNet features: a fine-tuned encoder (the shipped captioner's) has
+moved them ("shark" for a dog in a pool), and a second frozen pass would cost more than captioning itself on a CPU,
+so such an encoder gets an adapter (`adapters/<hash>.safetensors`, a linear map from its pooled features to the
+frozen encoder's, fitted by ridge regression on Flickr8k training photos: scripts/fit_openvocab_adapter.py).
+A word's raw score is the summed softmax probability of its classes; `calibration.json` maps it to "a person
+describing the photo would name this" by Platt scaling fitted on Flickr8k validation photos
 (scripts/openvocab_eval.py --calibrate), so detector scores and tagger scores mean the same thing.
 """
 from __future__ import annotations
@@ -15,14 +19,16 @@ from functools import lru_cache
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 from torch import nn
 
 from img2text2img.errors import I2TError
 from img2text2img.models.encoders import create_encoder
-from img2text2img.models.encoders.base import encoder_spec
+from img2text2img.models.encoders.base import encoder_spec, state_sha256
 from img2text2img.openvocab.words import WordTable, load_word_table
 
 CALIBRATION = Path(__file__).with_name("calibration.json")
+ADAPTERS = Path(__file__).with_name("adapters")
 # encoders whose ImageNet head is the exact published one (the others are approximations or have none)
 EXACT_HEADS = frozenset({"efficientnet_lite0", "mobilenet_v2"})
 
@@ -39,13 +45,18 @@ def has_imagenet_head(encoder: str) -> bool:
     return encoder in EXACT_HEADS
 
 
-def read_calibration(encoder: str, path: Path = CALIBRATION) -> tuple[float, float]:
-    """(a, b) of p' = sigmoid(a * logit(p) + b) for this encoder; (1, 0), the raw score, when none was fitted."""
+def calibration_key(encoder: str, adapted: bool) -> str:
+    return f"{encoder}+adapter" if adapted else encoder
+
+
+def read_calibration(encoder: str, adapted: bool = False, path: Path = CALIBRATION) -> tuple[float, float]:
+    """(a, b) of p' = sigmoid(a * logit(p) + b) for this encoder (read through an adapter or not); (1, 0), the raw
+    score, when none was fitted."""
     try:
         table = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return 1.0, 0.0
-    entry = table.get(encoder) or {}
+    entry = table.get(calibration_key(encoder, adapted)) or {}
     return float(entry.get("a", 1.0)), float(entry.get("b", 0.0))
 
 
@@ -72,7 +83,8 @@ def fit_platt(scores: torch.Tensor, labels: torch.Tensor, steps: int = 200) -> t
 class WordDetector(nn.Module):
     """pooled [B, D] features of encoder `name` -> word probabilities [B, W] over `table.words`."""
 
-    def __init__(self, name: str, table: WordTable | None = None, calibration: tuple[float, float] | None = None):
+    def __init__(self, name: str, table: WordTable | None = None, calibration: tuple[float, float] | None = None,
+                 adapter: nn.Linear | None = None):
         super().__init__()
         if not has_imagenet_head(name):
             raise I2TError(f"encoder {name} has no exact ImageNet head to name objects with "
@@ -83,13 +95,17 @@ class WordDetector(nn.Module):
         self.model = enc.model.eval()  # the full classifier; only its head modules run here
         self.table = table or load_word_table()
         self.register_buffer("class_to_word", self.table.matrix(), persistent=False)
-        self.a, self.b = calibration or read_calibration(name)
+        self.adapter = adapter  # fine-tuned encoder's pooled features -> the frozen encoder's (None: already frozen)
+        self.a, self.b = calibration or read_calibration(name, adapter is not None)
 
     @torch.no_grad()
     def class_logits(self, pooled: torch.Tensor) -> torch.Tensor:
         """pooled [B, D] -> ImageNet logits [B, 1000] (the head on a 1 x 1 map: pooling it again changes nothing)."""
         dev = next(self.model.parameters()).device
-        return self.spec.head(self.model, pooled.float().to(dev)[:, :, None, None])
+        pooled = pooled.float().to(dev)
+        if self.adapter is not None:
+            pooled = self.adapter(pooled).clamp(min=0.0)  # the frozen features end in ReLU6: never negative
+        return self.spec.head(self.model, pooled[:, :, None, None])
 
     @torch.no_grad()
     def raw_scores(self, pooled: torch.Tensor) -> torch.Tensor:
@@ -116,3 +132,40 @@ class WordDetector(nn.Module):
 def word_detector(name: str) -> WordDetector:
     """One detector per encoder name, built once (it loads the encoder's weight file for the head)."""
     return WordDetector(name)
+
+
+def encoder_state_key(encoder: nn.Module) -> str:
+    """What names a fine-tuned encoder's adapter: the first 16 hex digits of its weights' content hash."""
+    return state_sha256(encoder.model.state_dict())[:16]
+
+
+def adapter_path(encoder: nn.Module, root: Path = ADAPTERS) -> Path:
+    return root / f"{encoder.name}-{encoder_state_key(encoder)}.safetensors"
+
+
+def load_adapter(path: Path) -> nn.Linear:
+    state = load_file(str(path))
+    w, b = state["weight"].float(), state["bias"].float()
+    lin = nn.Linear(w.shape[1], w.shape[0])
+    with torch.no_grad():
+        lin.weight.copy_(w)
+        lin.bias.copy_(b)
+    return lin.eval().requires_grad_(False)
+
+
+_ADAPTED: dict[str, WordDetector] = {}
+
+
+def detector_for_encoder(encoder: nn.Module, fine_tuned: bool, root: Path = ADAPTERS) -> WordDetector | None:
+    """The detector that reads `encoder`'s pooled features: the exact head for a frozen pretrained encoder; for a
+    fine-tuned one the head behind its fitted adapter, or None when no adapter was fitted for these weights."""
+    if not has_imagenet_head(encoder.name):
+        return None
+    if not fine_tuned:
+        return word_detector(encoder.name)
+    path = adapter_path(encoder, root)
+    if str(path) not in _ADAPTED:
+        if not path.exists():
+            return None
+        _ADAPTED[str(path)] = WordDetector(encoder.name, adapter=load_adapter(path))
+    return _ADAPTED[str(path)]

@@ -27,6 +27,7 @@ from img2text2img.metrics.cider import CiderD
 from img2text2img.models import evaluating
 from img2text2img.models.captioner import Captioner, CaptionResult, captioner_config, load_captioner, sample_search
 from img2text2img.models.encoders import create_encoder, encoder_spec
+from img2text2img.openvocab.heldout import without_words
 from img2text2img.train.captioner_recipe import CaptionerRecipe
 from img2text2img.train.engine import TrainConfig, TrainTask, fit, seed_everything
 from img2text2img.vocab import PAD_ID, START_ID, Vocabulary, load_word_vectors, pad_batch, tokenize
@@ -148,6 +149,8 @@ class CaptionerTask(TrainTask):
                  cache_dir: str | None = None):
         """`sources` ("train", optional "val"): precomputed inputs to use instead of the feature cache; training
         then uses only the images they hold."""
+        if recipe.exclude_words:  # held-out objects (DCC): their captions never reach training or the vocabulary
+            dataset = without_words(dataset, recipe.exclude_words)
         self.recipe, self.dataset = recipe, dataset
         train_imgs = dataset.split("train")
         if sources is not None:

@@ -31,6 +31,9 @@ class CaptionerRecipe:
                           "--encoder-trainable-blocks N): flip, rot90, rotate[=15], shear[=10], zoom[=0.1], comma-"
                           "separated. A caption naming left/right is never mirrored, one naming a direction never "
                           "turned.")
+    exclude_words: str = option("", "Drop every training caption that mentions one of these comma-separated words "
+                                "(or its plural), and leave them out of a fresh vocabulary: the held-out objects of "
+                                "novel-object captioning (DCC).")
     label_smoothing: float = option(0.0, "Label smoothing of the word cross-entropy.", min=0.0, max=1.0)
     alpha_c: float = option(1.0, "Weight of the attention decoder's doubly stochastic regulariser "
                             "(each grid cell attended about once over a caption).", min=0.0)

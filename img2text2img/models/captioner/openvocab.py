@@ -16,7 +16,8 @@ import torch
 
 from img2text2img.errors import I2TError
 from img2text2img.models.captioner.search import MAX_CONSTRAINTS, constrained_beam_search
-from img2text2img.openvocab import Detection, WordTable, has_imagenet_head, load_word_table, word_detector
+from img2text2img.openvocab import Detection, WordTable, has_imagenet_head, load_word_table
+from img2text2img.openvocab.detector import detector_for_encoder
 from img2text2img.tags import STOP_WORDS
 from img2text2img.vocab import SPECIALS, Vocabulary, WordVectors, load_word_vectors
 
@@ -97,7 +98,11 @@ class OpenVocab:
         if not has_imagenet_head(model.config.encoder):
             raise I2TError(f"open vocabulary needs an encoder with an exact ImageNet head, not {model.config.encoder}")
         self.model = model
-        self.detector = word_detector(model.config.encoder)
+        detector = detector_for_encoder(model.ensure_encoder(), model.config.store_encoder)
+        if detector is None:
+            raise I2TError("open vocabulary: no adapter was fitted for this captioner's fine-tuned encoder "
+                           "(scripts/fit_openvocab_adapter.py --model MODEL fits one)")
+        self.detector = detector
         self.table = self.detector.table
         if vectors is True:
             try:

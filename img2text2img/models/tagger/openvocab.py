@@ -15,7 +15,8 @@ import torch
 
 from img2text2img.data.images import prepare_image
 from img2text2img.models import evaluating
-from img2text2img.openvocab import Detection, has_imagenet_head, plural_forms, word_detector
+from img2text2img.openvocab import Detection, plural_forms
+from img2text2img.openvocab.detector import detector_for_encoder
 
 ING_NOUNS = frozenset("""
 building buildings clothing ceiling painting paintings swing swings ring rings king string wedding evening morning
@@ -63,10 +64,9 @@ def tag_open_vocab(tagger, images: Sequence, top: int | None = 10, batch_size: i
                    threshold: float | None = None) -> list[list[tuple[str, float]]]:
     """Tag PIL images with `tagger` and its encoder's ImageNet head. Detected words need the tagger's own BCE
     threshold (`threshold` None: `tagger.settings.threshold`); a tagger whose encoder has no exact head, or a
-    fine-tuned encoder (the head no longer reads its features), gives its plain tags."""
+    fine-tuned encoder without a fitted adapter (the head no longer reads its features), gives its plain tags."""
     th = tagger.settings.threshold if threshold is None else threshold
-    usable = has_imagenet_head(tagger.config.encoder) and not tagger.encoder_trained
-    detector = word_detector(tagger.config.encoder) if usable else None
+    detector = detector_for_encoder(tagger.encoder, tagger.encoder_trained)
     tf = tagger.encoder.transform()
     dev = next(tagger.parameters()).device
     out: list[list[tuple[str, float]]] = []
