@@ -4,6 +4,7 @@
     python scripts/results_roundtrip.py --data shapes --limit 200 --out docs/results/roundtrip-shapes.json
     python scripts/results_roundtrip.py --data flickr8k --limit 200 --out docs/results/roundtrip-flickr8k.json
     python scripts/results_roundtrip.py --data shapes --oracle --out docs/results/roundtrip-shapes-oracle.json
+    python scripts/results_roundtrip.py --data flickr8k --generator flickr8k-diffusion --out roundtrip-diffusion.json
 
 The JSON holds the scores, the command, the machine and the date; `--report DIR` also writes the HTML report with
 every row (large: keep it out of the repository).
@@ -22,13 +23,15 @@ from pathlib import Path
 from img2text2img.errors import run_reporting_errors
 
 
-def run(data: str, limit: int, per_image: int, seed: int, encoder: str, oracle: bool, report: Path | None) -> dict:
+def run(data: str, limit: int, per_image: int, seed: int, encoder: str, oracle: bool, report: Path | None,
+        generator: str | None = None) -> dict:
     import torch
 
     from img2text2img.data import load_dataset
     from img2text2img.errors import I2TError
     from img2text2img.models import load_model
     from img2text2img.models.encoders import create_encoder
+    from img2text2img.models.names import resolve_model
     from img2text2img.roundtrip import (
         default_model_dir,
         evaluate_roundtrip,
@@ -41,7 +44,8 @@ def run(data: str, limit: int, per_image: int, seed: int, encoder: str, oracle: 
     torch.manual_seed(seed)
     ds = load_dataset(data)
     key = "shapes" if ds.name.startswith("shape") else ds.name
-    cap_dir, gen_dir = default_model_dir("captioner", key), default_model_dir("generator", key)
+    cap_dir = default_model_dir("captioner", key)
+    gen_dir = resolve_model(generator, "generator") if generator else default_model_dir("generator", key)
     cap, gen = load_model(cap_dir, kind="captioner"), load_model(gen_dir, kind="generator")
     enc = create_encoder(encoder, pretrained=True).eval()
     caption_fn, generate_fn, embed_fn = model_functions(cap, gen, enc)
@@ -77,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out", type=Path, required=True, help="the JSON file to write")
     ap.add_argument("--report", type=Path, default=None, help="also write the HTML report into this folder")
+    ap.add_argument("--generator", default=None,
+                    help="a generator name or folder to draw with (default: the one shipped for --data)")
     ap.add_argument("--oracle", action="store_true",
                     help="shapes only: draw each caption with the rule-based renderer instead of the generator "
                          "(the ceiling a learned generator can reach)")
@@ -87,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     from img2text2img.io import write_text_atomic
 
-    payload = run(args.data, args.limit, args.per_image, args.seed, args.encoder, args.oracle, args.report)
+    payload = run(args.data, args.limit, args.per_image, args.seed, args.encoder, args.oracle, args.report,
+                  args.generator)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(args.out, json.dumps(payload, indent=2) + "\n")
     print(json.dumps(payload["scores"], indent=2))
