@@ -33,24 +33,32 @@ def runtime_for(kind: str, model, data: str | None, device: str, backend: str | 
 
 
 def caption(images: Sequence, model=None, beam_size: int | None = None, data: str | None = None,
-            device: str = "auto", backend: str | None = None):
-    """Caption image paths or PIL images (`beam_size=None`: the beam the model was tuned for)."""
-    rt = runtime_for("captioner", model, data, device, backend)
+            device: str = "auto", backend: str | None = None, open_vocab: bool | None = None):
+    """Caption image paths or PIL images (`beam_size=None`: the beam the model was tuned for). `open_vocab`: name
+    objects the ImageNet head is sure of (None: the model's own setting; True runs on torch)."""
+    rt = runtime_for("captioner", model, data, device, backend, torch_only="open_vocab" if open_vocab else None)
     if rt is not None:
         return rt.caption_images(read_images(images), beam_size=beam_size)
     from img2text2img.models import captioner as captioners
 
-    return captioners.caption(images, model=model, beam_size=beam_size, data=data, device=device)
+    return captioners.caption(images, model=model, beam_size=beam_size, data=data, device=device,
+                              open_vocab=open_vocab)
 
 
 def tag(images: Sequence, model=None, top: int = 10, data: str | None = None, device: str = "auto",
-        backend: str | None = None):
-    """Tag image paths or PIL images: a list of (tag, score) per image, best first."""
-    rt = runtime_for("tagger", model, data, device, backend)
+        backend: str | None = None, open_vocab: bool = False):
+    """Tag image paths or PIL images: a list of (tag, score) per image, best first. `open_vocab`: merge in the
+    objects the encoder's ImageNet head names (nouns and adjectives only; torch)."""
+    rt = runtime_for("tagger", model, data, device, backend, torch_only="open_vocab" if open_vocab else None)
     if rt is not None:
         return rt.tag_images(read_images(images), top=top)
     from img2text2img.models import tagger as taggers
 
+    if open_vocab:
+        from img2text2img.models.tagger.openvocab import OpenVocabTagger
+
+        loaded = model if isinstance(model, taggers.Tagger) else taggers.load_tagger(model, device=device, data=data)
+        return OpenVocabTagger(loaded)(read_images(images), top=top)
     return taggers.tag(images, model=model, top=top, data=data, device=device)
 
 

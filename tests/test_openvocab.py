@@ -216,3 +216,43 @@ def test_adapter_detector_is_found_by_the_encoders_weights(tmp_path):
     assert torch.allclose(det.class_logits(pooled), plain.class_logits(pooled), atol=1e-4)  # identity adapter
     assert detector_for_encoder(enc, fine_tuned=False, root=tmp_path).adapter is None  # frozen: the exact head
     assert detector_for_encoder(SimpleNamespace(name="small_cnn"), fine_tuned=False) is None
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["caption", "{img}", "--data", "shapes", "--open-vocab"], "exact ImageNet head"),
+    (["tag", "{img}", "--data", "shapes", "--open-vocab"], "exact ImageNet head"),
+    (["caption", "{img}", "--open-vocab", "--backend", "onnx"], "--open-vocab needs torch"),
+    (["tag", "{img}", "--open-vocab", "--backend", "onnx"], "--open-vocab needs torch"),
+])
+def test_cli_open_vocab_refuses_in_one_line(tmp_path, capsys, args, needle):
+    from PIL import Image
+
+    from img2text2img.cli import main
+
+    img = tmp_path / "i.png"
+    Image.new("RGB", (32, 32), "red").save(img)
+    assert main([a.format(img=img) for a in args]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and needle in err
+
+
+def test_cli_open_vocab_tags_name_a_shipped_taggers_objects(tmp_path, capsys):
+    import json
+
+    from PIL import Image
+
+    from img2text2img.cli import main
+    from img2text2img.errors import I2TError
+
+    try:
+        from img2text2img.openvocab import word_detector
+        word_detector("efficientnet_lite0")
+    except I2TError:
+        pytest.skip("EfficientNet-Lite0 weights not on this machine")
+    img = tmp_path / "i.png"
+    Image.new("RGB", (64, 64), "white").save(img)
+    assert main(["tag", str(img), "--open-vocab", "--json", "--top", "5"]) == 0
+    out = capsys.readouterr()
+    row = json.loads(out.out.strip().splitlines()[-1])
+    assert len(row["tags"]) <= 5 and all(is_tag_word(t) for t, _ in row["tags"])
+    assert "torch" in out.err  # the one-line note: open vocabulary left the ONNX runtime

@@ -20,6 +20,7 @@ from img2text2img.cli.output import (
     console,
     inference_model,
     model_option,
+    note,
     progress_bar,
     runtime_model,
     tsv_field,
@@ -50,11 +51,17 @@ def caption(
     batch_size: BatchOption = 32,
     device: DeviceOption = "auto",
     backend: BackendOption = "auto",
+    open_vocab: Annotated[bool | None, typer.Option(
+        "--open-vocab/--no-open-vocab", help="Name objects the encoder's ImageNet head is sure of when the caption "
+        "lacks them (constrained beam search; words Flickr8k never used come from GloVe). Default: the model's own "
+        "(off for the shipped ones). Runs on torch: the ONNX runtime has no open vocabulary yet.")] = None,
 ) -> None:
     """Write one caption per image, in the order given (folders: sorted by name), as FILE<TAB>CAPTION lines (a tab,
     newline or backslash in a file name is written \\t, \\n, \\\\) or with --json as JSON lines. Folders are decoded
     in a thread pool and captioned in batches; bad files are skipped and listed at the end (exit code 2)."""
-    rt = runtime_model("captioner", model, data, device, backend)
+    if open_vocab and backend == "auto":
+        note("--open-vocab runs the torch model (the ONNX runtime has no open vocabulary yet): a slower start")
+    rt = runtime_model("captioner", model, data, device, backend, torch_only="--open-vocab" if open_vocab else None)
     if rt is not None:  # the torch-free path: ONNX Runtime graphs, the search in numpy
         inputs = ImageInputs(paths, prepare=rt.prepare)
         with progress_bar(len(inputs), "captioning") as advance:
@@ -79,7 +86,7 @@ def caption(
     with torch.inference_mode(), progress_bar(len(inputs), "captioning") as advance:
         for batch in inputs.batches(chunk):
             t0 = time.perf_counter()
-            results = run(cap, [img for _, img in batch], beam_size=beam, batch_size=batch_size)
+            results = run(cap, [img for _, img in batch], beam_size=beam, batch_size=batch_size, open_vocab=open_vocab)
             show_captions(batch, results, (time.perf_counter() - t0) * 1000.0 / len(batch), as_json)
             advance(len(batch))
     inputs.finish("captioned")

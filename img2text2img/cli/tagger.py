@@ -17,6 +17,7 @@ from img2text2img.cli.output import (
     console,
     inference_model,
     model_option,
+    note,
     progress_bar,
     runtime_model,
     tsv_field,
@@ -36,12 +37,18 @@ def tag_cmd(
     batch_size: BatchOption = 32,
     device: DeviceOption = "auto",
     backend: BackendOption = "auto",
+    open_vocab: Annotated[bool, typer.Option(
+        "--open-vocab/--no-open-vocab", help="Add the objects the encoder's ImageNet head names (cat, cup, car) to "
+        "the tag head's words, nouns and adjectives only, on one score scale. Runs on torch: the ONNX runtime has "
+        "no open vocabulary yet.")] = False,
 ) -> None:
     """Print the tags of each image with their scores, in the order given (folders: sorted by name), as
     FILE<TAB>tag (score), ... lines (a tab, newline or backslash in a file name is written \\t, \\n, \\\\) or with
     --json as JSON lines. Folders are decoded in a thread pool and tagged in batches; bad files are skipped and
     listed at the end (exit code 2)."""
-    rt = runtime_model("tagger", model, data, device, backend)
+    if open_vocab and backend == "auto":
+        note("--open-vocab runs the torch model (the ONNX runtime has no open vocabulary yet): a slower start")
+    rt = runtime_model("tagger", model, data, device, backend, torch_only="--open-vocab" if open_vocab else None)
     if rt is not None:  # the torch-free path: ONNX Runtime graphs
         import numpy as np
 
@@ -57,7 +64,13 @@ def tag_cmd(
     from img2text2img.models.tagger.model import BulkTagger
 
     inputs = ImageInputs(paths)
-    tagger = BulkTagger(inference_model("tagger", model, data, device))
+    loaded = inference_model("tagger", model, data, device)
+    if open_vocab:
+        from img2text2img.models.tagger.openvocab import OpenVocabTagger
+
+        tagger = OpenVocabTagger(loaded)
+    else:
+        tagger = BulkTagger(loaded)
     with torch.inference_mode(), progress_bar(len(inputs), "tagging") as advance:
         for batch in inputs.batches(2 * batch_size):
             show_tags(batch, tagger([img for _, img in batch], top=top, batch_size=batch_size), as_json)

@@ -14,8 +14,9 @@ import numpy as np
 import torch
 
 from img2text2img.data.images import prepare_image
+from img2text2img.errors import I2TError
 from img2text2img.models import evaluating
-from img2text2img.openvocab import Detection, plural_forms
+from img2text2img.openvocab import Detection, has_imagenet_head, plural_forms
 from img2text2img.openvocab.detector import detector_for_encoder
 
 ING_NOUNS = frozenset("""
@@ -59,6 +60,27 @@ def merge_tags(head: Sequence[tuple[str, float]], detections: Sequence[Detection
     return ranked[:top] if top else ranked
 
 
+def tagger_detector(tagger, strict: bool = False):
+    """The word detector reading `tagger`'s features, or None (`strict`: a one-line error saying why)."""
+    detector = detector_for_encoder(tagger.encoder, tagger.encoder_trained)
+    if detector is None and strict:
+        why = ("has no exact ImageNet head" if not has_imagenet_head(tagger.encoder.name)
+               else "was fine-tuned and has no fitted adapter")
+        raise I2TError(f"open vocabulary: this tagger's encoder ({tagger.encoder.name}) {why}")
+    return detector
+
+
+class OpenVocabTagger:
+    """`BulkTagger`'s call with the detector's words merged in; refuses a tagger whose features it cannot read."""
+
+    def __init__(self, tagger):
+        self.tagger = tagger
+        tagger_detector(tagger, strict=True)
+
+    def __call__(self, images: Sequence, top: int | None = 10, batch_size: int = 32) -> list[list[tuple[str, float]]]:
+        return tag_open_vocab(self.tagger, images, top=top, batch_size=batch_size)
+
+
 @torch.no_grad()
 def tag_open_vocab(tagger, images: Sequence, top: int | None = 10, batch_size: int = 32,
                    threshold: float | None = None) -> list[list[tuple[str, float]]]:
@@ -66,7 +88,7 @@ def tag_open_vocab(tagger, images: Sequence, top: int | None = 10, batch_size: i
     threshold (`threshold` None: `tagger.settings.threshold`); a tagger whose encoder has no exact head, or a
     fine-tuned encoder without a fitted adapter (the head no longer reads its features), gives its plain tags."""
     th = tagger.settings.threshold if threshold is None else threshold
-    detector = detector_for_encoder(tagger.encoder, tagger.encoder_trained)
+    detector = tagger_detector(tagger)
     tf = tagger.encoder.transform()
     dev = next(tagger.parameters()).device
     out: list[list[tuple[str, float]]] = []
