@@ -256,3 +256,16 @@ def test_cli_open_vocab_tags_name_a_shipped_taggers_objects(tmp_path, capsys):
     row = json.loads(out.out.strip().splitlines()[-1])
     assert len(row["tags"]) <= 5 and all(is_tag_word(t) for t, _ in row["tags"])
     assert "torch" in out.err  # the one-line note: open vocabulary left the ONNX runtime
+
+
+def test_constrained_search_ends_at_a_full_stop():
+    m = tiny()
+    pooled, _ = feats(3)
+    stop, cat = m.vocab.stoi["on"], m.vocab.stoi["cat"]  # "on" plays "." in the tiny vocabulary
+    with torch.no_grad():
+        m.decoder.out.bias[stop] += 3.0  # a model that says "." early
+        ids, _, met = constrained_beam_search(m.decoder, pooled, None, [[[cat]]] * 3, 3, 10, full_stop=stop)
+    for row in ids.tolist():
+        if stop in row:
+            assert row[row.index(stop) + 1] == END_ID
+    assert met.all()

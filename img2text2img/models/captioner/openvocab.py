@@ -149,6 +149,7 @@ class OpenVocab:
         idx = torch.tensor(rows, device=pooled.device)
         ids, lp, met = constrained_beam_search(model.decoder, pooled.index_select(0, idx),
                                                None if grid is None else grid.index_select(0, idx), cons,
-                                               max(beam_size, 2), max_len, model.settings.length_alpha)
+                                               max(beam_size, 2), max_len, model.settings.length_alpha,
+                                               full_stop=model.vocab.stoi.get("."))
         return {i: (model.vocab.decode_tokens(ids[j].tolist()), float(lp[j]))
                 for j, i in enumerate(rows) if bool(met[j])}

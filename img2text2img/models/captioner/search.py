@@ -152,13 +152,16 @@ MAX_CONSTRAINTS = 2  # 2**C beams per image: four times the work of a plain beam
 
 
 def constrained_beam_search(decoder: nn.Module, pooled, grid, constraints, beam_size: int, max_len: int,
-                            length_alpha: float = 0.7) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                            length_alpha: float = 0.7, full_stop: int | None = None
+                            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Constrained beam search (Anderson et al. 2017): the caption must contain one word of each constraint.
 
     `constraints[b]` lists up to MAX_CONSTRAINTS constraints of image b, each a list of alternative word ids (any of
     them satisfies it: "coffee" or "cup"). A finite-state machine whose state is the set of constraints met so far
     keeps a beam of `beam_size` per state; a word moves a hypothesis to the state that adds the constraints it
     meets. The result is the best hypothesis of the accepting state (all met), ranked as in `beam_search`.
+    `full_stop` (the id of "."): only <end> may follow it, else a forced word is tacked on after the sentence
+    ("two dogs play in the water . bear .").
     -> (ids [B, L], summed logprob [B], met [B] bool: False where no hypothesis met all, ids then the best found).
     """
     B, k = pooled.shape[0], beam_size
@@ -198,6 +201,10 @@ def constrained_beam_search(decoder: nn.Module, pooled, grid, constraints, beam_
                         raise ValueError(f"constraint word id {w} is outside the vocabulary of {V}")
                     bits[b, w] |= 1 << j
             next_state = torch.arange(S, device=dev).view(1, S, 1, 1) | bits.view(B, 1, 1, V)
+        if full_stop is not None:
+            ended = torch.full_like(logp, -math.inf)
+            ended[:, END_ID] = logp[:, END_ID]
+            logp = torch.where((prefix[:, -1] == full_stop)[:, None], ended, logp)
         frozen = torch.full_like(logp, -math.inf)
         frozen[:, PAD_ID] = 0.0
         logp = torch.where(done[:, None], frozen, logp)

@@ -32,6 +32,11 @@ pull pulls push pushes sits front top together near behind area something dresse
 """.split())  # noqa: SIM905 - a word list reads best as text
 
 
+# chosen on the 1,000 Flickr8k val photos (scripts/openvocab_eval.py --tagger): the lowest detector score at which
+# merged tags keep the noun-and-adjective tags' micro F1 at home (docs/bench/openvocab_tagger_val.json)
+DETECT_THRESHOLD = 0.5
+
+
 def is_tag_word(word: str) -> bool:
     """Whether `word` may be a tag: a noun or adjective, as far as the lists above can tell."""
     if word in NOT_TAGS:
@@ -84,10 +89,10 @@ class OpenVocabTagger:
 @torch.no_grad()
 def tag_open_vocab(tagger, images: Sequence, top: int | None = 10, batch_size: int = 32,
                    threshold: float | None = None) -> list[list[tuple[str, float]]]:
-    """Tag PIL images with `tagger` and its encoder's ImageNet head. Detected words need the tagger's own BCE
-    threshold (`threshold` None: `tagger.settings.threshold`); a tagger whose encoder has no exact head, or a
-    fine-tuned encoder without a fitted adapter (the head no longer reads its features), gives its plain tags."""
-    th = tagger.settings.threshold if threshold is None else threshold
+    """Tag PIL images with `tagger` and its encoder's ImageNet head. Detected words need a calibrated score of
+    `threshold` (None: DETECT_THRESHOLD); a tagger whose encoder has no exact head, or a fine-tuned encoder without
+    a fitted adapter (the head no longer reads its features), gives its plain tags."""
+    th = DETECT_THRESHOLD if threshold is None else threshold
     detector = tagger_detector(tagger)
     tf = tagger.encoder.transform()
     dev = next(tagger.parameters()).device
