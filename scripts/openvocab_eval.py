@@ -98,6 +98,30 @@ def tagger_at_home(split: str, out: Path | None, thresholds: list[float]) -> Non
     print(text)
 
 
+def broken_on_drawings(model, ds, n: int) -> dict:
+    """<unk> captions of the round trip's drawings (the shipped Flickr8k generator's pictures of the first `n` test
+    captions), with <unk> allowed (the search before #13) and forbidden (now)."""
+    from img2text2img.models.generator import generate_images
+
+    prompts = [ds.captions[im][0] for im in ds.split("test")[:n]]
+    pictures = generate_images(prompts, data="flickr8k", seed=0)
+    counts = {}
+    for key, mask in (("before", allow_unk), ("after", search_module.never_emit)):
+        keep, search_module.never_emit = search_module.never_emit, mask
+        try:
+            broken = 0
+            for i in range(0, n, 32):
+                pooled, grid = model.encode_images(pictures[i:i + 32])
+                ids, _ = search_module.beam_search(model.decoder, pooled.float(), grid.float() if model.config.uses_grid
+                                                   else None, model.settings.beam_size, model.config.max_len,
+                                                   model.settings.length_alpha)
+                broken += sum(UNK_ID in (r[: r.index(END_ID)] if END_ID in r else r) for r in ids.tolist())
+        finally:
+            search_module.never_emit = keep
+        counts[key] = broken
+    return {"drawings": n, "broken_unk_before": counts["before"], "broken_unk_after": counts["after"]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=None, help="captioner (shipped name or folder; default the Flickr8k one)")
@@ -113,9 +137,16 @@ def main() -> None:
                     "(horse/pony,car): mention F1 over the photos and METEOR on those whose references name it")
     ap.add_argument("--calibrate", action="store_true", help=f"fit the detectors' Platt scaling into {CALIBRATION.name}")
     ap.add_argument("--out", type=Path, default=None, help="write the numbers as JSON")
+    ap.add_argument("--drawings", type=int, default=0, help="only count <unk> captions of N round-trip drawings")
     ap.add_argument("--tagger", action="store_true", help="score the shipped tagger instead, plain vs open vocab")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
+    if a.drawings:
+        text = json.dumps({"date": date.today().isoformat(), **broken_on_drawings(load_captioner(a.model),
+                                                                               load_dataset("flickr8k"), a.drawings)})
+        if a.out:
+            write_text_atomic(a.out, text + "\n")
+        return print(text)
     if a.tagger:
         return tagger_at_home(a.split, a.out, [float(t) for t in a.thresholds.split(",") if t.strip()]
                               or [0.2, 0.3, 0.5, 0.7])
