@@ -269,3 +269,16 @@ def test_constrained_search_ends_at_a_full_stop():
         if stop in row:
             assert row[row.index(stop) + 1] == END_ID
     assert met.all()
+
+
+def test_calibration_is_read_per_detector(tmp_path):
+    import json
+
+    from img2text2img.openvocab.detector import CALIBRATION, read_calibration
+
+    p = tmp_path / "c.json"
+    p.write_text(json.dumps({"enc": {"a": 2.0, "b": 1.0}, "enc+adapter": {"a": 0.5, "b": -1.0}}))
+    assert read_calibration("enc", False, p) == (2.0, 1.0) and read_calibration("enc", True, p) == (0.5, -1.0)
+    assert read_calibration("other", False, p) == (1.0, 0.0) and read_calibration("enc", False, tmp_path / "no") == (1.0, 0.0)
+    shipped = json.loads(CALIBRATION.read_text())  # both detectors of the shipped models are calibrated
+    assert {"efficientnet_lite0", "efficientnet_lite0+adapter"} <= set(shipped)
