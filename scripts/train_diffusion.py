@@ -26,6 +26,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--log-every", type=int, default=50, help="steps between progress lines")
+    p.add_argument("--stop-at", type=int, default=None,
+                   help="end this invocation at this denoiser step, checkpointed (--resume continues)")
     hints = typing.get_type_hints(DiffusionRecipe)
     for f in dataclasses.fields(DiffusionRecipe):
         flag = "--" + f.name.replace("_", "-")
@@ -43,11 +45,15 @@ def main(argv: list[str] | None = None) -> int:
     recipe = DiffusionRecipe(**{f.name: getattr(args, f.name) for f in dataclasses.fields(DiffusionRecipe)})
     try:
         summary = train_diffusion(args.data, args.out, recipe, data_dir=args.data_dir, resume=args.resume,
-                                  device=args.device, log_every=args.log_every,
+                                  device=args.device, log_every=args.log_every, stop_at=args.stop_at,
                                   command=["python", "scripts/train_diffusion.py", *(argv or sys.argv[1:])])
     except I2TError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    if summary["denoiser"]["steps"] < recipe.steps:
+        print(f"stopped at denoiser step {summary['denoiser']['steps']} of {recipe.steps} (--stop-at); "
+              "--resume continues")
+        return 0
     print(f"done: {summary['denoiser']['steps']} denoiser steps in {summary['denoiser']['train_seconds']} s; "
           f"the model is {args.out}/denoiser")
     return 0

@@ -93,6 +93,26 @@ def test_resume_reaches_same_weights(tmp_path):
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
 
 
+def test_stop_at_then_resume_with_a_shorter_schedule_is_replayable(tmp_path):
+    """stop_at cuts a run at a known step (checkpointed, no best/ yet); resuming it, here with a shorter total as
+    the diffusion recipe does, gives the same weights each time it is replayed."""
+    def replay(name, total_after):
+        run = tmp_path / name
+        res = fit(ToyTask(), TrainConfig(out=str(run), max_steps=20, batch_size=32, checkpoint_every=7, progress=False,
+                                         stop_at=9, eval_every=100))
+        assert res["steps"] == 9 and load_checkpoint(run / "last").info["step"] == 9
+        assert not (run / "best" / "config.json").exists()
+        fit(ToyTask(seed=5), TrainConfig(out=str(run), max_steps=total_after, batch_size=32, checkpoint_every=7,
+                                         progress=False, resume=True, eval_every=100))
+        assert (run / "best" / "config.json").exists()
+        return _weights(run / "last")
+
+    a, b, longer = replay("a", 14), replay("b", 14), replay("c", 20)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+    assert any(not torch.equal(a[k], longer[k]) for k in a)
+
+
 def test_precision_picks_the_autocast_dtype():
     from img2text2img.train.engine import autocast_dtype_for
 

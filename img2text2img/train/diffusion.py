@@ -232,10 +232,10 @@ class DenoiserTask(TrainTask):
 
 
 def stage_config(out: Path, recipe: DiffusionRecipe, *, steps: int, batch_size: int, lr: float, every: int,
-                 resume: bool, device: str, log_every: int, progress: bool) -> TrainConfig:
+                 resume: bool, device: str, log_every: int, progress: bool, stop_at: int | None = None) -> TrainConfig:
     return TrainConfig(out=str(out), epochs=1, max_steps=steps, batch_size=batch_size, lr=lr, grad_clip=1.0,
                        warmup_steps=recipe.warmup_steps, checkpoint_every=every, seed=recipe.seed,
-                       device=device, resume=resume, progress=progress, log_every=log_every)
+                       device=device, resume=resume, progress=progress, log_every=log_every, stop_at=stop_at)
 
 
 def has_checkpoint(path: Path) -> bool:
@@ -244,9 +244,11 @@ def has_checkpoint(path: Path) -> bool:
 
 def train_diffusion(data: str, out: str | Path, recipe: DiffusionRecipe | None = None, *,
                     data_dir: str | Path | None = None, resume: bool = False, device: str = "auto",
-                    log_every: int = 50, progress: bool = True, command: list[str] | None = None) -> dict:
+                    log_every: int = 50, progress: bool = True, command: list[str] | None = None,
+                    stop_at: int | None = None) -> dict:
     """Train both stages on `data` (flickr8k, shapes[:N] or a caption folder) into `out`; returns a summary (also
-    written to `out/denoiser/summary.json`, with the command, for `i2t ship`). `resume` continues an interrupted run."""
+    written to `out/denoiser/summary.json`, with the command, for `i2t ship`). `resume` continues an interrupted run;
+    `stop_at` ends this invocation at that denoiser step (checkpointed, resumable)."""
     recipe = recipe or DiffusionRecipe()
     out = Path(out)
     if not resume and out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -283,7 +285,9 @@ def train_diffusion(data: str, out: str | Path, recipe: DiffusionRecipe | None =
     latents = encode_pictures(model, train.images, fit_scale=not in_stage2)
     task = DenoiserTask(model.train(), latents, train.captions, recipe, sample_prompts(data))
     summary["denoiser"] = fit(task, stage_config(run, recipe, steps=recipe.steps, batch_size=recipe.batch_size,
-                                                 lr=recipe.lr, every=recipe.checkpoint_every,
+                                                 lr=recipe.lr, every=recipe.checkpoint_every, stop_at=stop_at,
                                                  **{**opts, "resume": in_stage2}))
+    if stop_at is not None and summary["denoiser"]["steps"] < recipe.steps:
+        return summary  # cut on purpose: the run is not finished, so there is nothing to ship yet
     write_text_atomic(run / "summary.json", json.dumps(summary, indent=2, default=str))
     return summary

@@ -48,6 +48,9 @@ class TrainConfig:
     out: str = "runs/model"  # run folder: out/last (latest checkpoint) and out/best (best validation score)
     epochs: int = 10
     max_steps: int | None = None  # stop after this many optimizer steps (overrides epochs when reached first)
+    # end this invocation at this step, checkpointed, as if cut there (the schedule still runs to the total):
+    # `--resume` continues; how a recipe replays a run that changed course at a known step
+    stop_at: int | None = None
     batch_size: int = 64  # global batch: divided across processes under torchrun
     lr: float = 1e-3
     weight_decay: float = 0.0
@@ -497,8 +500,9 @@ def fit(task: TrainTask, cfg: TrainConfig) -> dict:
     display = _Display(cfg.progress and dist_info.main, total, step, cfg.log_every)
     model.train()
     stop = False
+    cut = cfg.stop_at is not None and step >= cfg.stop_at  # resumed at or past it: nothing to do
     try:
-        while step < total and not stop:
+        while step < total and not stop and not cut:
             sampler.set_epoch(epoch)
             if hasattr(dataset, "set_epoch"):
                 dataset.set_epoch(epoch)
@@ -528,13 +532,14 @@ def fit(task: TrainTask, cfg: TrainConfig) -> dict:
                     epoch, batch_in_epoch = epoch + 1, 0
                 if cfg.eval_every and step % cfg.eval_every == 0 or cfg.eval_every is None and batch_in_epoch == 0:
                     stop = evaluate()
-                if step % cfg.checkpoint_every == 0 or batch_in_epoch == 0 or stop or step >= total:
+                cut = cfg.stop_at is not None and step >= cfg.stop_at
+                if step % cfg.checkpoint_every == 0 or batch_in_epoch == 0 or stop or cut or step >= total:
                     save(last_dir, with_trainer=True)
-                if stop or step >= total:
+                if stop or cut or step >= total:
                     break
     finally:
         display.close()
-    if dist_info.main and not (best_dir / "config.json").exists():
+    if dist_info.main and not (cut and step < total) and not (best_dir / "config.json").exists():
         save(best_dir, with_trainer=False)  # no validation: the final weights are the best we know
     _barrier(dist_info)
     return {"steps": step, "epochs": epoch, "best": best if math.isfinite(best) else None, "val": metrics,
