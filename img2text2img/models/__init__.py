@@ -26,8 +26,9 @@ MODEL_KINDS = {
     "tagger": ("img2text2img.models.tagger", "Tagger"),
     "generator": ("img2text2img.models.generator", "Generator"),
 }
-# a "generator" checkpoint whose config kind is "diffusion"
+# "generator" checkpoints whose config kind is one of these (the packages import models.generator's parts)
 DIFFUSION = ("img2text2img.models.diffusion", "DiffusionGenerator")
+GENERATOR_KINDS = {"diffusion": DIFFUSION, "latent-gan": ("img2text2img.models.gan", "LatentGAN")}
 
 
 @contextmanager
@@ -107,9 +108,9 @@ def load_model(path: str | Path, kind: str | None = None, device: str = "cpu"):
     if ckpt.kind not in MODEL_KINDS:
         raise I2TError(f"{path}: unknown model kind {ckpt.kind!r}")
     module, cls = MODEL_KINDS[ckpt.kind]
-    if ckpt.kind == "generator" and isinstance(ckpt.config, dict) and ckpt.config.get("kind") == "diffusion":
-        # dispatched here, not in the generator package: models.diffusion imports models.generator.text
-        module, cls = DIFFUSION
+    if ckpt.kind == "generator" and isinstance(ckpt.config, dict) and ckpt.config.get("kind") in GENERATOR_KINDS:
+        # dispatched here, not in the generator package: models.diffusion and models.gan import models.generator
+        module, cls = GENERATOR_KINDS[ckpt.config["kind"]]
     try:
         model = getattr(importlib.import_module(module), cls).from_checkpoint(ckpt)
     except ConfigError as e:  # a config.json value of the wrong type or range: name the file it is in

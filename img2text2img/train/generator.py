@@ -22,6 +22,7 @@ from img2text2img.errors import I2TError
 from img2text2img.metrics.image import encoder_features, frechet_feature_distance, paired_cosine_similarity
 from img2text2img.models import load_model, resolve_checkpoint_dir
 from img2text2img.models.encoders import ENCODERS, create_encoder
+from img2text2img.models.gan import latent_gan_presets
 from img2text2img.models.generator import (
     Generator,
     GeneratorLoss,
@@ -45,6 +46,7 @@ from img2text2img.train.generator_data import (
     write_samples,
 )
 from img2text2img.train.generator_recipe import GeneratorRecipe, check_recipe
+from img2text2img.train.latent_gan import train_latent_gan
 from img2text2img.train.scene import train_scene_generator
 from img2text2img.vocab import Vocabulary, load_word_vectors, pad_batch
 
@@ -280,6 +282,8 @@ def train_generator(recipe: GeneratorRecipe | str, data: str, cfg: TrainConfig, 
     On `cfg.resume` the vocabulary and network come from `out/last`; `init_from` starts a fresh run from another
     run's weights (same kind; a vae may gain a learned prior). The summary's `parents` lists `init_from`."""
     recipe = GeneratorRecipe(kind=recipe) if isinstance(recipe, str) else recipe
+    if recipe.kind in latent_gan_presets():  # its own trainer: it feeds on a diffusion autoencoder's latents
+        return train_latent_gan(recipe, data, cfg, data_dir=data_dir, init_from=init_from)
     kind = generator_config(recipe.kind).kind
     check_recipe(recipe, kind)
     if kind == "scene":

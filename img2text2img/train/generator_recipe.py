@@ -14,7 +14,9 @@ class GeneratorRecipe:
     """How a generator is trained; `i2t train generator` takes each field as an option."""
 
     kind: str = option("pixel", "Preset: pixel | vae | gan, or scene for flat-colour pictures such as the shapes set "
-                       "(a writer of scenes; train it with --batch-size 64 --lr 1e-3); *-tiny presets are for tests.")
+                       "(a writer of scenes; train it with --batch-size 64 --lr 1e-3), or latent-gan / "
+                       "latent-gan-pixel (a GAN drawing in a diffusion run's --autoencoder latents, its "
+                       "discriminator judging latents / decoded pictures); *-tiny presets are for tests.")
     steps: int = option(3000, "Optimizer steps.", min=1)
     batch_size: int = option(32, "Pictures per step.", min=1)
     lr: float = option(2e-3, "Peak learning rate (linear warm-up, then cosine).", min=0.0)
@@ -43,7 +45,8 @@ class GeneratorRecipe:
     ema: float = option(0.999, "gan: decay of the moving average of the generator's weights that samples and "
                         "checkpoints use (0 = off, draw with the raw weights).", min=0.0, max=0.99999)
     diff_augment: str = option("color,translation,cutout", "gan: DiffAugment on every picture the discriminator "
-                               "sees, real and drawn: any of color, translation, cutout, or none.")
+                               "sees, real and drawn: any of color, translation, cutout, or none (a latent-gan judging latents "
+                               "skips color: a latent has no colours).")
     gp_weight: float = option(2.0, "gan: weight of the matching-aware zero-centred gradient penalty on real "
                               "pictures with their sentences (DF-GAN's MA-GP; 0 = off).", min=0.0)
     mode_seeking: float = option(1.0, "gan: weight of the mode-seeking term (MSGAN): two drawings of one sentence "
@@ -53,15 +56,20 @@ class GeneratorRecipe:
                                   "(0 = off).", min=0.0)
     diversity_encoder: str = option("mobilenet_v3_small", "gan: the encoder whose pooled features measure "
                                     "diversity (logged at each checkpoint to diversity.jsonl); none = no watch.")
+    autoencoder: str | None = option(None, "latent-gan: the frozen autoencoder it draws through, a diffusion "
+                                     "run's autoencoder checkpoint (e.g. runs/diffusion-flickr8k/autoencoder/best); "
+                                     "its weights go into the GAN's folder.")
     fit_pictures: int = option(3000, "scene: training pictures the palette and sprite templates are fitted to.", min=1)
 
 
 # recipe fields that mean something for some kinds only: set for another, they are refused rather than ignored
-ONLY_FOR = {"z_dim": ("vae", "gan"), "prior": ("vae",), "beta": ("vae",), "kl_warmup": ("vae",),
+GANS = ("gan", "latent-gan")
+ONLY_FOR = {"z_dim": ("vae", *GANS), "prior": ("vae",), "beta": ("vae",), "kl_warmup": ("vae",),
             "recon_weight": ("gan",), "recon_loss": ("pixel", "vae", "gan"), "glove": ("pixel", "vae", "gan"),
             "perceptual": ("pixel", "vae"), "perceptual_weight": ("pixel", "vae"), "perceptual_size": ("pixel", "vae"),
-            "fit_pictures": ("scene",), "augment": ("pixel", "vae", "gan"), "d_lr": ("gan",), "ema": ("gan",),
-            "diff_augment": ("gan",), "gp_weight": ("gan",), "min_diversity": ("gan",), "mode_seeking": ("gan",), "diversity_encoder": ("gan",)}
+            "fit_pictures": ("scene",), "augment": ("pixel", "vae", "gan"), "d_lr": GANS, "ema": GANS,
+            "diff_augment": GANS, "gp_weight": GANS, "min_diversity": GANS, "mode_seeking": GANS,
+            "diversity_encoder": GANS, "autoencoder": ("latent-gan",)}
 
 
 def check_recipe(recipe: GeneratorRecipe, kind: str) -> None:
