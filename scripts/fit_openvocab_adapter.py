@@ -2,7 +2,7 @@
 features to the frozen ImageNet encoder's, so the exact ImageNet head can name objects from the features the
 captioner already computed (a second frozen CNN pass would cost more than captioning itself on a CPU).
 
-    python scripts/fit_openvocab_adapter.py --out docs/bench/openvocab_adapter.json   # the shipped captioner
+    python scripts/fit_openvocab_adapter.py --out docs/bench/openvocab.json --key adapter   # the shipped captioner
 
 Ridge regression on Flickr8k training photos (closed form); the ridge strength is chosen on validation photos by
 how often the adapted head's top word equals the frozen head's. Writes img2text2img/openvocab/adapters/<enc>-<hash>
@@ -69,6 +69,7 @@ def main() -> None:
     ap.add_argument("--features", type=Path, default=None, help="precomputed fine-tuned pooled features (.npy, rows "
                     "= train[:N] + val + test) instead of encoding")
     ap.add_argument("--out", type=Path, default=None, help="write the fit's numbers as JSON")
+    ap.add_argument("--key", default=None, help="with --out: write them as this entry of the file, keeping others")
     a = ap.parse_args()
     torch.set_num_threads(1)
     model = load_captioner(a.model)
@@ -111,9 +112,13 @@ def main() -> None:
               str(path), metadata={"encoder": model.config.encoder, "ridge": str(lam), "train_photos": str(n_tr)})
     result["adapter"] = str(path.relative_to(ADAPTERS.parent.parent.parent))
     text = json.dumps(result, indent=1)
-    if a.out:
-        write_text_atomic(a.out, text + "\n")
     print(text)
+    if a.out:
+        if a.key:
+            table = json.loads(a.out.read_text()) if a.out.exists() else {}
+            table[a.key] = result
+            text = json.dumps(table, indent=1)
+        write_text_atomic(a.out, text + "\n")
 
 
 if __name__ == "__main__":

@@ -1,10 +1,14 @@
 """Measure open vocabulary (#13) on Flickr8k: broken captions (<unk>) before/after the mask, COCO scores with and
 without open vocabulary, the time it adds, the DCC held-out-words protocol, and the detector calibration.
 
-    python scripts/openvocab_eval.py --calibrate --split val                       # fit Platt scaling (ships)
+    python scripts/openvocab_eval.py --calibrate --split val --no-coco             # fit Platt scaling (ships)
     python scripts/openvocab_eval.py --split val --thresholds 0.5,0.6,0.7,0.8,0.9  # choose the threshold on val
-    python scripts/openvocab_eval.py --threshold 0.7 --out docs/bench/openvocab_test.json   # 1,000 test photos once
-    python scripts/openvocab_eval.py --model RUN --held-out horse/pony,car --out F  # DCC: mention F1 and METEOR
+    python scripts/openvocab_eval.py --threshold 0.6                               # 1,000 test photos, once
+    python scripts/openvocab_eval.py --model RUN --held-out horse/pony,car         # DCC: mention F1 and METEOR
+    python scripts/openvocab_eval.py --tagger --split val                          # the tagger, plain vs merged
+    python scripts/openvocab_eval.py --drawings 200                                # <unk> on round-trip drawings
+
+Each takes `--out docs/bench/openvocab.json --key NAME` to keep its numbers in that file's NAME entry.
 
 "Before" decodes with <unk> allowed (the search as it was), so a caption is broken when its ids held <unk>.
 Times are per photo on this machine with the thread count given (--threads, default 1): encoding, the plain
@@ -37,6 +41,20 @@ from img2text2img.openvocab.heldout import mentions, word_forms
 from img2text2img.vocab import END_ID, UNK_ID, tokenize
 
 
+def write_result(out: Path | None, key: str | None, result: dict) -> None:
+    """Print `result`; with --out write it there, or with --key too into that file's `key` entry, keeping the
+    others (docs/bench/openvocab.json holds every measurement of #13, one entry per command)."""
+    text = json.dumps(result, indent=1)
+    print(text)
+    if out is None:
+        return
+    if key:
+        table = json.loads(out.read_text()) if out.exists() else {}
+        table[key] = result
+        text = json.dumps(table, indent=1)
+    write_text_atomic(out, text + "\n")
+
+
 def allow_unk(logp: torch.Tensor) -> torch.Tensor:  # the search before #13: <pad> and <start> only
     logp = logp.clone()
     logp[:, 0] = -math.inf
@@ -63,7 +81,7 @@ def word_labels(det, refs) -> torch.Tensor:
                          for rs in refs], dtype=torch.float32)
 
 
-def tagger_at_home(split: str, out: Path | None, thresholds: list[float]) -> None:
+def tagger_at_home(split: str, thresholds: list[float]) -> dict:
     """The shipped Flickr8k tagger on a split, plain vs open vocabulary (its encoder is the frozen Lite0, so the
     cached features serve both): tag micro P/R/F1 against the captions' tags. A detected word outside the tag
     vocabulary counts as wrong here, though it may be right: this measures the loss at home, not the gain."""
@@ -92,10 +110,7 @@ def tagger_at_home(split: str, out: Path | None, thresholds: list[float]) -> Non
               **{k: {m: v for m, v in tag_scores(r, gold).items() if m.startswith("micro")} for k, r in rows.items()},
               "photos_with_new_words": {k: sum(any(t not in tagger.vocab.stoi for t in r) for r in v)
                                         for k, v in rows.items() if k.startswith("open")}}
-    text = json.dumps(result, indent=1)
-    if out:
-        write_text_atomic(out, text + "\n")
-    print(text)
+    return result
 
 
 def broken_on_drawings(model, ds, n: int) -> dict:
@@ -137,19 +152,17 @@ def main() -> None:
                     "(horse/pony,car): mention F1 over the photos and METEOR on those whose references name it")
     ap.add_argument("--calibrate", action="store_true", help=f"fit the detectors' Platt scaling into {CALIBRATION.name}")
     ap.add_argument("--out", type=Path, default=None, help="write the numbers as JSON")
+    ap.add_argument("--key", default=None, help="with --out: write them as this entry of the file, keeping others")
     ap.add_argument("--drawings", type=int, default=0, help="only count <unk> captions of N round-trip drawings")
     ap.add_argument("--tagger", action="store_true", help="score the shipped tagger instead, plain vs open vocab")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     if a.drawings:
-        text = json.dumps({"date": date.today().isoformat(), **broken_on_drawings(load_captioner(a.model),
-                                                                               load_dataset("flickr8k"), a.drawings)})
-        if a.out:
-            write_text_atomic(a.out, text + "\n")
-        return print(text)
+        return write_result(a.out, a.key, {"date": date.today().isoformat(), **broken_on_drawings(
+            load_captioner(a.model), load_dataset("flickr8k"), a.drawings)})
     if a.tagger:
-        return tagger_at_home(a.split, a.out, [float(t) for t in a.thresholds.split(",") if t.strip()]
-                              or [0.2, 0.3, 0.5, 0.7])
+        return write_result(a.out, a.key, tagger_at_home(
+            a.split, [float(t) for t in a.thresholds.split(",") if t.strip()] or [0.2, 0.3, 0.5, 0.7]))
     model = load_captioner(a.model)
     if a.threshold is not None:
         model.settings.open_vocab_threshold = a.threshold
@@ -256,10 +269,7 @@ def main() -> None:
             table[key] = {"a": a_, "b": b_, "photos": n, "split": a.split, "date": result["date"]}
             result["calibration"][key] = table[key]
         write_text_atomic(CALIBRATION, json.dumps(table, indent=1) + "\n")
-    text = json.dumps(result, indent=1)
-    if a.out:
-        write_text_atomic(a.out, text + "\n")
-    print(text)
+    write_result(a.out, a.key, result)
 
 
 if __name__ == "__main__":

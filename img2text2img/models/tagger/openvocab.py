@@ -33,7 +33,7 @@ pull pulls push pushes sits front top together near behind area something dresse
 
 
 # chosen on the 1,000 Flickr8k val photos (scripts/openvocab_eval.py --tagger): the lowest detector score at which
-# merged tags keep the noun-and-adjective tags' micro F1 at home (docs/bench/openvocab_tagger_val.json)
+# merged tags keep the noun-and-adjective tags' micro F1 at home (docs/bench/openvocab.json, tagger_val)
 DETECT_THRESHOLD = 0.5
 
 
