@@ -228,6 +228,9 @@ def main() -> None:
             row = {"captions_changed": sum(x != p for x, p in zip(texts, plain))}
             if coco:
                 row.update(coco(refs, texts))
+            if a.held_out:  # choose the held-out model's threshold on val by its mean mention F1
+                groups = [g.strip().split("/") for g in a.held_out.split(",") if g.strip()]
+                row["held_out_mean_f1"] = sum(mention_f1(texts, refs, word_forms(w))["f1"] for w in groups) / len(groups)
             result["sweep"][str(t)] = row
     elif not a.calibrate:
         result["threshold"] = s.open_vocab_threshold
@@ -239,7 +242,7 @@ def main() -> None:
                               for nm, p, o in zip(names, plain, ov_text) if p != o][:20]
         if coco:
             result["coco_open_vocab"] = coco(refs, ov_text)
-    if a.held_out:
+    if a.held_out and not sweep:
         result["held_out"] = {}
         for group in [g.strip() for g in a.held_out.split(",") if g.strip()]:
             words = group.split("/")
