@@ -53,8 +53,8 @@ def choose_runtime(kind: str, model, data: str | None, device: str, backend: str
         if not cpu_inference(device):
             raise I2TError(f"{spelt[0]}onnx runs on the CPU; pass {spelt[1]}cpu (or {spelt[0]}torch for {device})")
         if not has_runtime(folder) and not exportable(folder):
-            raise I2TError(f"{folder}: this model has no ONNX export (scene and diffusion generators stay on "
-                           f"torch); use {spelt[0]}torch")
+            raise I2TError(f"{folder}: this model has no ONNX export (scene generators stay on torch); "
+                           f"use {spelt[0]}torch")
         return load_runtime(folder, kind=kind)
     if torch_only or not cpu_inference(device) or not has_runtime(folder):
         return None

@@ -7,6 +7,8 @@ What is exported per kind (the searches stay in numpy):
   detected words) and ensembles, since the graphs wrap the decoders' own `init_state` / `step`.
 - tagger: BCE head `tagger.onnx` images -> tag probabilities; RNN head `encoder.onnx`, `init.onnx`, `step.onnx`.
 - generator (pixel / vae / gan): `generator.onnx` (ids, noise, guidance) -> pictures. The scene kind is refused.
+- diffusion generator: `text.onnx` ids -> (sentence, per-word states), `unet.onnx` (latent, t, text states) -> v,
+  `decoder.onnx` latent -> pictures; the DDIM loop and the guidance mix run in numpy (`runtime/diffusion.py`).
 
 Weights that are exactly float16 (shipped checkpoints store float16) are kept as float16 with a Cast to float32,
 which ONNX Runtime folds when it loads the graph: half the size, the same numbers. Each graph is checked against the
@@ -25,9 +27,10 @@ from img2text2img.io import atomic_folder, sha256_file
 from img2text2img.runtime.graphs import MANIFEST, MANIFEST_FORMAT
 from img2text2img.runtime.load import RUNTIME_DIR, model_folder
 from img2text2img.version import __version__
+from img2text2img.words import PAD_ID
 
 OPSET = 17
-EXPORTED_GENERATORS = ("pixel", "vae", "gan")  # a generator config's kinds that have an export
+EXPORTED_GENERATORS = ("pixel", "vae", "gan", "diffusion")  # a generator config's kinds that have an export
 CHECK_TOLERANCE = 1e-3  # largest difference allowed between a graph and its torch module on the example
 
 
@@ -235,8 +238,10 @@ def export_generator(model, tmp: Path) -> dict:
 
     cfg = model.config
     if cfg.kind not in EXPORTED_GENERATORS:
-        raise I2TError(f"the {cfg.kind} generator stays on torch (a scene's layout sampler and renderer are Python, "
-                       "a diffusion sampler loops over its UNet); only pixel, vae and gan generators are exported")
+        raise I2TError(f"the {cfg.kind} generator stays on torch (a scene's layout sampler and renderer are Python); "
+                       "only pixel, vae, gan and diffusion generators are exported")
+    if cfg.kind == "diffusion":
+        return export_diffusion(model, tmp)
 
     class Draw(nn.Module):
         """`Generator.draw` with guidance as an input; guidance 1 takes the sentence vector as it is, as draw does."""
@@ -263,6 +268,51 @@ def export_generator(model, tmp: Path) -> dict:
             "image_size": int(cfg.image_size), "has_sentence_mean": bool(model.sentence_mean.any()),
             "settings": {"temperature": float(model.settings.temperature),
                          "guidance": float(model.settings.guidance)}}
+
+
+def export_diffusion(model, tmp: Path) -> dict:
+    """The three networks `DiffusionGenerator.generate` calls, EMA weights: the numpy loop calls the UNet once per
+    step (prompted and empty-prompt rows in one batch under guidance), as the torch sampler does."""
+    import torch
+    from torch import nn
+
+    from img2text2img.models.diffusion import empty_prompt_ids
+
+    cfg, ema, ae = model.config, model.ema, model.autoencoder
+
+    class Text(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.text = ema.text
+
+        def forward(self, ids):
+            sentence, words, _ = self.text(ids, words=True)
+            return sentence, words
+
+    class Decode(nn.Module):  # Autoencoder.decode: the latent shift / scale, pixels in [0, 1]
+        def __init__(self):
+            super().__init__()
+            self.ae = ae
+
+        def forward(self, z):
+            return self.ae.decode(z)
+
+    ids = torch.cat([torch.tensor([[1, 5, 6, 7, 2], [1, 8, 2, 0, 0]]), empty_prompt_ids(2, 5)])
+    export_graph(Text(), (ids,), tmp / "text.onnx", ["ids"], ["sentence", "words"],
+                 {"ids": {0: "batch", 1: "tokens"}, "sentence": {0: "batch"}, "words": {0: "batch", 1: "tokens"}})
+    sentence, words = Text()(ids)
+    c, side = cfg.latent_channels, cfg.latent_side
+    z = torch.randn(4, c, side, side)
+    t = torch.tensor([1.0, 0.75, 0.5, 0.04])
+    export_graph(ema.unet, (z, t, sentence, words, ids != PAD_ID), tmp / "unet.onnx",
+                 ["z", "t", "sentence", "words", "mask"], ["v"],
+                 {"z": {0: "batch"}, "t": {0: "batch"}, "sentence": {0: "batch"}, "words": {0: "batch", 1: "tokens"},
+                  "mask": {0: "batch", 1: "tokens"}, "v": {0: "batch"}})
+    export_graph(Decode(), (z[:2],), tmp / "decoder.onnx", ["z"], ["images"], {"z": {0: "batch"}, "images": {0: "batch"}})
+    s = model.settings
+    return {"graphs": {"text": "text.onnx", "unet": "unet.onnx", "decoder": "decoder.onnx"}, "generator": "diffusion",
+            "max_tokens": int(cfg.max_tokens), "image_size": int(cfg.image_size), "latent_channels": int(c),
+            "latent_side": int(side), "settings": {"steps": int(s.steps), "guidance": float(s.guidance)}}
 
 
 # -- storage ------------------------------------------------------------------------------------------------------

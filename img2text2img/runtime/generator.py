@@ -1,5 +1,5 @@
 """Drawing without torch: one graph from token ids (+ noise, + guidance) to pictures, for the pixel, vae and gan
-generators. The scene generator (the shapes default) samples a layout with a transformer and renders it in Python; it
+generators (diffusion: `runtime/diffusion.py`). The scene generator (the shapes default) samples a layout with a transformer and renders it in Python; it
 stays on torch.
 
 The noise is torch's: `torch.randn(rows, z_dim, generator=torch.Generator().manual_seed(seed))` reproduced in numpy
@@ -102,8 +102,11 @@ class RuntimeGenerator:
                            "training have one; otherwise fit it with Generator.fit_sentence_mean)")
 
     def generate(self, prompts: Sequence[str] | str, n: int = 1, seed: int = 0, temperature: float | None = None,
-                 batch_size: int = 64, guidance: float | None = None) -> np.ndarray:
-        """`n` pictures per prompt, prompt-major -> float32 [len(prompts) * n, 3, S, S] in [0, 1]."""
+                 batch_size: int = 64, guidance: float | None = None, steps: int | None = None) -> np.ndarray:
+        """`n` pictures per prompt, prompt-major -> float32 [len(prompts) * n, 3, S, S] in [0, 1]. `steps` is
+        refused: only diffusion generators (`runtime.diffusion`) have steps."""
+        if steps is not None:
+            raise I2TError("steps is an option of diffusion generators; this is a pixel, vae or gan generator")
         if n < 1:
             raise I2TError(f"n must be at least 1, got {n}")
         ids = np.repeat(prompt_ids(prompts, self.words, self.max_tokens), n, axis=0)

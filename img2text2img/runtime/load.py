@@ -41,8 +41,8 @@ def has_runtime(path: str | Path) -> bool:
 
 def load_runtime(path: str | Path, kind: str | None = None, threads: int | None = None,
                  graphs: str | Path | None = None):
-    """The model in folder `path` as a RuntimeCaptioner, RuntimeTagger or RuntimeGenerator, from its `onnx/`
-    graphs (or those in `graphs`). `kind` refuses another kind of model; graphs exported from other weights than
+    """The model in folder `path` as a RuntimeCaptioner, RuntimeTagger, RuntimeGenerator or RuntimeDiffusion, from
+    its `onnx/` graphs (or those in `graphs`). `kind` refuses another kind of model; graphs exported from other weights than
     the folder's are refused (export again). `threads`: ONNX Runtime's (default `$I2T_THREADS`, else all cores)."""
     folder = runtime_dir(path, graphs)
     model = model_folder(path)
@@ -64,6 +64,10 @@ def load_runtime(path: str | Path, kind: str | None = None, threads: int | None 
         from img2text2img.runtime.tagger import RuntimeTagger
 
         return RuntimeTagger(model, folder, manifest, threads)
+    if manifest["kind"] == "generator" and manifest.get("generator") == "diffusion":
+        from img2text2img.runtime.diffusion import RuntimeDiffusion
+
+        return RuntimeDiffusion(model, folder, manifest, threads)
     if manifest["kind"] == "generator":
         from img2text2img.runtime.generator import RuntimeGenerator
 
