@@ -69,10 +69,10 @@ def generate(prompts: str | Sequence[str], model=None, n: int = 1, seed: int = 0
     (a captioner: name, folder or model) each picture is the best of `candidates` samples by that captioner.
     `guidance` (None = the model's own): pixel / vae / gan, how far each sentence is drawn from the average one;
     diffusion, the classifier-free guidance scale. `steps` (diffusion only): denoising steps, fewer is faster."""
-    torch_only = "rerank_with" if rerank_with is not None else ("steps" if steps is not None else None)
+    torch_only = "rerank_with" if rerank_with is not None else None
     rt = runtime_for("generator", model, data, device, backend, torch_only=torch_only)
     if rt is not None:
-        return rt.generate_pil(prompts, n=n, seed=seed, guidance=guidance)
+        return rt.generate_pil(prompts, n=n, seed=seed, guidance=guidance, steps=steps)
     from img2text2img.models import generator as generators
 
     return generators.generate_images(prompts, model=model, n=n, seed=seed, rerank_with=rerank_with,

@@ -88,8 +88,8 @@ def generate(
 ) -> None:
     """Draw 64x64 pictures from sentences and write them as one PNG (one row per sentence). Options by generator
     kind: --temperature and --guidance apply to pixel/vae/gan and diffusion (--temperature also to scene), --steps
-    to diffusion only, --rerank-with to any. A vae/pixel/gan model with an onnx/ export draws without torch on the
-    CPU (--backend)."""
+    to diffusion only, --rerank-with to any. A vae/pixel/gan/diffusion model with an onnx/ export draws without
+    torch on the CPU (--backend)."""
     import warnings
 
     from img2text2img.runtime.generator import PromptWarning as RuntimePromptWarning
@@ -102,12 +102,13 @@ def generate(
     kind = generator_kind(model, data)
     if steps is not None and kind is not None and kind != "diffusion":
         raise I2TError(f"--steps is an option of diffusion generators; this is a {kind} generator")
-    torch_only = "--rerank-with" if rerank_with is not None else "--steps" if steps is not None else None
+    torch_only = "--rerank-with" if rerank_with is not None else None
     rt = runtime_model("generator", model, data, device, backend, torch_only=torch_only)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", RuntimePromptWarning)
         if rt is not None:  # the torch-free path: one ONNX Runtime graph
-            images = rt.generate_pil(prompts, n=n, seed=seed, temperature=temperature, guidance=guidance)
+            images = rt.generate_pil(prompts, n=n, seed=seed, temperature=temperature, guidance=guidance,
+                                     steps=steps)
             classes: tuple[type, ...] = (RuntimePromptWarning,)
         else:
             from img2text2img.models.generator import PromptWarning, generate_images
