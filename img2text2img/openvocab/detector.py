@@ -12,9 +12,7 @@ describing the photo would name this" by Platt scaling fitted on Flickr8k valida
 """
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -25,39 +23,18 @@ from torch import nn
 from img2text2img.errors import I2TError
 from img2text2img.models.encoders import create_encoder
 from img2text2img.models.encoders.base import encoder_spec, state_sha256
-from img2text2img.openvocab.words import WordTable, load_word_table
-
-CALIBRATION = Path(__file__).with_name("calibration.json")
-ADAPTERS = Path(__file__).with_name("adapters")
-# encoders whose ImageNet head is the exact published one (the others are approximations or have none)
-EXACT_HEADS = frozenset({"efficientnet_lite0", "mobilenet_v2"})
-
-
-@dataclass(frozen=True)
-class Detection:
-    word: str
-    score: float  # calibrated probability that the photo's description names the word
-    names: frozenset[str]  # caption tokens that count as naming it
-
-
-def has_imagenet_head(encoder: str) -> bool:
-    """Whether `encoder` ships an exact ImageNet head the detector can use."""
-    return encoder in EXACT_HEADS
-
-
-def calibration_key(encoder: str, adapted: bool) -> str:
-    return f"{encoder}+adapter" if adapted else encoder
-
-
-def read_calibration(encoder: str, adapted: bool = False, path: Path = CALIBRATION) -> tuple[float, float]:
-    """(a, b) of p' = sigmoid(a * logit(p) + b) for this encoder (read through an adapter or not); (1, 0), the raw
-    score, when none was fitted."""
-    try:
-        table = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return 1.0, 0.0
-    entry = table.get(calibration_key(encoder, adapted)) or {}
-    return float(entry.get("a", 1.0)), float(entry.get("b", 0.0))
+from img2text2img.openvocab.scoring import (  # noqa: F401  (re-exported: the torch and numpy detectors share them)
+    ADAPTERS,
+    CALIBRATION,
+    EPS,
+    EXACT_HEADS,
+    adapter_file,
+    calibration_key,
+    has_imagenet_head,
+    read_calibration,
+    top_detections,
+)
+from img2text2img.openvocab.words import Detection, WordTable, load_word_table
 
 
 def fit_platt(scores: torch.Tensor, labels: torch.Tensor, steps: int = 200) -> tuple[float, float]:
@@ -94,7 +71,7 @@ class WordDetector(nn.Module):
         enc = create_encoder(name, keep_head=True)
         self.model = enc.model.eval()  # the full classifier; only its head modules run here
         self.table = table or load_word_table()
-        self.register_buffer("class_to_word", self.table.matrix(), persistent=False)
+        self.register_buffer("class_to_word", torch.from_numpy(self.table.matrix()), persistent=False)
         self.adapter = adapter  # fine-tuned encoder's pooled features -> the frozen encoder's (None: already frozen)
         self.a, self.b = calibration or read_calibration(name, adapter is not None)
 
@@ -114,18 +91,12 @@ class WordDetector(nn.Module):
 
     @torch.no_grad()
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:
-        p = self.raw_scores(pooled).clamp(1e-6, 1 - 1e-6)
+        p = self.raw_scores(pooled).clamp(EPS, 1 - EPS)
         return torch.sigmoid(self.a * torch.logit(p) + self.b)
 
     def detect(self, pooled: torch.Tensor, top: int = 5, min_score: float = 0.0) -> list[list[Detection]]:
         """Per photo, up to `top` words scoring at least `min_score`, best first."""
-        probs = self(pooled)
-        out = []
-        for row in probs:
-            sc, idx = row.topk(min(top, row.numel()))
-            out.append([Detection(self.table.words[i], float(s), self.table.names(self.table.words[i]))
-                        for s, i in zip(sc.tolist(), idx.tolist()) if s >= min_score])
-        return out
+        return top_detections(self(pooled).cpu().numpy(), self.table, top, min_score)
 
 
 @lru_cache(maxsize=4)
@@ -140,7 +111,7 @@ def encoder_state_key(encoder: nn.Module) -> str:
 
 
 def adapter_path(encoder: nn.Module, root: Path = ADAPTERS) -> Path:
-    return root / f"{encoder.name}-{encoder_state_key(encoder)}.safetensors"
+    return adapter_file(encoder.name, encoder_state_key(encoder), root)
 
 
 def load_adapter(path: Path) -> nn.Linear:

@@ -1,11 +1,13 @@
-"""The shipped ImageNet class -> caption words table (`imagenet_words.tsv`), as a matrix the detector sums with."""
+"""The shipped ImageNet class -> caption words table (`imagenet_words.tsv`), as a matrix the detector sums with.
+
+Torch-free (numpy only): the ONNX runtime's detector reads it too."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-import torch
+import numpy as np
 
 from img2text2img.errors import I2TError
 from img2text2img.tags import IRREGULAR
@@ -27,6 +29,13 @@ def plural_forms(word: str) -> tuple[str, ...]:
 
 
 @dataclass(frozen=True)
+class Detection:
+    word: str
+    score: float  # calibrated probability that the photo's description names the word
+    names: frozenset[str]  # caption tokens that count as naming it
+
+
+@dataclass(frozen=True)
 class WordTable:
     """`words`: the main words, each once; `alternatives[i]`: the words that also name word i in a caption;
     `classes[c]`: the word ids class c maps to (empty: no plain word)."""
@@ -36,10 +45,10 @@ class WordTable:
     classes: tuple[tuple[int, ...], ...]
     labels: tuple[str, ...]
 
-    def matrix(self) -> torch.Tensor:
+    def matrix(self) -> np.ndarray:
         """[1000, W] 0/1: class c counts towards word w (its main word), so a word's probability is the sum over
         its classes: 118 dog breeds that each look unlikely add up to a sure "dog"."""
-        m = torch.zeros(len(self.classes), len(self.words))
+        m = np.zeros((len(self.classes), len(self.words)), dtype=np.float32)
         for c, ws in enumerate(self.classes):
             for w in ws:
                 m[c, w] = 1.0

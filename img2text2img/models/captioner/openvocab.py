@@ -15,21 +15,16 @@ import numpy as np
 import torch
 
 from img2text2img.errors import I2TError
-from img2text2img.models.captioner.search import MAX_CONSTRAINTS, constrained_beam_search
-from img2text2img.openvocab import Detection, WordTable, has_imagenet_head, load_word_table
+from img2text2img.models.captioner.search import constrained_beam_search
+from img2text2img.openvocab import WordTable, has_imagenet_head, load_word_table
+from img2text2img.openvocab.constraints import MAX_CONSTRAINTS, missing_detections, plan_redecode  # noqa: F401
 from img2text2img.openvocab.detector import detector_for_encoder
+from img2text2img.openvocab.scoring import read_sources
 from img2text2img.tags import STOP_WORDS
 from img2text2img.vocab import SPECIALS, Vocabulary, WordVectors, load_word_vectors
 
 FALLBACK_ANIMAL = "animal"
 CACHE_SIZE = 8  # extended copies kept per captioner (one per set of new words)
-
-
-def missing_detections(detections: Sequence[Detection], tokens: Sequence[str], threshold: float,
-                       max_words: int = MAX_CONSTRAINTS) -> list[Detection]:
-    """The confident detections (score >= threshold) that no token of the caption names, best first."""
-    have = set(tokens)
-    return [d for d in detections if d.score >= threshold and not (d.names & have)][:max_words]
 
 
 def nearest_known(word: str, vocab: Vocabulary, vectors: WordVectors | None, n: int = 3) -> list[tuple[str, float]]:
@@ -50,49 +45,55 @@ def nearest_known(word: str, vocab: Vocabulary, vectors: WordVectors | None, n: 
     return [(known[i], float(cos[i])) for i in best]
 
 
+def source_word(word: str, vocab: Vocabulary, vectors: WordVectors | None, table: WordTable) -> str | None:
+    """The known word `word` (absent from `vocab`) borrows its rows from: nearest in GloVe, "animal" for an animal
+    GloVe lacks, None for neither."""
+    near = nearest_known(word, vocab, vectors, n=1)
+    if near:
+        return near[0][0]
+    if table.is_animal(word) and FALLBACK_ANIMAL in vocab.stoi:
+        return FALLBACK_ANIMAL
+    return None
+
+
 def extend_vocabulary(model, words: Sequence[str], vectors: WordVectors | None = None,
-                      table: WordTable | None = None):
+                      table: WordTable | None = None, sources: dict[str, str | None] | None = None):
     """A copy of captioner `model` whose vocabulary ends with `words` (absent from it) -> (copy, {word: id}).
 
-    Words that get no source (no vector and not an animal) are left out of the copy and the mapping."""
+    Each new word copies every vocabulary-sized row of its source word (`sources`, else `source_word`), and the
+    attribute head never picks it, so the copy scores a new word exactly as the source and reads it as the source:
+    what the ONNX runtime does without a copy. Words without a source are left out of the copy and the mapping."""
     table = table or load_word_table()
     vocab = model.vocab
-    sources: dict[str, tuple[list[int], list[float]]] = {}
+    src: dict[str, int] = {}
     for w in words:
-        if w in vocab.stoi:
+        if w in vocab.stoi or w in src:
             continue
-        near = nearest_known(w, vocab, vectors)
-        if near:
-            ids = [vocab.stoi[x] for x, _ in near]
-            weights = torch.softmax(torch.tensor([c for _, c in near]) * 10.0, 0).tolist()
-            sources[w] = (ids, weights)
-        elif table.is_animal(w) and FALLBACK_ANIMAL in vocab.stoi:
-            sources[w] = ([vocab.stoi[FALLBACK_ANIMAL]], [1.0])
-    added = list(sources)
+        s = sources.get(w) if sources is not None else source_word(w, vocab, vectors, table)
+        if s in vocab.stoi:
+            src[w] = vocab.stoi[s]
+    added = list(src)
     new_vocab = Vocabulary(vocab.itos + added, vocab.counts + [0] * len(added))
     V = len(vocab)
     state = {}
     for k, t in model.decoder.state_dict().items():
-        if t.dim() >= 1 and t.shape[0] == V and t.is_floating_point():
-            rows = []
-            for w in added:
-                ids, weights = sources[w]
-                if "embed" in k:  # input side: a blend of the neighbours; output side: the nearest one's row (DCC)
-                    rows.append(sum(wt * t[i] for i, wt in zip(ids, weights)))
-                else:
-                    rows.append(t[ids[0]].clone())
-            t = torch.cat([t, torch.stack(rows)]) if rows else t
+        if t.dim() >= 1 and t.shape[0] == V and t.is_floating_point() and added:
+            t = torch.cat([t, t[[src[w] for w in added]]])
         state[k] = t
     cfg = replace(model.config, vocab_size=len(new_vocab))
     copy = type(model)(cfg, new_vocab, replace(model.settings))
     copy.decoder.load_state_dict(state)
+    allowed = getattr(model.decoder, "attr_allowed", None)
+    if allowed is not None:  # the attribute head does not know the new words: the image state stays the original's
+        copy.decoder.set_attribute_vocabulary(torch.cat([allowed, allowed.new_zeros(len(added))]))
     copy.to(next(model.decoder.parameters()).device)
     return copy.eval(), {w: new_vocab.stoi[w] for w in added}
 
 
 class OpenVocab:
-    """What one captioner needs for open-vocabulary decoding: its encoder's word detector, the word vectors, and
-    the extended copies of itself built so far."""
+    """What one captioner needs for open-vocabulary decoding: its encoder's word detector, each new word's source
+    (saved for the vocabulary in openvocab/sources/, else from GloVe, read on first need) and the extended copies
+    of itself built so far."""
 
     def __init__(self, model, vectors: WordVectors | None | bool = True):
         if not has_imagenet_head(model.config.encoder):
@@ -104,27 +105,34 @@ class OpenVocab:
                            "(scripts/fit_openvocab_adapter.py --model MODEL fits one)")
         self.detector = detector
         self.table = self.detector.table
-        if vectors is True:
-            try:
-                vectors = load_word_vectors()
-            except I2TError:
-                vectors = None  # without GloVe only words of the caption vocabulary (and animals) are used
-        self.vectors = vectors or None
+        self.saved = read_sources(model.vocab.sha256) if vectors is True else None
+        self.vectors_arg = vectors
+        self.sources: dict[str, str | None] = dict(self.saved or {})
         self.copies: dict[tuple[str, ...], tuple[object, dict[str, int]]] = {}
+
+    @property
+    def vectors(self) -> WordVectors | None:
+        if self.vectors_arg is True:
+            try:
+                self.vectors_arg = load_word_vectors()
+            except I2TError:
+                self.vectors_arg = None  # without GloVe only words of the caption vocabulary (and animals) are used
+        return self.vectors_arg or None
+
+    def source_of(self, word: str) -> str | None:
+        if word not in self.sources:
+            self.sources[word] = None if self.saved is not None else source_word(
+                word, self.model.vocab, self.vectors, self.table)
+        return self.sources[word]
 
     def extended(self, words: Sequence[str]):
         key = tuple(sorted(set(words)))
         if key not in self.copies:
             if len(self.copies) >= CACHE_SIZE:
                 self.copies.pop(next(iter(self.copies)))
-            self.copies[key] = extend_vocabulary(self.model, key, self.vectors, self.table)
+            self.copies[key] = extend_vocabulary(self.model, key, table=self.table,
+                                                 sources={w: self.source_of(w) for w in key})
         return self.copies[key]
-
-    def constraint_ids(self, d: Detection, vocab: Vocabulary, added: dict[str, int]) -> list[int]:
-        ids = sorted({vocab.stoi[n] for n in d.names if n in vocab.stoi})
-        if not ids and d.word in added:
-            ids = [added[d.word]]
-        return ids
 
     @torch.inference_mode()
     def redecode(self, pooled: torch.Tensor, grid: torch.Tensor | None, results: list, beam_size: int,
@@ -136,20 +144,15 @@ class OpenVocab:
         todo = {i: m for i, m in todo.items() if m}
         if not todo:
             return {}
-        new_words = [d.word for m in todo.values() for d in m if not (d.names & set(self.model.vocab.stoi))]
-        model, added = self.extended(new_words) if new_words else (self.model, {})
-        rows, cons = [], []
-        for i, m in todo.items():
-            c = [ids for d in m if (ids := self.constraint_ids(d, model.vocab, added))]
-            if c:
-                rows.append(i)
-                cons.append(c)
-        if not rows:
+        plan = plan_redecode(todo, self.model.vocab.stoi, self.source_of)
+        if not plan.rows:
             return {}
-        idx = torch.tensor(rows, device=pooled.device)
+        model, _ = self.extended(plan.added) if plan.added else (self.model, {})
+        idx = torch.tensor(plan.rows, device=pooled.device)
         ids, lp, met = constrained_beam_search(model.decoder, pooled.index_select(0, idx),
-                                               None if grid is None else grid.index_select(0, idx), cons,
+                                               None if grid is None else grid.index_select(0, idx),
+                                               [[list(c) for c in cons] for cons in plan.constraints],
                                                max(beam_size, 2), max_len, model.settings.length_alpha,
                                                full_stop=model.vocab.stoi.get("."))
         return {i: (model.vocab.decode_tokens(ids[j].tolist()), float(lp[j]))
-                for j, i in enumerate(rows) if bool(met[j])}
+                for j, i in enumerate(plan.rows) if bool(met[j])}

@@ -10,6 +10,7 @@ import math
 import torch
 from torch import nn
 
+from img2text2img.openvocab.constraints import MAX_CONSTRAINTS
 from img2text2img.vocab import END_ID, PAD_ID, START_ID, UNK_ID
 
 
@@ -148,7 +149,6 @@ def beam_search(decoder: nn.Module, pooled, grid, beam_size: int, max_len: int,
     return ids, best_lp
 
 
-MAX_CONSTRAINTS = 2  # 2**C beams per image: four times the work of a plain beam search at two
 
 
 def constrained_beam_search(decoder: nn.Module, pooled, grid, constraints, beam_size: int, max_len: int,
