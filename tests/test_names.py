@@ -27,7 +27,7 @@ from img2text2img.models.names import (
 
 def test_table_names_real_folders_of_their_kind_with_one_default_per_task_and_data():
     assert set(SHIPPED_MODELS) == {"flickr8k-captioner", "shapes-captioner", "flickr8k-tagger", "shapes-tagger",
-                                   "flickr8k-vae", "shapes-scene"}
+                                   "flickr8k-vae", "flickr8k-gan", "shapes-scene"}
     for m in SHIPPED_MODELS.values():
         meta = json.loads((m.path / "config.json").read_text())
         assert meta["kind"] == m.kind, m.name

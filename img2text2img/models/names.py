@@ -66,6 +66,8 @@ SHIPPED_MODELS: dict[str, ShippedModel] = {m.name: m for m in (
                  default=True),
     ShippedModel("flickr8k-vae", "generator_flickr8k", "generator", "flickr8k",
                  "conditional VAE with a learned prior, 64x64", default=True),
+    ShippedModel("flickr8k-gan", "flickr8k-gan", "generator", "flickr8k",
+                 "latent GAN: DF-GAN-style generator of the diffusion autoencoder's latents, 64x64"),
     ShippedModel("shapes-scene", "generator", "generator", "shapes",
                  "scene writer: a transformer writes objects, drawn as sprites", default=True),
 )}
