@@ -35,10 +35,10 @@ def runtime_for(kind: str, model, data: str | None, device: str, backend: str | 
 def caption(images: Sequence, model=None, beam_size: int | None = None, data: str | None = None,
             device: str = "auto", backend: str | None = None, open_vocab: bool | None = None):
     """Caption image paths or PIL images (`beam_size=None`: the beam the model was tuned for). `open_vocab`: name
-    objects the ImageNet head is sure of (None: the model's own setting; True runs on torch)."""
-    rt = runtime_for("captioner", model, data, device, backend, torch_only="open_vocab" if open_vocab else None)
+    objects the ImageNet head is sure of (None: the model's own setting; both backends have it)."""
+    rt = runtime_for("captioner", model, data, device, backend)
     if rt is not None:
-        return rt.caption_images(read_images(images), beam_size=beam_size)
+        return rt.caption_images(read_images(images), beam_size=beam_size, open_vocab=open_vocab)
     from img2text2img.models import captioner as captioners
 
     return captioners.caption(images, model=model, beam_size=beam_size, data=data, device=device,

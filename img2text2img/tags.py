@@ -15,9 +15,13 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from img2text2img.errors import I2TError
-from img2text2img.vocab import SPECIALS, Vocabulary, tokenize
+from img2text2img.words import SPECIALS, tokenize
+
+if TYPE_CHECKING:  # vocab.py imports torch; the runtime's open vocabulary reads this module without it
+    from img2text2img.vocab import Vocabulary
 
 DEFAULT_MAX_TAGS = 500
 DEFAULT_MIN_CAPTIONS = 2
@@ -96,6 +100,8 @@ def build_tag_vocab(tags: Mapping[str, Sequence[str]], images: Iterable[str] | N
     ranked = sorted((t for t, c in counter.items() if c >= min_count), key=lambda t: (-counter[t], t))[:max_tags]
     if not ranked:
         raise I2TError("no tags found: the dataset has no tags.tsv and its captions gave no content words")
+    from img2text2img.vocab import Vocabulary
+
     return Vocabulary(list(SPECIALS) + ranked, [0] * len(SPECIALS) + [counter[t] for t in ranked])
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 from datetime import date
+from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
@@ -18,7 +19,7 @@ from img2text2img.models.captioner import load_captioner
 from img2text2img.models.captioner.openvocab import source_word
 from img2text2img.models.encoders import create_encoder
 from img2text2img.openvocab import load_word_table
-from img2text2img.openvocab.scoring import HEADS, SOURCES, sources_path
+from img2text2img.openvocab.scoring import ADAPTERS, HEADS, SOURCES, sources_path
 from img2text2img.vocab import load_word_vectors
 
 
@@ -44,6 +45,15 @@ def export_sources(model_name: str) -> None:
     write_text_atomic(out, json.dumps({"model": model_name, "vocab_sha256": vocab.sha256,
                                        "date": date.today().isoformat(), "sources": sources}, indent=0) + "\n")
     print(f"wrote {out}: {len(sources)} words")
+    if model.config.store_encoder:  # the runtime finds this model's adapter by its weights' hash
+        from img2text2img.models.names import resolve_model
+        from img2text2img.openvocab.detector import encoder_state_key
+        from img2text2img.openvocab.scoring import adapter_keys
+
+        meta = json.loads((Path(resolve_model(model_name, "captioner", None)) / "config.json").read_text(encoding="utf-8"))
+        keys = {**adapter_keys(), meta["weights_sha256"]: encoder_state_key(model.ensure_encoder())}
+        write_text_atomic(ADAPTERS / "models.json", json.dumps(keys, indent=1) + "\n")
+        print(f"wrote {ADAPTERS / 'models.json'}")
 
 
 def main() -> None:

@@ -221,7 +221,6 @@ def test_adapter_detector_is_found_by_the_encoders_weights(tmp_path):
 @pytest.mark.parametrize("args,needle", [
     (["caption", "{img}", "--data", "shapes", "--open-vocab"], "exact ImageNet head"),
     (["tag", "{img}", "--data", "shapes", "--open-vocab"], "exact ImageNet head"),
-    (["caption", "{img}", "--open-vocab", "--backend", "onnx"], "--open-vocab needs torch"),
     (["tag", "{img}", "--open-vocab", "--backend", "onnx"], "--open-vocab needs torch"),
 ])
 def test_cli_open_vocab_refuses_in_one_line(tmp_path, capsys, args, needle):

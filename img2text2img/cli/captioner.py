@@ -20,7 +20,6 @@ from img2text2img.cli.output import (
     console,
     inference_model,
     model_option,
-    note,
     progress_bar,
     runtime_model,
     tsv_field,
@@ -53,19 +52,17 @@ def caption(
     backend: BackendOption = "auto",
     open_vocab: Annotated[bool | None, typer.Option(
         "--open-vocab/--no-open-vocab", help="Name objects the encoder's ImageNet head is sure of when the caption "
-        "lacks them (constrained beam search; words Flickr8k never used come from GloVe). Default: the model's own "
-        "(off for the shipped ones). Runs on torch: the ONNX runtime has no open vocabulary yet.")] = None,
+        "lacks them (constrained beam search; a word the captioner never used borrows its nearest known word's rows, "
+        "from GloVe). Default: the model's own (on for the shipped Flickr8k captioner, off for shapes).")] = None,
 ) -> None:
     """Write one caption per image, in the order given (folders: sorted by name), as FILE<TAB>CAPTION lines (a tab,
     newline or backslash in a file name is written \\t, \\n, \\\\) or with --json as JSON lines. Folders are decoded
     in a thread pool and captioned in batches; bad files are skipped and listed at the end (exit code 2)."""
-    if open_vocab and backend == "auto":
-        note("--open-vocab runs the torch model (the ONNX runtime has no open vocabulary yet): a slower start")
-    rt = runtime_model("captioner", model, data, device, backend, torch_only="--open-vocab" if open_vocab else None)
+    rt = runtime_model("captioner", model, data, device, backend)
     if rt is not None:  # the torch-free path: ONNX Runtime graphs, the search in numpy
         inputs = ImageInputs(paths, prepare=rt.prepare)
         with progress_bar(len(inputs), "captioning") as advance:
-            for batch, results, ms in runtime_batches(rt, inputs, beam, batch_size):
+            for batch, results, ms in runtime_batches(rt, inputs, beam, batch_size, open_vocab):
                 show_captions(batch, results, ms, as_json)
                 advance(len(batch))
         inputs.finish("captioned")
@@ -101,7 +98,7 @@ def show_captions(batch: list, results: list, ms: float, as_json: bool) -> None:
             print(f"{tsv_field(f)}\t{r.text}", flush=True)
 
 
-def runtime_batches(rt, inputs: ImageInputs, beam: int | None, batch_size: int):
+def runtime_batches(rt, inputs: ImageInputs, beam: int | None, batch_size: int, open_vocab: bool | None = None):
     """(batch, captions, ms per photo) per batch of prepared images, in input order: the next batch is encoded on a
     second thread while this one's beams are searched (ONNX Runtime and numpy release the GIL)."""
     import time
@@ -115,16 +112,16 @@ def runtime_batches(rt, inputs: ImageInputs, beam: int | None, batch_size: int):
             t0 = time.perf_counter()
             job = pool.submit(rt.encode_arrays, np.stack([x for _, x in batch]))
             if pending is not None:
-                yield finish_batch(rt, *pending, beam)
+                yield finish_batch(rt, *pending, beam, open_vocab)
             pending = (batch, job, t0)
         if pending is not None:
-            yield finish_batch(rt, *pending, beam)
+            yield finish_batch(rt, *pending, beam, open_vocab)
 
 
-def finish_batch(rt, batch: list, job, t0: float, beam: int | None):
+def finish_batch(rt, batch: list, job, t0: float, beam: int | None, open_vocab: bool | None = None):
     import time
 
-    results = rt.decode_features(*job.result(), beam_size=beam)
+    results = rt.decode_features(*job.result(), beam_size=beam, open_vocab=open_vocab)
     return batch, results, (time.perf_counter() - t0) * 1000.0 / len(batch)
 
 

@@ -65,6 +65,15 @@ def read_linear(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return state["weight"].astype(np.float32), state["bias"].astype(np.float32)
 
 
+def adapter_keys(root: Path = ADAPTERS) -> dict[str, str]:
+    """{model weights sha256: its encoder's state key} (`adapters/models.json`), so the runtime finds a shipped
+    captioner's adapter without hashing its encoder; {} without the file."""
+    try:
+        return json.loads((root / "models.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
 def head_path(encoder: str, root: Path = HEADS) -> Path:
     return root / f"{encoder}.safetensors"
 

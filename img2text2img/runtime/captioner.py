@@ -1,5 +1,6 @@
 """Captioning without torch: the encoder graph, the decoder's init and step graphs, and the searches of
-`models/captioner/search.py` (greedy; batched beam search with length normalisation) written again in numpy.
+`models/captioner/search.py` (greedy; batched beam search with length normalisation; the open vocabulary's
+constrained search in runtime/openvocab.py) written again in numpy.
 
 The step graph returns log-probabilities (log_softmax of the decoder's logits, as the torch searches take them);
 the searches here then rule out <pad>/<start>, freeze finished beams and rank exactly as the torch ones do, in
@@ -23,6 +24,8 @@ from img2text2img.runtime.images import Prepare
 from img2text2img.runtime.text import END_ID, PAD_ID, START_ID, UNK_ID, Words
 
 NEG_INF = np.float32(-np.inf)
+# CaptionSettings' open-vocabulary defaults, for a config.json whose inference block predates them (tests check)
+OPEN_VOCAB_DEFAULTS = {"open_vocab": False, "open_vocab_threshold": 0.6, "open_vocab_words": 1}
 # A decoder step's products (a few rows) are too small to share out: waking ONNX Runtime's worker threads every
 # step costs more than they save, most of all on a busy machine; one thread also leaves a core to the encoder.
 STEP_THREADS = 1
@@ -58,9 +61,13 @@ class RuntimeCaptioner:
         self.carried: list[str] = manifest["carried"]
         self.uses_grid = bool(manifest["uses_grid"])
         self.max_len = int(manifest["max_len"])
-        settings = dict(manifest["settings"])
-        settings.update(saved_inference(model_dir, ("beam_size", "length_alpha")))  # `i2t ship --set` after export
+        settings = {**OPEN_VOCAB_DEFAULTS, **manifest["settings"]}
+        settings.update(saved_inference(model_dir, ("beam_size", "length_alpha", *OPEN_VOCAB_DEFAULTS)))  # `ship --set`
         self.beam_size, self.length_alpha = int(settings["beam_size"]), float(settings["length_alpha"])
+        self.open_vocab = bool(settings["open_vocab"])
+        self.open_vocab_threshold = float(settings["open_vocab_threshold"])
+        self.open_vocab_words = int(settings["open_vocab_words"])
+        self.ov = None  # the detector and constrained search, loaded on the first open-vocabulary caption
         self.encoder = Graph(folder / manifest["graphs"]["encoder"], threads)
         self.init = Graph(folder / manifest["graphs"]["init"], STEP_THREADS)
         self.step_graph = Graph(folder / manifest["graphs"]["step"], STEP_THREADS)
@@ -167,8 +174,9 @@ class RuntimeCaptioner:
         return best_ids, best_lp
 
     def decode_features(self, pooled: np.ndarray, grid: np.ndarray | None = None, beam_size: int | None = None,
-                        max_len: int | None = None) -> list[CaptionResult]:
-        """As `Captioner.decode_features`: greedy at beam 1, `beam_size=None` the model's own."""
+                        max_len: int | None = None, open_vocab: bool | None = None) -> list[CaptionResult]:
+        """As `Captioner.decode_features`: greedy at beam 1, `beam_size=None` the model's own, `open_vocab=None`
+        too (its inference block's `open_vocab`)."""
         beam_size = self.beam_size if beam_size is None else int(beam_size)
         max_len = max_len or self.max_len
         grid = grid if self.uses_grid else None
@@ -181,30 +189,44 @@ class RuntimeCaptioner:
         for row, score in zip(rows, lp.tolist()):
             toks = self.words.decode_tokens(row.tolist())
             out.append(CaptionResult(" ".join(toks), toks, float(score)))
+        if self.open_vocab if open_vocab is None else open_vocab:
+            for i, (toks, score) in self.open_vocabulary().redecode(
+                    pooled, grid, out, beam_size, max_len, self.length_alpha, self.open_vocab_threshold,
+                    self.open_vocab_words).items():
+                out[i] = CaptionResult(" ".join(toks), toks, score)
         return out
 
-    def caption_arrays(self, x: np.ndarray, beam_size: int | None = None,
-                       max_len: int | None = None) -> list[CaptionResult]:
+    def open_vocabulary(self):
+        if self.ov is None:  # imported here: a caption without open vocabulary never reads the detector's files
+            from img2text2img.runtime.openvocab import RuntimeOpenVocab
+
+            meta = json.loads((self.model_dir / "config.json").read_text(encoding="utf-8"))
+            self.ov = RuntimeOpenVocab(self, meta)
+        return self.ov
+
+    def caption_arrays(self, x: np.ndarray, beam_size: int | None = None, max_len: int | None = None,
+                       open_vocab: bool | None = None) -> list[CaptionResult]:
         """Preprocessed images [B, 3, S, S] (see `prepare`) -> captions: what a folder pipeline calls per batch."""
-        return self.decode_features(*self.encode_arrays(x), beam_size=beam_size, max_len=max_len)
+        return self.decode_features(*self.encode_arrays(x), beam_size=beam_size, max_len=max_len, open_vocab=open_vocab)
 
     def caption_images(self, images: Sequence[Image.Image], beam_size: int | None = None, max_len: int | None = None,
-                       batch_size: int = 32) -> list[CaptionResult]:
+                       batch_size: int = 32, open_vocab: bool | None = None) -> list[CaptionResult]:
         """PIL images -> captions, `batch_size` at a time; with several batches the next one is prepared and encoded
         on a second thread while this one is decoded (as `Captioner.caption_images`; results are the same)."""
         batches = [images[i:i + batch_size] for i in range(0, len(images), batch_size)]
         out: list[CaptionResult] = []
         if len(batches) < 2:
             for batch in batches:
-                out.extend(self.caption_arrays(self.prepare.batch(batch), beam_size, max_len))
+                out.extend(self.caption_arrays(self.prepare.batch(batch), beam_size, max_len, open_vocab))
             return out
-        return encode_ahead(batches, self.encode_images,
-                            lambda pooled, grid: self.decode_features(pooled, grid, beam_size=beam_size, max_len=max_len))
+        return encode_ahead(batches, self.encode_images, lambda pooled, grid: self.decode_features(
+            pooled, grid, beam_size=beam_size, max_len=max_len, open_vocab=open_vocab))
 
-    def timed_caption(self, image: Image.Image, beam_size: int | None = None) -> tuple[CaptionResult, float]:
+    def timed_caption(self, image: Image.Image, beam_size: int | None = None,
+                      open_vocab: bool | None = None) -> tuple[CaptionResult, float]:
         """(result, milliseconds) for one image: what `i2t caption --json` reports."""
         t0 = time.perf_counter()
-        r = self.caption_images([image], beam_size=beam_size)[0]
+        r = self.caption_images([image], beam_size=beam_size, open_vocab=open_vocab)[0]
         return r, (time.perf_counter() - t0) * 1000.0
 
 
