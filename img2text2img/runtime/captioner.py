@@ -21,9 +21,9 @@ from img2text2img.errors import I2TError
 from img2text2img.pipeline import encode_ahead
 from img2text2img.runtime.graphs import Graph
 from img2text2img.runtime.images import Prepare
-from img2text2img.runtime.text import END_ID, PAD_ID, START_ID, UNK_ID, Words
+from img2text2img.runtime.search import NEG_INF, never_emit, top_k
+from img2text2img.runtime.text import END_ID, PAD_ID, START_ID, Words
 
-NEG_INF = np.float32(-np.inf)
 # CaptionSettings' open-vocabulary defaults, for a config.json whose inference block predates them (tests check)
 OPEN_VOCAB_DEFAULTS = {"open_vocab": False, "open_vocab_threshold": 0.6, "open_vocab_words": 1}
 # A decoder step's products (a few rows) are too small to share out: waking ONNX Runtime's worker threads every
@@ -38,13 +38,6 @@ class CaptionResult:
     text: str
     tokens: list[str]
     logprob: float  # sum of token log-probabilities, <end> included
-
-
-def never_emit(logp: np.ndarray) -> np.ndarray:
-    logp[:, PAD_ID] = NEG_INF
-    logp[:, START_ID] = NEG_INF
-    logp[:, UNK_ID] = NEG_INF  # as search.never_emit: a caption never holds <unk>
-    return logp
 
 
 class RuntimeCaptioner:
@@ -228,18 +221,6 @@ class RuntimeCaptioner:
         t0 = time.perf_counter()
         r = self.caption_images([image], beam_size=beam_size, open_vocab=open_vocab)[0]
         return r, (time.perf_counter() - t0) * 1000.0
-
-
-def top_k(x: np.ndarray, k: int) -> np.ndarray:
-    """Column indices of the k largest per row, largest first; ties go to the lower index."""
-    if k >= x.shape[1]:
-        return np.argsort(-x, axis=1, kind="stable")[:, :k]
-    part = np.argpartition(-x, k - 1, axis=1)[:, :k]
-    vals = np.take_along_axis(x, part, 1)
-    if not np.isfinite(vals).all():  # ties of -inf at the cut (a tiny vocabulary): a full stable sort decides
-        return np.argsort(-x, axis=1, kind="stable")[:, :k]
-    order = np.lexsort((part, -vals), axis=1)  # by value descending, then by index
-    return np.take_along_axis(part, order, 1)
 
 
 def saved_inference(model_dir: Path, keys: Sequence[str]) -> dict:

@@ -21,7 +21,7 @@ from img2text2img.openvocab.scoring import (
     head_path,
     read_sources,
 )
-from img2text2img.runtime.captioner import never_emit, top_k
+from img2text2img.runtime.search import never_emit, top_k
 from img2text2img.runtime.text import END_ID, PAD_ID, START_ID, decode_ids
 
 NEG_INF = np.float32(-np.inf)
