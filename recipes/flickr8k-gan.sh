@@ -6,10 +6,16 @@
 # translation + cutout on latents, D at 2x the generator's lr, Adam betas (0, 0.9), an EMA of the generator (what
 # is saved), a mode-seeking term and the collapse watch (diversity.jsonl; stops below 0.1 of real photos').
 # 44 min on 1 thread (2-CPU EPYC, shared; 2,619 s). Resumable: run it again after a cut. Needs Flickr8k, the MobileNetV3-small
-# weights, and AE: a diffusion run's autoencoder checkpoint (`i2t train diffusion` writes OUT/autoencoder/best).
+# and MobileNetV2 weights. AE: the autoencoder it draws in; by default stage 1 of recipes/flickr8k-diffusion.sh (the
+# same run folder, so the two recipes share it; 28 min on 1 thread when it is not there yet).
 source "$(dirname "$0")/lib.sh"
 R=$RUNS/flickr8k_gan
-AE=${AE:?set AE to a diffusion run\'s autoencoder checkpoint, e.g. runs/diffusion-flickr8k/autoencoder/best}
+DR=$RUNS/flickr8k-diffusion/run
+AE=${AE:-$DR/autoencoder/best}
+if [ ! -f "$AE/config.json" ]; then
+  resume=(); [ -d "$DR/autoencoder" ] && resume=(--resume)
+  "$PY" "$ROOT/scripts/train_diffusion.py" --data flickr8k --out "$DR" --threads 1 --steps 6000 --stop-at 0 "${resume[@]}"
+fi
 train "$R/gan" train generator --kind latent-gan --autoencoder "$AE" --data flickr8k --steps 8000 --batch-size 32 \
   --lr 2e-4 --d-lr 4e-4 --ema 0.999 --gp-weight 2 --mode-seeking 1 --min-diversity 0.1 --checkpoint-every 500 \
   --threads 1
