@@ -373,3 +373,21 @@ def test_python_api_chooses_the_backend_as_the_cli_does(tmp_path, vocab, monkeyp
         i2t.generate("a red circle", data="shapes")
     with pytest.raises(I2TError, match="backend='jax'"):
         i2t.caption([photo], model=tmp_path / "m", backend="jax")
+
+
+def test_graphs_in_the_model_folder_store_shared_weights_once(tmp_path, vocab):
+    """Exported into the model's own onnx/, a graph leaves the weights model.safetensors holds byte for byte in that
+    file (the package would otherwise carry them twice) and gives the same captions; exported elsewhere it keeps
+    them; without the safetensors file loading is a one-line error."""
+    tiny_captioner(vocab, "attention").save(tmp_path / "m")
+    inline = export_runtime(tmp_path / "m", tmp_path / "elsewhere")
+    shared = export_runtime(tmp_path / "m")
+    assert not inline.get("shared") and shared["shared"]
+    assert sum(shared["sizes"].values()) < 0.5 * sum(inline["sizes"].values())
+    photos = pictures(3)
+    a = [r.text for r in load_runtime(tmp_path / "m").caption_images(photos)]
+    b = [r.text for r in load_runtime(tmp_path / "m", graphs=tmp_path / "elsewhere").caption_images(photos)]
+    assert a == b
+    (tmp_path / "m" / "model.safetensors").unlink()
+    with pytest.raises(I2TError, match="model.safetensors is missing"):
+        load_runtime(tmp_path / "m").caption_images(photos)

@@ -12,7 +12,9 @@ What is exported per kind (the searches stay in numpy):
 
 Weights that are exactly float16 (shipped checkpoints store float16) are kept as float16 with a Cast to float32,
 which ONNX Runtime folds when it loads the graph: half the size, the same numbers. Each graph is checked against the
-torch module on an example before the folder is written. Imports torch inside its functions only.
+torch module on an example before the folder is written. In the model's own onnx/ folder, weights that
+model.safetensors holds byte for byte are left there (`share_weights`), so a shipped folder stores them once.
+Imports torch inside its functions only.
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ import numpy as np
 
 from img2text2img.errors import I2TError
 from img2text2img.io import atomic_folder, sha256_file
-from img2text2img.runtime.graphs import MANIFEST, MANIFEST_FORMAT
+from img2text2img.runtime.graphs import MANIFEST, MANIFEST_FORMAT, SHARED
 from img2text2img.runtime.load import RUNTIME_DIR, model_folder
 from img2text2img.version import __version__
 from img2text2img.words import PAD_ID
@@ -55,15 +57,20 @@ def export_runtime(model_dir: str | Path, out: str | Path | None = None, *, forc
     with atomic_folder(out) as tmp, torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the exporter's deprecation and tracer warnings
         manifest = exporters[meta["kind"]](model, tmp)
-        sizes = {}
+        sizes, shared = {}, {}
+        # graphs in the model's own onnx/ read the weights they share with model.safetensors from it at load
+        weights = model_dir / "model.safetensors" if out.resolve() == (model_dir / RUNTIME_DIR).resolve() else None
         for name in manifest["graphs"].values():
             if half:
                 store_half(tmp / name)
+            if weights is not None and weights.exists():
+                shared[name] = share_weights(tmp / name, weights)
             sizes[name] = (tmp / name).stat().st_size
         manifest.update({"format": MANIFEST_FORMAT, "kind": meta["kind"], "weights_sha256": meta.get("weights_sha256"),
                          "vocab_sha256": meta.get("vocab_sha256"), "library_version": __version__,
                          "opset": OPSET, "half": bool(half), "sizes": sizes,
-                         "sha256": {n: sha256_file(tmp / n) for n in sizes}})
+                         "sha256": {n: sha256_file(tmp / n) for n in sizes},
+                         SHARED: {n: m for n, m in shared.items() if m}})
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
     return manifest
 
@@ -316,6 +323,46 @@ def export_diffusion(model, tmp: Path) -> dict:
 
 
 # -- storage ------------------------------------------------------------------------------------------------------
+
+
+def share_weights(path: Path, weights: Path, min_size: int = 1024) -> dict[str, str]:
+    """Drop from the graph each weight of `min_size`+ values that `weights` (the folder's model.safetensors) holds
+    byte for byte, leaving an external-data stub of its name, type and shape: the runtime hands ONNX Runtime the
+    tensor read from the safetensors file instead (`Graph`), so a shipped folder stores such a weight once, not
+    twice. Returns {initializer: safetensors key}."""
+    import hashlib
+
+    import onnx
+    from onnx import TensorProto, numpy_helper
+    from safetensors.numpy import load_file
+
+    def key(a: np.ndarray) -> tuple:
+        return a.dtype.str, a.shape, hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
+
+    index: dict[tuple, str] = {}
+    for k, v in load_file(str(weights)).items():
+        index.setdefault(key(v), k)
+    m = onnx.load(str(path))
+    mapping: dict[str, str] = {}
+    for init in m.graph.initializer:
+        if np.prod(init.dims) < min_size or init.data_location == TensorProto.EXTERNAL:
+            continue
+        a = numpy_helper.to_array(init)
+        found = index.get(key(a))
+        if found is None:
+            continue
+        init.ClearField("raw_data")
+        for field in ("float_data", "int32_data", "int64_data", "double_data"):
+            init.ClearField(field)
+        init.data_location = TensorProto.EXTERNAL
+        del init.external_data[:]
+        for k, v in (("location", weights.name), ("offset", "0"), ("length", str(a.nbytes))):
+            entry = init.external_data.add()
+            entry.key, entry.value = k, v
+        mapping[init.name] = found
+    if mapping:
+        onnx.save(m, str(path))
+    return mapping
 
 
 def store_half(path: Path, min_size: int = 1024) -> None:

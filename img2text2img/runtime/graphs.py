@@ -16,6 +16,7 @@ from img2text2img.errors import I2TError
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = 1
 THREADS_ENV = "I2T_THREADS"
+SHARED = "shared"  # manifest: {graph file: {initializer: model.safetensors key}} (weights stored once, export.py)
 
 
 def read_manifest(folder: Path) -> dict:
@@ -61,6 +62,10 @@ class Graph:
         options.log_severity_level = 3  # errors only: the optimizer's notes are not for users
         # worker threads stop spinning when a run ends: the numpy search between runs needs the cores
         options.add_session_config_entry("session.force_spinning_stop", "1")
+        shared = read_manifest(path.parent).get(SHARED, {}).get(path.name) if (path.parent / MANIFEST).exists() else None
+        if shared:  # the weights this graph shares with the model folder's safetensors, read from there
+            names, values = shared_weights(path.parent.parent / "model.safetensors", shared)
+            options.add_external_initializers(names, values)
         try:
             self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as e:  # noqa: BLE001 - a truncated or foreign file: one line, not ORT's traceback
@@ -72,6 +77,24 @@ class Graph:
     def run(self, **feeds: np.ndarray) -> dict[str, np.ndarray]:
         values = self.session.run(self.outputs, {k: feeds[k] for k in self.inputs})
         return dict(zip(self.outputs, values))
+
+
+def shared_weights(weights: Path, shared: dict[str, str]) -> tuple[list[str], list]:
+    """(initializer names, OrtValues) of the tensors a graph left in the folder's model.safetensors."""
+    import onnxruntime as ort
+    from safetensors import safe_open
+
+    if not weights.exists():
+        raise I2TError(f"{weights} is missing; the runtime graphs read their weights from it")
+    names, values = [], []
+    with safe_open(str(weights), framework="np") as f:
+        for name, key in shared.items():
+            try:
+                values.append(ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(f.get_tensor(key))))
+            except Exception:  # noqa: BLE001 - a key the file lacks: stale graphs
+                raise I2TError(f"{weights} has no tensor {key!r}; export the graphs again") from None
+            names.append(name)
+    return names, values
 
 
 def log_softmax(x: np.ndarray) -> np.ndarray:
