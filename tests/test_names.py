@@ -27,7 +27,7 @@ from img2text2img.models.names import (
 
 def test_table_names_real_folders_of_their_kind_with_one_default_per_task_and_data():
     assert set(SHIPPED_MODELS) == {"flickr8k-captioner", "shapes-captioner", "flickr8k-tagger", "shapes-tagger",
-                                   "flickr8k-vae", "flickr8k-gan", "shapes-scene"}
+                                   "flickr8k-diffusion", "flickr8k-vae", "flickr8k-gan", "shapes-scene"}
     for m in SHIPPED_MODELS.values():
         meta = json.loads((m.path / "config.json").read_text())
         assert meta["kind"] == m.kind, m.name
@@ -37,7 +37,7 @@ def test_table_names_real_folders_of_their_kind_with_one_default_per_task_and_da
             defaults = [m for m in SHIPPED_MODELS.values() if m.kind == kind and m.data == data and m.default]
             assert len(defaults) == 1 and default_model(kind, data) is defaults[0]
     # real photos and sentences unless shapes are asked for
-    assert default_model("generator").name == "flickr8k-vae"
+    assert default_model("generator").name == "flickr8k-diffusion"
     assert default_model("captioner").name == "flickr8k-captioner"
     assert default_model("tagger", "shapes:500").name == "shapes-tagger"
 
@@ -120,7 +120,7 @@ def test_generate_draws_a_sentence_about_the_world_with_the_photo_generator(tmp_
     shapes = i2t.generate("a red circle", data="shapes", seed=3)[0]
     assert shapes.tobytes() == i2t.generate("a red circle", model="shapes-scene", seed=3)[0].tobytes()
     assert i2t.generate("a red circle", seed=3)[0].tobytes() == \
-        i2t.generate("a red circle", model="flickr8k-vae", seed=3)[0].tobytes()
+        i2t.generate("a red circle", model="flickr8k-diffusion", seed=3)[0].tobytes()
 
 
 def test_device_auto_is_cuda_when_there_is_one(monkeypatch):
