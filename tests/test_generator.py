@@ -506,5 +506,5 @@ def test_mode_seeking_term_pays_for_drawings_that_follow_the_noise(shapes):
     _, g_fn = GeneratorLoss(mode_seeking=1.0).gan(model, ids, images, torch.randn(8, model.config.z_dim))
     g_loss, logs = g_fn()
     assert logs["ms"] > 0 and float(g_loss) > logs["g_adv"]  # 1 / ms is added
-    with pytest.raises(I2TError, match="is a gan option"):
+    with pytest.raises(I2TError, match="is a gan/latent-gan option"):
         train_generator(GeneratorRecipe(kind="vae-tiny", mode_seeking=2.0), "shapes", TrainConfig(out="unused"))

@@ -7,9 +7,11 @@ collapsing GAN draws one picture whatever the noise: the watch catches it at a c
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import warnings
 from collections import Counter
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -18,6 +20,8 @@ from img2text2img.errors import I2TError
 from img2text2img.metrics.image import encoder_features
 from img2text2img.models.encoders import create_encoder
 from img2text2img.models.generator import PromptWarning
+from img2text2img.train.engine import TrainTask
+from img2text2img.train.generator_data import write_samples
 
 # the raw (training) weights of the averaged parts ride along in a checkpoint under this prefix, so a run resumes
 RAW_PREFIX = "raw."
@@ -132,3 +136,61 @@ class DiversityWatch:
                            f"{result['diversity']:.3f} as varied as real photos of {self.word or 'one theme'!r} "
                            f"(--min-diversity {self.floor}); see the run's samples/; raise --mode-seeking or "
                            "--gp-weight, or lower --lr")
+
+
+def adversarial_step(m, ids: torch.Tensor, real: torch.Tensor, objective, ema: WeightEMA | None,
+                     diversity: dict, ctx, step: int) -> dict[str, float]:
+    """One GAN update, the same for the pixel and the latent GAN: the discriminator on `real` (pictures or latents)
+    against a fresh draw, then the generator, then the EMA; the logs carry the last diversity figure."""
+    z = torch.randn(ids.shape[0], m.config.z_dim, device=ids.device)
+    d_loss, g_fn = objective.gan(m, ids, real, z)
+    ctx.backward_step(d_loss, "disc")
+    g_loss, logs = g_fn()
+    ctx.backward_step(g_loss, "gen")
+    if ema is not None:
+        ema.update(m, step)
+    return {"loss": float(g_loss.detach()), **logs, **{k: v for k, v in diversity.items() if k == "diversity"}}
+
+
+def drawing_weights(ema: WeightEMA | None, model: nn.Module):
+    """A context in which `model` holds the weights a checkpoint saves: the EMA's when there is one."""
+    return ema.applied(model) if ema is not None else contextlib.nullcontext(model)
+
+
+class DrawingTask(TrainTask):
+    """What the generator trainings (pixel / VAE / GAN, and the latent GAN) share around their steps: checkpoints
+    hold the EMA weights when there is an EMA (raw ones kept for an exact resume) and the text encoder's mean
+    sentence, and each checkpoint writes a sample grid and, with a watch, the diversity figure. Subclasses set
+    `model`, `ema`, `mean_ids`, `prompts`, `watch` and `diversity`."""
+
+    def drawing(self):
+        """Within: the model draws with the weights a checkpoint saves (the EMA's, when there is one)."""
+        return drawing_weights(self.ema, self.model)
+
+    def checkpoint_state(self) -> dict[str, torch.Tensor]:
+        # Every checkpoint carries the mean sentence of its own text encoder, so guidance works on any of them;
+        # it is never trained on, so fitting it here changes nothing in the run.
+        if self.ema is None:
+            self.model.fit_sentence_mean(self.mean_ids)
+            return self.model.state_dict()
+        with self.drawing():
+            self.ema.shadow["sentence_mean"].copy_(self.model.fit_sentence_mean(self.mean_ids))
+        return self.ema.checkpoint_state(self.model)
+
+    def load_checkpoint_state(self, state: dict[str, torch.Tensor]) -> None:
+        if self.ema is not None:
+            self.ema.load_checkpoint_state(self.model, state)
+        else:  # a run resumed without --ema trains on on the raw weights
+            raw = {k[len(RAW_PREFIX):]: v for k, v in state.items() if k.startswith(RAW_PREFIX)}
+            self.model.load_state_dict({**{k: v for k, v in state.items() if not k.startswith(RAW_PREFIX)}, **raw})
+
+    def on_checkpoint(self, path: Path, step: int) -> None:
+        with self.drawing():
+            write_samples(self.model, self.prompts, path, step)
+            if self.watch is None or self.diversity.get("step") == step:  # best/ of the same step: measured
+                return
+            self.diversity = {"step": step, **self.watch.measure(self.model)}
+        line = {**self.diversity, "prompt": self.watch.prompt, "theme": self.watch.word}
+        with open(Path(path).parent / "diversity.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(line) + "\n")
+        self.watch.check(self.diversity, step)

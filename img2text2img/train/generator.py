@@ -5,9 +5,7 @@ network it builds is the preset's `GeneratorConfig`, and the scene kind is train
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import json
 import time
 import warnings
 from pathlib import Path
@@ -32,9 +30,9 @@ from img2text2img.models.generator import (
     load_generator,
 )
 from img2text2img.models.generator.api import generator_kind, with_steps
-from img2text2img.train.engine import StepContext, TrainConfig, TrainTask, fit, seed_everything
+from img2text2img.train.engine import StepContext, TrainConfig, fit, seed_everything
 from img2text2img.train.engine import train_config as engine_train_config
-from img2text2img.train.gan import RAW_PREFIX, DiversityWatch, WeightEMA
+from img2text2img.train.gan import RAW_PREFIX, DiversityWatch, DrawingTask, WeightEMA, adversarial_step
 from img2text2img.train.generator_data import (
     SAMPLE_PROMPTS,
     ImageCaptionDataset,
@@ -43,7 +41,6 @@ from img2text2img.train.generator_data import (
     generator_augment,
     load_image_captions,
     sample_prompts,
-    write_samples,
 )
 from img2text2img.train.generator_recipe import GeneratorRecipe, check_recipe
 from img2text2img.train.latent_gan import train_latent_gan
@@ -129,7 +126,7 @@ def feature_loss(source: str | Path, weight: float = 1.0, size: int | None = Non
     return FeatureLoss(load_model(source, kind="captioner").ensure_encoder(), weight, size=size)
 
 
-class GeneratorTask(TrainTask):
+class GeneratorTask(DrawingTask):
     """pixel / vae: one optimizer on `GeneratorLoss`; gan: alternating discriminator and generator steps, the
     discriminator at its own learning rate `d_lr`, an `ema` of the generator's weights that samples, checkpoints
     and validation use, and an optional `watch` (`gan.DiversityWatch`) at each checkpoint."""
@@ -176,18 +173,7 @@ class GeneratorTask(TrainTask):
             _, loss, logs = self.objective(ctx.model, ids, images, step)
             ctx.backward_step(loss, "main")
             return {"loss": float(loss.detach()), **logs}
-        z = torch.randn(ids.shape[0], m.config.z_dim, device=ids.device)
-        d_loss, g_fn = self.objective.gan(m, ids, images, z)
-        ctx.backward_step(d_loss, "disc")
-        g_loss, logs = g_fn()
-        ctx.backward_step(g_loss, "gen")
-        if self.ema is not None:
-            self.ema.update(m, step)
-        return {"loss": float(g_loss.detach()), **logs, **{k: v for k, v in self.diversity.items() if k == "diversity"}}
-
-    def drawing(self):
-        """Within: the model draws with the weights a checkpoint saves (the EMA's, when there is one)."""
-        return self.ema.applied(self.model) if self.ema is not None else contextlib.nullcontext(self.model)
+        return adversarial_step(m, ids, images, self.objective, self.ema, self.diversity, ctx, step)
 
     def evaluate(self, model) -> dict[str, float]:
         """Mean pixel MSE on (up to 256) validation images, drawing from z = 0: a cheap trend line, nothing more."""
@@ -200,34 +186,6 @@ class GeneratorTask(TrainTask):
             fake = model(ids.to(dev)).fake
         real = self.val.images[:n].float().to(dev) / 255.0
         return {"val_mse": float(((fake - real) ** 2).mean())}
-
-    def checkpoint_state(self) -> dict[str, torch.Tensor]:
-        # Every checkpoint carries the mean sentence of its own text encoder, so guidance works on any of them;
-        # it is never trained on, so fitting it here changes nothing in the run.
-        if self.ema is None:
-            self.model.fit_sentence_mean(self.mean_ids)
-            return self.model.state_dict()
-        with self.drawing():
-            self.ema.shadow["sentence_mean"].copy_(self.model.fit_sentence_mean(self.mean_ids))
-        return self.ema.checkpoint_state(self.model)
-
-    def load_checkpoint_state(self, state: dict[str, torch.Tensor]) -> None:
-        if self.ema is not None:
-            self.ema.load_checkpoint_state(self.model, state)
-        else:  # a run resumed without --ema trains on on the raw weights
-            raw = {k[len(RAW_PREFIX):]: v for k, v in state.items() if k.startswith(RAW_PREFIX)}
-            self.model.load_state_dict({**{k: v for k, v in state.items() if not k.startswith(RAW_PREFIX)}, **raw})
-
-    def on_checkpoint(self, path: Path, step: int) -> None:
-        with self.drawing():
-            write_samples(self.model, self.prompts, path, step)
-            if self.watch is None or self.diversity.get("step") == step:  # best/ of the same step: measured
-                return
-            self.diversity = {"step": step, **self.watch.measure(self.model)}
-        line = {**self.diversity, "prompt": self.watch.prompt, "theme": self.watch.word}
-        with open(Path(path).parent / "diversity.jsonl", "a", encoding="utf-8") as f:
-            f.write(json.dumps(line) + "\n")
-        self.watch.check(self.diversity, step)
 
 
 def build_model(recipe: GeneratorRecipe, ds, cfg: TrainConfig, init_from: str | Path | None) -> tuple[Generator, bool]:

@@ -8,9 +8,7 @@ the weights' moving average and the collapse watch); only the data and the netwo
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import json
 from pathlib import Path
 
 import torch
@@ -24,9 +22,9 @@ from img2text2img.models.gan import LatentGAN, latent_gan_config
 from img2text2img.models.generator import GeneratorLoss
 from img2text2img.models.generator.augment import parse_policy
 from img2text2img.train.diffusion import SIDE_WORDS, LatentCaptions, collate_latents, encode_pictures
-from img2text2img.train.engine import StepContext, TrainConfig, TrainTask, fit, pick_device, seed_everything
-from img2text2img.train.gan import RAW_PREFIX, DiversityWatch, WeightEMA
-from img2text2img.train.generator_data import load_image_captions, sample_prompts, write_samples
+from img2text2img.train.engine import StepContext, TrainConfig, fit, pick_device, seed_everything
+from img2text2img.train.gan import DiversityWatch, DrawingTask, WeightEMA, adversarial_step
+from img2text2img.train.generator_data import load_image_captions, sample_prompts
 from img2text2img.train.generator_recipe import GeneratorRecipe, check_recipe
 from img2text2img.vocab import Vocabulary, pad_batch
 
@@ -36,7 +34,7 @@ MEAN_SENTENCE_PICTURES = 2000
 BETAS = (0.0, 0.9)
 
 
-class LatentGANTask(TrainTask):
+class LatentGANTask(DrawingTask):
     """Alternating discriminator and generator steps on cached latents; an `ema` of the generator's weights draws
     the samples, checkpoints and the `watch`'s diversity."""
 
@@ -68,44 +66,7 @@ class LatentGANTask(TrainTask):
         m = getattr(ctx.model, "module", ctx.model)
         with torch.no_grad():
             real = m.judged(latents)
-        z = torch.randn(ids.shape[0], m.config.z_dim, device=ids.device)
-        d_loss, g_fn = self.objective.gan(m, ids, real, z)
-        ctx.backward_step(d_loss, "disc")
-        g_loss, logs = g_fn()
-        ctx.backward_step(g_loss, "gen")
-        if self.ema is not None:
-            self.ema.update(m, step)
-        return {"loss": float(g_loss.detach()), **logs, **{k: v for k, v in self.diversity.items() if k == "diversity"}}
-
-    def drawing(self):
-        """Within: the model holds the weights a checkpoint saves (the EMA's, when there is one)."""
-        return self.ema.applied(self.model) if self.ema is not None else contextlib.nullcontext(self.model)
-
-    def checkpoint_state(self) -> dict[str, torch.Tensor]:
-        if self.ema is None:
-            self.model.fit_sentence_mean(self.mean_ids)
-            return self.model.state_dict()
-        with self.drawing():
-            self.ema.shadow["sentence_mean"].copy_(self.model.fit_sentence_mean(self.mean_ids))
-        return self.ema.checkpoint_state(self.model)
-
-    def load_checkpoint_state(self, state: dict[str, torch.Tensor]) -> None:
-        if self.ema is not None:
-            self.ema.load_checkpoint_state(self.model, state)
-        else:
-            raw = {k[len(RAW_PREFIX):]: v for k, v in state.items() if k.startswith(RAW_PREFIX)}
-            self.model.load_state_dict({**{k: v for k, v in state.items() if not k.startswith(RAW_PREFIX)}, **raw})
-
-    def on_checkpoint(self, path: Path, step: int) -> None:
-        with self.drawing():
-            write_samples(self.model, self.prompts, path, step)
-            if self.watch is None or self.diversity.get("step") == step:
-                return
-            self.diversity = {"step": step, **self.watch.measure(self.model)}
-        line = {**self.diversity, "prompt": self.watch.prompt, "theme": self.watch.word}
-        with open(Path(path).parent / "diversity.jsonl", "a", encoding="utf-8") as f:
-            f.write(json.dumps(line) + "\n")
-        self.watch.check(self.diversity, step)
+        return adversarial_step(m, ids, real, self.objective, self.ema, self.diversity, ctx, step)
 
 
 def new_model(recipe: GeneratorRecipe, vocab: Vocabulary) -> LatentGAN:
