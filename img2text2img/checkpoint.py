@@ -16,6 +16,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from img2text2img.config import config_to_dict
 from img2text2img.errors import I2TError
 from img2text2img.io import atomic_folder, backup_of, legacy_backup_of, sha256_file, write_error
 from img2text2img.version import __version__
@@ -43,6 +44,17 @@ class Checkpoint:
     # how the model is used, apart from what the network is (beam width, guidance, temperature); {} in checkpoints
     # written before the two were kept apart, whose model config still holds these keys
     inference: dict = field(default_factory=dict)
+
+
+def save_model(model, path: str | Path, state_dict: dict[str, torch.Tensor], *, kind: str,
+               metrics: dict | None = None, info: dict | None = None, half: bool = False) -> Path:
+    """A model that carries `config`, `vocab` and inference `settings` dataclasses as a checkpoint folder: the one
+    way the generators write themselves, so a new kind cannot forget its settings or its vocabulary."""
+    if model.vocab is None:
+        raise I2TError(f"cannot save a {kind} without its vocabulary")
+    return save_checkpoint(path, kind=kind, config=config_to_dict(model.config), state_dict=state_dict,
+                           vocab=model.vocab, metrics=metrics, info=info, half=half,
+                           inference=config_to_dict(model.settings))
 
 
 def save_checkpoint(

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from img2text2img.checkpoint import Checkpoint, save_checkpoint
+from img2text2img.checkpoint import Checkpoint, save_model
 from img2text2img.config import (
     MAX_GUIDANCE,
     MAX_PER_PROMPT,
@@ -23,7 +23,6 @@ from img2text2img.config import (
     check_number,
     check_seed,
     config_from_dict,
-    config_to_dict,
 )
 from img2text2img.errors import I2TError
 from img2text2img.models import evaluating
@@ -132,9 +131,7 @@ class DiffusionGenerator(nn.Module):
         state = self.state_dict()
         if not full:
             state = {k: v for k, v in state.items() if not k.startswith("net.")}
-        return save_checkpoint(path, kind="generator", config=config_to_dict(self.config), state_dict=state,
-                               vocab=self.vocab, metrics=metrics, info=info, half=half,
-                               inference=config_to_dict(self.settings))
+        return save_model(self, path, state, kind="generator", metrics=metrics, info=info, half=half)
 
     @classmethod
     def from_checkpoint(cls, ckpt: Checkpoint) -> DiffusionGenerator:

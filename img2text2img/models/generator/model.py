@@ -19,8 +19,8 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from img2text2img.checkpoint import Checkpoint, save_checkpoint
-from img2text2img.config import MAX_GUIDANCE, check_number, check_seed, config_to_dict
+from img2text2img.checkpoint import Checkpoint, save_model
+from img2text2img.config import MAX_GUIDANCE, check_number, check_seed
 from img2text2img.errors import I2TError
 from img2text2img.models import evaluating
 from img2text2img.models.generator.config import DrawSettings, GeneratorConfig, load_config
@@ -179,12 +179,8 @@ class Generator(PromptedSampling, nn.Module):
     def save(self, path: str | Path, *, metrics: dict | None = None, info: dict | None = None, half: bool = False,
              full: bool = True) -> Path:
         """Write a checkpoint folder; `full=False` keeps only what drawing needs (`inference_state_dict`)."""
-        if self.vocab is None:
-            raise I2TError("cannot save a generator without its vocabulary")
         state = self.state_dict() if full else self.inference_state_dict()
-        return save_checkpoint(path, kind="generator", config=config_to_dict(self.config), state_dict=state,
-                               vocab=self.vocab, metrics=metrics, info=info, half=half,
-                               inference=config_to_dict(self.settings))
+        return save_model(self, path, state, kind="generator", metrics=metrics, info=info, half=half)
 
     @classmethod
     def from_checkpoint(cls, ckpt: Checkpoint) -> Generator | SceneGenerator:
