@@ -26,7 +26,7 @@ from img2text2img.models.diffusion.autoencoder import Autoencoder
 from img2text2img.models.gan.config import LatentGANConfig
 from img2text2img.models.generator.config import DrawSettings
 from img2text2img.models.generator.decoder import down_stack
-from img2text2img.models.generator.text import PromptedSampling, TextEncoder
+from img2text2img.models.generator.text import PromptedSampling, TextEncoder, fit_sentence_mean
 from img2text2img.vocab import Vocabulary
 
 # the autoencoder's encoder half: training caches the photos' latents with it; drawing needs the decoder only
@@ -167,15 +167,9 @@ class LatentGAN(PromptedSampling, nn.Module):
         self.settings = replace(self.settings, guidance=float(guidance))
         return self
 
-    @torch.no_grad()
     def fit_sentence_mean(self, ids: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
         """Set `sentence_mean` to the mean sentence vector of `ids` [N, T] (training captions) and return it."""
-        device = self.sentence_mean.device
-        with evaluating(self.text):
-            total = sum(self.text(ids[i:i + batch_size].to(device)).double().sum(0)
-                        for i in range(0, ids.shape[0], batch_size))
-        self.sentence_mean.copy_((total / max(ids.shape[0], 1)).to(self.sentence_mean.dtype))
-        return self.sentence_mean
+        return fit_sentence_mean(self.text, self.sentence_mean, ids, batch_size)
 
     @torch.inference_mode()
     def generate(self, prompts: Sequence[str] | str | torch.Tensor, n: int = 1, seed: int = 0,

@@ -26,7 +26,7 @@ from img2text2img.models import evaluating
 from img2text2img.models.generator.config import DrawSettings, GeneratorConfig, load_config
 from img2text2img.models.generator.decoder import Discriminator, ImageDecoder, down_stack
 from img2text2img.models.generator.scene import SceneGenerator
-from img2text2img.models.generator.text import PromptedSampling, TextEncoder
+from img2text2img.models.generator.text import PromptedSampling, TextEncoder, fit_sentence_mean
 from img2text2img.vocab import Vocabulary
 
 # weights only training needs: a shipped (drawing-only) checkpoint leaves them out
@@ -118,15 +118,9 @@ class Generator(PromptedSampling, nn.Module):
             raise I2TError("this generator has no mean sentence vector, which guidance needs (checkpoints saved by "
                            "training have one; otherwise fit it with Generator.fit_sentence_mean)")
 
-    @torch.no_grad()
     def fit_sentence_mean(self, ids: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
         """Set `sentence_mean` to the mean sentence vector of `ids` [N, T] (training captions) and return it."""
-        device = self.sentence_mean.device
-        with evaluating(self.text):
-            total = sum(self.text(ids[i:i + batch_size].to(device)).double().sum(0)
-                        for i in range(0, ids.shape[0], batch_size))
-        self.sentence_mean.copy_((total / max(ids.shape[0], 1)).to(self.sentence_mean.dtype))
-        return self.sentence_mean
+        return fit_sentence_mean(self.text, self.sentence_mean, ids, batch_size)
 
     @torch.inference_mode()
     def generate(self, prompts: Sequence[str] | str | torch.Tensor, n: int = 1, seed: int = 0,

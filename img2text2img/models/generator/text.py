@@ -8,6 +8,7 @@ from torch import nn
 
 from img2text2img.config import MAX_PER_PROMPT, MAX_TEMPERATURE, check_number
 from img2text2img.errors import I2TError
+from img2text2img.models import evaluating
 from img2text2img.vocab import PAD_ID, SharedEmbedding, Vocabulary, pad_batch
 from img2text2img.words import MAX_PROMPT_CHARS, PromptWarning, prompt_tokens  # noqa: F401  (re-exported)
 
@@ -35,6 +36,17 @@ class TextEncoder(nn.Module):
         mean = out.sum(1) / lengths.unsqueeze(1).to(out.dtype)  # padded steps are zeros
         sentence = torch.cat([h[-1], mean], dim=1)  # B x 2H
         return (sentence, out, ids != PAD_ID) if words else sentence
+
+
+@torch.no_grad()
+def fit_sentence_mean(text: nn.Module, mean: torch.Tensor, ids: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """Set the buffer `mean` to `text`'s mean sentence vector over `ids` [N, T] (training captions) and return it:
+    what guidance draws away from, for every generator that has one."""
+    with evaluating(text):
+        total = sum(text(ids[i:i + batch_size].to(mean.device)).double().sum(0)
+                    for i in range(0, ids.shape[0], batch_size))
+    mean.copy_((total / max(ids.shape[0], 1)).to(mean.dtype))
+    return mean
 
 
 def prepare_prompts(texts: Sequence[str], vocab: Vocabulary, max_tokens: int) -> torch.Tensor:
