@@ -74,7 +74,7 @@ def test_caption_folder_with_mixed_files(models, tmp_path, capsys):
     (["caption", "{img}", "--model", "{models}/gen"], "holds a generator model, not a captioner"),
     (["generate", "a red circle", "--model", "{models}/cap", "-o", "{tmp}/x.png"], "holds a captioner model, not a generator"),
     (["generate", "a red circle", "--data", "coco", "-o", "{tmp}/x.png"], "--data must be one of: shapes, flickr8k"),
-    (["train", "generator", "--z-dim", "4", "--out", "{tmp}/g"], "--z-dim is a vae/gan option"),
+    (["train", "generator", "--z-dim", "4", "--out", "{tmp}/g"], "--z-dim is a vae/gan/latent-gan option"),
     (["train", "captioner", "--init-from", "{models}/cap", "--glove", "--out", "{tmp}/c"],
      "--glove cannot change when a run starts from --init-from (the network is kept)"),
 ])

@@ -136,4 +136,4 @@ def test_roundtrip_default_data_is_flickr8k_when_found_else_shapes_with_a_note(m
     err = capsys.readouterr().err
     assert err.startswith("note:") and err.count("\n") == 1 and "--data shapes" in err
     # the pairs come from the one names table
-    assert SHIPPED["flickr8k"] == {"captioner": "captioner", "generator": "generator_flickr8k"}
+    assert SHIPPED["flickr8k"] == {"captioner": "captioner", "generator": "diffusion_flickr8k"}

@@ -83,6 +83,12 @@ class DiffusionGenerator(nn.Module):
         self.settings = replace(self.settings, guidance=float(guidance))
         return self
 
+    def prompt_ids(self, texts: Sequence[str]) -> torch.Tensor:
+        """Prompts as padded token ids, as every generator gives them (what `--rerank-with` draws from)."""
+        if self.vocab is None:
+            raise I2TError("this generator has no vocabulary attached; load it from a checkpoint")
+        return prepare_prompts(texts, self.vocab, self.config.max_tokens)
+
     @torch.no_grad()
     def generate(self, prompts: Sequence[str] | str | torch.Tensor, n: int = 1, seed: int = 0,
                  steps: int | None = None, guidance: float | None = None,
@@ -96,15 +102,12 @@ class DiffusionGenerator(nn.Module):
                                 ("temperature", temperature, MAX_TEMPERATURE)):
             if value is not None:
                 check_number(name, value, 1 if name == "steps" else 0.0, hi, integer=name == "steps")
-        if self.vocab is None and not isinstance(prompts, torch.Tensor):
-            raise I2TError("this generator has no vocabulary attached; load it from a checkpoint")
         steps = self.settings.steps if steps is None else int(steps)
         guidance = self.settings.guidance if guidance is None else float(guidance)
         if steps < 1:
             raise I2TError(f"steps must be at least 1, got {steps}")
         device = next(self.parameters()).device
-        ids = prompts if isinstance(prompts, torch.Tensor) else prepare_prompts(prompts, self.vocab,
-                                                                                self.config.max_tokens)
+        ids = prompts if isinstance(prompts, torch.Tensor) else self.prompt_ids(prompts)
         ids = ids.repeat_interleave(n, dim=0).to(device)
         B, c, side = ids.shape[0], self.config.latent_channels, self.config.latent_side
         gen = torch.Generator().manual_seed(seed)
