@@ -61,9 +61,9 @@ class RuntimeCaptioner:
         self.open_vocab_threshold = float(settings["open_vocab_threshold"])
         self.open_vocab_words = int(settings["open_vocab_words"])
         self.ov = None  # the detector and constrained search, loaded on the first open-vocabulary caption
-        self.encoder = Graph(folder / manifest["graphs"]["encoder"], threads)
-        self.init = Graph(folder / manifest["graphs"]["init"], STEP_THREADS)
-        self.step_graph = Graph(folder / manifest["graphs"]["step"], STEP_THREADS)
+        self.encoder = Graph.of(folder, manifest, "encoder", threads)
+        self.init = Graph.of(folder, manifest, "init", STEP_THREADS)
+        self.step_graph = Graph.of(folder, manifest, "step", STEP_THREADS)
 
     # -- encoder --------------------------------------------------------------------------------------------------
 

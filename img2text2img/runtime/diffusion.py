@@ -77,8 +77,7 @@ class RuntimeDiffusion:
         settings = dict(manifest["settings"])
         settings.update(saved_inference(model_dir, ("steps", "guidance")))
         self.steps, self.guidance = int(settings["steps"]), float(settings["guidance"])
-        graphs = manifest["graphs"]
-        self.text, self.unet, self.decoder = (Graph(folder / graphs[k], threads) for k in ("text", "unet", "decoder"))
+        self.text, self.unet, self.decoder = (Graph.of(folder, manifest, k, threads) for k in ("text", "unet", "decoder"))
 
     def check_guidance(self, guidance: float) -> None:
         check_number("guidance", guidance, 0.0, MAX_GUIDANCE)

@@ -59,12 +59,14 @@ def export_runtime(model_dir: str | Path, out: str | Path | None = None, *, forc
         manifest = exporters[meta["kind"]](model, tmp)
         sizes, shared = {}, {}
         # graphs in the model's own onnx/ read the weights they share with model.safetensors from it at load
-        weights = model_dir / "model.safetensors" if out.resolve() == (model_dir / RUNTIME_DIR).resolve() else None
+        weights = model_dir / "model.safetensors"
+        index = weight_index(weights) if out.resolve() == (model_dir / RUNTIME_DIR).resolve() \
+            and weights.exists() else None
         for name in manifest["graphs"].values():
             if half:
                 store_half(tmp / name)
-            if weights is not None and weights.exists():
-                shared[name] = share_weights(tmp / name, weights)
+            if index is not None:
+                shared[name] = share_weights(tmp / name, weights.name, index)
             sizes[name] = (tmp / name).stat().st_size
         manifest.update({"format": MANIFEST_FORMAT, "kind": meta["kind"], "weights_sha256": meta.get("weights_sha256"),
                          "vocab_sha256": meta.get("vocab_sha256"), "library_version": __version__,
@@ -325,30 +327,38 @@ def export_diffusion(model, tmp: Path) -> dict:
 # -- storage ------------------------------------------------------------------------------------------------------
 
 
-def share_weights(path: Path, weights: Path, min_size: int = 1024) -> dict[str, str]:
-    """Drop from the graph each weight of `min_size`+ values that `weights` (the folder's model.safetensors) holds
-    byte for byte, leaving an external-data stub of its name, type and shape: the runtime hands ONNX Runtime the
-    tensor read from the safetensors file instead (`Graph`), so a shipped folder stores such a weight once, not
-    twice. Returns {initializer: safetensors key}."""
+def tensor_key(a: np.ndarray) -> tuple:
+    """A weight's identity for sharing: dtype, shape and the sha256 of its bytes."""
     import hashlib
 
-    import onnx
-    from onnx import TensorProto, numpy_helper
-    from safetensors.numpy import load_file
+    return a.dtype.str, a.shape, hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
 
-    def key(a: np.ndarray) -> tuple:
-        return a.dtype.str, a.shape, hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
+
+def weight_index(weights: Path) -> dict[tuple, str]:
+    """{tensor_key: safetensors key} of a model.safetensors file, read once per export."""
+    from safetensors.numpy import load_file
 
     index: dict[tuple, str] = {}
     for k, v in load_file(str(weights)).items():
-        index.setdefault(key(v), k)
+        index.setdefault(tensor_key(v), k)
+    return index
+
+
+def share_weights(path: Path, weights_name: str, index: dict[tuple, str], min_size: int = 1024) -> dict[str, str]:
+    """Drop from the graph each weight of `min_size`+ values that the folder's model.safetensors (`index`,
+    `weight_index`) holds byte for byte, leaving an external-data stub of its name, type and shape: the runtime
+    hands ONNX Runtime the tensor read from the safetensors file instead (`Graph`), so a shipped folder stores such
+    a weight once, not twice. Returns {initializer: safetensors key}."""
+    import onnx
+    from onnx import TensorProto, numpy_helper
+
     m = onnx.load(str(path))
     mapping: dict[str, str] = {}
     for init in m.graph.initializer:
         if np.prod(init.dims) < min_size or init.data_location == TensorProto.EXTERNAL:
             continue
         a = numpy_helper.to_array(init)
-        found = index.get(key(a))
+        found = index.get(tensor_key(a))
         if found is None:
             continue
         init.ClearField("raw_data")
@@ -356,7 +366,7 @@ def share_weights(path: Path, weights: Path, min_size: int = 1024) -> dict[str, 
             init.ClearField(field)
         init.data_location = TensorProto.EXTERNAL
         del init.external_data[:]
-        for k, v in (("location", weights.name), ("offset", "0"), ("length", str(a.nbytes))):
+        for k, v in (("location", weights_name), ("offset", "0"), ("length", str(a.nbytes))):
             entry = init.external_data.add()
             entry.key, entry.value = k, v
         mapping[init.name] = found

@@ -92,7 +92,7 @@ class RuntimeGenerator:
         settings = dict(manifest["settings"])
         settings.update(saved_inference(model_dir, ("temperature", "guidance")))
         self.temperature, self.guidance = float(settings["temperature"]), float(settings["guidance"])
-        self.graph = Graph(folder / manifest["graphs"]["generator"], threads)
+        self.graph = Graph.of(folder, manifest, "generator", threads)
 
     def check_guidance(self, guidance: float) -> None:
         if guidance < 0:

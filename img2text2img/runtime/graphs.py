@@ -50,7 +50,7 @@ class Graph:
     """One ONNX Runtime session; `run(**inputs)` feeds only the inputs the graph declares (the exporter drops
     unused ones) and returns its outputs as a dict of numpy arrays."""
 
-    def __init__(self, path: Path, threads: int | None = None):
+    def __init__(self, path: Path, threads: int | None = None, shared: dict[str, str] | None = None):
         import onnxruntime as ort
 
         if not path.exists():
@@ -62,7 +62,6 @@ class Graph:
         options.log_severity_level = 3  # errors only: the optimizer's notes are not for users
         # worker threads stop spinning when a run ends: the numpy search between runs needs the cores
         options.add_session_config_entry("session.force_spinning_stop", "1")
-        shared = read_manifest(path.parent).get(SHARED, {}).get(path.name) if (path.parent / MANIFEST).exists() else None
         if shared:  # the weights this graph shares with the model folder's safetensors, read from there
             names, values = shared_weights(path.parent.parent / "model.safetensors", shared)
             options.add_external_initializers(names, values)
@@ -73,6 +72,12 @@ class Graph:
             raise I2TError(f"{path}: ONNX Runtime cannot load it ({first}); export the graphs again") from None
         self.inputs = [i.name for i in self.session.get_inputs()]
         self.outputs = [o.name for o in self.session.get_outputs()]
+
+    @classmethod
+    def of(cls, folder: Path, manifest: dict, key: str, threads: int | None = None) -> Graph:
+        """The manifest's graph `key` in `folder`, with the weights it reads from the model's safetensors file."""
+        name = manifest["graphs"][key]
+        return cls(folder / name, threads, shared=manifest.get(SHARED, {}).get(name))
 
     def run(self, **feeds: np.ndarray) -> dict[str, np.ndarray]:
         values = self.session.run(self.outputs, {k: feeds[k] for k in self.inputs})

@@ -39,13 +39,12 @@ class RuntimeTagger:
         settings.update(saved_inference(model_dir, ("beam", "threshold")))
         self.beam, self.threshold = int(settings["beam"]), float(settings["threshold"])
         self.max_tags = int(manifest["max_tags"])
-        graphs = manifest["graphs"]
         if self.head == "bce":
-            self.probabilities = Graph(folder / graphs["tagger"], threads)
+            self.probabilities = Graph.of(folder, manifest, "tagger", threads)
         else:
-            self.encoder = Graph(folder / graphs["encoder"], threads)
-            self.init = Graph(folder / graphs["init"], STEP_THREADS)
-            self.step_graph = Graph(folder / graphs["step"], STEP_THREADS)
+            self.encoder = Graph.of(folder, manifest, "encoder", threads)
+            self.init = Graph.of(folder, manifest, "init", STEP_THREADS)
+            self.step_graph = Graph.of(folder, manifest, "step", STEP_THREADS)
 
     def predict_arrays(self, x: np.ndarray, top: int | None = None, beam: int | None = None,
                        threshold: float | None = None) -> list[list[tuple[str, float]]]:
