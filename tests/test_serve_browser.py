@@ -44,6 +44,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def stop(proc: subprocess.Popen) -> None:
+    """End a server or browser this module started: politely, then by force."""
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
 class DevTools:
     """Just enough of a websocket client (RFC 6455, text frames) to send DevTools commands and read answers."""
 
@@ -156,11 +165,7 @@ def server(tmp_path_factory):
         wait_http(f"http://127.0.0.1:{port}/api/health", 120, proc)
         yield f"http://127.0.0.1:{port}"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc)
 
 
 @pytest.fixture(scope="module")
@@ -187,11 +192,7 @@ def browser(server, tmp_path_factory):
         yield tools
         tools.close()
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc)
 
 
 def shots() -> Path | None:
