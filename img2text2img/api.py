@@ -46,20 +46,15 @@ def caption(images: Sequence, model=None, beam_size: int | None = None, data: st
 
 
 def tag(images: Sequence, model=None, top: int = 10, data: str | None = None, device: str = "auto",
-        backend: str | None = None, open_vocab: bool = False):
+        backend: str | None = None, open_vocab: bool | None = None):
     """Tag image paths or PIL images: a list of (tag, score) per image, best first. `open_vocab`: merge in the
-    objects the encoder's ImageNet head names (nouns and adjectives only; torch)."""
-    rt = runtime_for("tagger", model, data, device, backend, torch_only="open_vocab" if open_vocab else None)
+    objects the encoder's ImageNet head names, nouns and adjectives only (None: the model's own setting)."""
+    rt = runtime_for("tagger", model, data, device, backend)
     if rt is not None:
-        return rt.tag_images(read_images(images), top=top)
+        return rt.tag_images(read_images(images), top=top, open_vocab=open_vocab)
     from img2text2img.models import tagger as taggers
 
-    if open_vocab:
-        from img2text2img.models.tagger.openvocab import OpenVocabTagger
-
-        loaded = model if isinstance(model, taggers.Tagger) else taggers.load_tagger(model, device=device, data=data)
-        return OpenVocabTagger(loaded)(read_images(images), top=top)
-    return taggers.tag(images, model=model, top=top, data=data, device=device)
+    return taggers.tag(images, model=model, top=top, data=data, device=device, open_vocab=open_vocab)
 
 
 def generate(prompts: str | Sequence[str], model=None, n: int = 1, seed: int = 0, rerank_with=None,

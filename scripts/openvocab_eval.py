@@ -13,8 +13,8 @@ Each takes `--out docs/bench/openvocab.json --key NAME` to keep its numbers in t
 "Before" decodes with <unk> allowed (the search as it was), so a caption is broken when its ids held <unk>.
 Times are per photo on this machine with the thread count given (--threads, default 1): encoding, the plain
 search, and what open vocabulary adds (detector + constrained re-decoding of the photos that need it).
-A threshold sweep re-decodes once at the lowest threshold: with one forced word a photo's constrained caption does
-not depend on the threshold, only whether it is used does.
+A threshold sweep decodes again at each threshold (words the caption vocabulary lacks are forced first, so which
+word a photo gets can depend on the threshold).
 """
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ from img2text2img.features import encode_dataset
 from img2text2img.io import write_text_atomic
 from img2text2img.models.captioner import load_captioner
 from img2text2img.models.captioner import search as search_module
-from img2text2img.models.captioner.openvocab import OpenVocab, missing_detections
+from img2text2img.models.captioner.openvocab import OpenVocab
 from img2text2img.openvocab import fit_platt, word_detector
 from img2text2img.openvocab.detector import CALIBRATION, calibration_key
 from img2text2img.openvocab.heldout import mentions, word_forms
@@ -87,7 +87,8 @@ def tagger_at_home(split: str, thresholds: list[float]) -> dict:
     vocabulary counts as wrong here, though it may be right: this measures the loss at home, not the gain."""
     from img2text2img.metrics.tags import tag_scores
     from img2text2img.models.tagger import load_tagger
-    from img2text2img.models.tagger.openvocab import is_tag_word, merge_tags, tagger_detector
+    from img2text2img.models.tagger.openvocab import tagger_detector
+    from img2text2img.openvocab.tags import is_tag_word, merge_tags
     from img2text2img.tags import dataset_tags, order_tags
 
     tagger = load_tagger(None).eval()
@@ -145,6 +146,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--threshold", type=float, default=None, help="detector confidence (default: the model's)")
+    ap.add_argument("--words", type=int, default=None, help="at most this many forced words per caption "
+                    "(1 or 2; default: the model's)")
     ap.add_argument("--thresholds", default="", help="comma-separated: score every threshold (choose on val)")
     ap.add_argument("--no-coco", action="store_true", help="skip the COCO scores (need Java)")
     ap.add_argument("--no-unk-count", action="store_true", help="skip the <unk>-allowed search")
@@ -166,17 +169,19 @@ def main() -> None:
     model = load_captioner(a.model)
     if a.threshold is not None:
         model.settings.open_vocab_threshold = a.threshold
+    if a.words is not None:
+        model.settings.open_vocab_words = a.words
     sweep = sorted(float(t) for t in a.thresholds.split(",") if t.strip())
     ov = OpenVocab(model)
     ds = load_dataset("flickr8k")
     names = ds.split(a.split)[: a.limit or None]
     refs = [ds.captions[n] for n in names]
     model.warm_up()
-    plain, ov_text, forced, raw = [], [], [], []
+    plain, ov_text, raw = [], [], []
+    forced: dict[float, list[str]] = {}
     t_enc = t_plain = t_ov = 0.0
     unk_before = 0
     s = model.settings
-    low = sweep[0] if sweep else s.open_vocab_threshold
     for i in tqdm(range(0, len(names), a.batch_size), desc="photos", unit="batch", file=sys.stderr):
         ims = [load_image(ds.image_path(n)) for n in names[i:i + a.batch_size]]
         t0 = time.perf_counter()
@@ -194,13 +199,12 @@ def main() -> None:
         t0 = time.perf_counter()
         out = model.decode_features(pooled, grid, open_vocab=False)
         t1 = time.perf_counter()
-        if sweep:
+        if sweep:  # one constrained decode per threshold: which word is forced can depend on it
             g = grid.float() if model.config.uses_grid else None
-            new = ov.redecode(pooled.float(), g, out, s.beam_size, model.config.max_len, low, 1)
-            dets = ov.detector.detect(pooled, top=5, min_score=low)
-            for j, (d, r) in enumerate(zip(dets, out)):
-                m = missing_detections(d, r.tokens, low, 1)
-                forced.append((m[0].score, " ".join(new[j][0])) if j in new else (0.0, r.text))
+            for t in sweep:
+                new = ov.redecode(pooled.float(), g, out, s.beam_size, model.config.max_len, t, s.open_vocab_words)
+                forced.setdefault(t, []).extend(" ".join(new[j][0]) if j in new else r.text
+                                                for j, r in enumerate(out))
         elif not a.calibrate:  # the calibration it would use is being fitted
             ovr = model.decode_features(pooled, grid, open_vocab=True)
             t_ov += time.perf_counter() - t1
@@ -213,7 +217,7 @@ def main() -> None:
     result = {"date": date.today().isoformat(), "model": str(a.model or "captioner"), "split": a.split, "photos": n,
               "threads": a.threads, "encoder_fine_tuned": bool(model.config.store_encoder),
               "detector": "adapter" if ov.detector.adapter is not None else "exact head",
-              "max_words": 1 if sweep else s.open_vocab_words,
+              "max_words": s.open_vocab_words,
               "broken_unk_before": None if a.no_unk_count else unk_before,
               "broken_unk_after": sum("<unk>" in t.split() for t in plain)}
     coco = None
@@ -224,7 +228,7 @@ def main() -> None:
     if sweep:
         result["sweep"] = {}
         for t in sweep:
-            texts = [txt if sc >= t else p for (sc, txt), p in zip(forced, plain)]
+            texts = forced[t]
             row = {"captions_changed": sum(x != p for x, p in zip(texts, plain))}
             if coco:
                 row.update(coco(refs, texts))

@@ -11,8 +11,8 @@ import torch
 from img2text2img.models.captioner import beam_search, create_captioner, greedy_search, sample_search
 from img2text2img.models.captioner.openvocab import extend_vocabulary, missing_detections, nearest_known
 from img2text2img.models.captioner.search import constrained_beam_search, never_emit
-from img2text2img.models.tagger.openvocab import is_tag_word, merge_tags
 from img2text2img.openvocab import Detection, fit_platt, load_word_table, plural_forms
+from img2text2img.openvocab.tags import is_tag_word, merge_tags
 from img2text2img.vocab import END_ID, PAD_ID, START_ID, UNK_ID, Vocabulary, WordVectors
 
 WORDS = ["a", "dog", "cat", "man", "ball", "runs", "on", "the", "grass", "red", "blue"]
@@ -122,6 +122,17 @@ def test_missing_detections_skips_named_and_unsure_words():
     assert missing_detections(dets, ["a", "cat", "dog"], 0.5) == []
 
 
+def test_missing_detections_put_words_the_captioner_never_learnt_first():
+    dets = [Detection("dog", 0.9, frozenset({"dog", "dogs"})), Detection("zebra", 0.6, frozenset({"zebra"})),
+            Detection("okapi", 0.7, frozenset({"okapi"}))]
+    known = {"a", "dog", "dogs", "horse"}
+    assert [d.word for d in missing_detections(dets, ["a"], 0.5, 2, known)] == ["okapi", "zebra"]
+    assert [d.word for d in missing_detections(dets, ["a"], 0.65, 1, known)] == ["okapi"]
+    # a new word with no known word to copy from cannot be said: the next detection is forced instead
+    sources = {"zebra": "horse"}.get
+    assert [d.word for d in missing_detections(dets, ["a"], 0.5, 2, known, sources)] == ["zebra", "dog"]
+
+
 def test_extend_vocabulary_copies_the_nearest_word_dcc():
     m = tiny()
     rng = np.random.default_rng(0)
@@ -221,7 +232,6 @@ def test_adapter_detector_is_found_by_the_encoders_weights(tmp_path):
 @pytest.mark.parametrize("args,needle", [
     (["caption", "{img}", "--data", "shapes", "--open-vocab"], "exact ImageNet head"),
     (["tag", "{img}", "--data", "shapes", "--open-vocab"], "exact ImageNet head"),
-    (["tag", "{img}", "--open-vocab", "--backend", "onnx"], "--open-vocab needs torch"),
 ])
 def test_cli_open_vocab_refuses_in_one_line(tmp_path, capsys, args, needle):
     from PIL import Image
@@ -250,11 +260,14 @@ def test_cli_open_vocab_tags_name_a_shipped_taggers_objects(tmp_path, capsys):
         pytest.skip("EfficientNet-Lite0 weights not on this machine")
     img = tmp_path / "i.png"
     Image.new("RGB", (64, 64), "white").save(img)
-    assert main(["tag", str(img), "--open-vocab", "--json", "--top", "5"]) == 0
-    out = capsys.readouterr()
-    row = json.loads(out.out.strip().splitlines()[-1])
-    assert len(row["tags"]) <= 5 and all(is_tag_word(t) for t, _ in row["tags"])
-    assert "torch" in out.err  # the one-line note: open vocabulary left the ONNX runtime
+    rows = {}
+    for backend in ("torch", "onnx"):
+        assert main(["tag", str(img), "--json", "--top", "5", "--backend", backend]) == 0  # on by default
+        rows[backend] = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["tags"]
+        assert len(rows[backend]) <= 5 and all(is_tag_word(t) for t, _ in rows[backend])
+    assert [t for t, _ in rows["torch"]] == [t for t, _ in rows["onnx"]]
+    assert main(["tag", str(img), "--json", "--no-open-vocab", "--backend", "onnx"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["file"] == str(img)
 
 
 def test_constrained_search_ends_at_a_full_stop():

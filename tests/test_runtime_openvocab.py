@@ -161,6 +161,40 @@ def test_runtime_open_vocab_imports_no_torch(tmp_path):
     assert r.stdout.strip()
 
 
+TAGGER = ROOT / "img2text2img" / "pretrained" / "tagger"
+
+
+def test_shipped_tagger_runtime_and_torch_open_vocab_agree():
+    from img2text2img.models.tagger import load_tagger
+    from img2text2img.runtime.load import load_runtime
+
+    photos = flickr_photos(40)
+    model = load_tagger(None)
+    rt = load_runtime(TAGGER, threads=1)
+    assert model.settings.open_vocab and rt.open_vocab  # the shipped tagger merges by default
+    a, b = model.tag_images(photos), rt.tag_images(photos)
+    assert [[t for t, _ in r] for r in a] == [[t for t, _ in r] for r in b]
+    assert max(abs(x - y) for ra, rb in zip(a, b) for (_, x), (_, y) in zip(ra, rb)) < 1e-4
+    plain = rt.tag_images(photos, open_vocab=False)
+    assert plain == [[(t, s) for t, s in r] for r in model.tag_images(photos, open_vocab=False)] or all(
+        [t for t, _ in p] == [t for t, _ in q] for p, q in zip(plain, model.tag_images(photos, open_vocab=False)))
+    assert any([t for t, _ in p] != [t for t, _ in q] for p, q in zip(plain, b))  # merging changes some photos
+
+
+def test_runtime_open_vocab_tags_import_no_torch(tmp_path):
+    photo = tmp_path / "photo.png"
+    from PIL import Image
+
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (96, 128, 3), dtype=np.uint8)).save(photo)
+    code = ("import sys\nfrom img2text2img.runtime import load_runtime\nfrom img2text2img.data.images import load_image\n"
+            f"m = load_runtime({str(TAGGER)!r})\n"
+            f"r = m.tag_images([load_image({str(photo)!r})], open_vocab=True)[0]\n"
+            "assert m.detector is not None\nprint(r)\n"
+            "bad = [n for n in ('torch', 'torchvision', 'timm') if n in sys.modules]\nassert not bad, bad")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert r.returncode == 0, r.stderr
+
+
 def test_cli_open_vocab_runs_on_the_runtime(tmp_path, capsys):
     from PIL import Image
 

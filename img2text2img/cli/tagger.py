@@ -17,7 +17,6 @@ from img2text2img.cli.output import (
     console,
     inference_model,
     model_option,
-    note,
     progress_bar,
     runtime_model,
     tsv_field,
@@ -37,25 +36,24 @@ def tag_cmd(
     batch_size: BatchOption = 32,
     device: DeviceOption = "auto",
     backend: BackendOption = "auto",
-    open_vocab: Annotated[bool, typer.Option(
+    open_vocab: Annotated[bool | None, typer.Option(
         "--open-vocab/--no-open-vocab", help="Add the objects the encoder's ImageNet head names (cat, cup, car) to "
-        "the tag head's words, nouns and adjectives only, on one score scale. Runs on torch: the ONNX runtime has "
-        "no open vocabulary yet.")] = False,
+        "the tag head's words, nouns and adjectives only, on one score scale. Default: the model's own setting "
+        "(on for the shipped Flickr8k tagger).", show_default=False)] = None,
 ) -> None:
     """Print the tags of each image with their scores, in the order given (folders: sorted by name), as
     FILE<TAB>tag (score), ... lines (a tab, newline or backslash in a file name is written \\t, \\n, \\\\) or with
     --json as JSON lines. Folders are decoded in a thread pool and tagged in batches; bad files are skipped and
     listed at the end (exit code 2)."""
-    if open_vocab and backend == "auto":
-        note("--open-vocab runs the torch model (the ONNX runtime has no open vocabulary yet): a slower start")
-    rt = runtime_model("tagger", model, data, device, backend, torch_only="--open-vocab" if open_vocab else None)
+    rt = runtime_model("tagger", model, data, device, backend)
     if rt is not None:  # the torch-free path: ONNX Runtime graphs
         import numpy as np
 
         inputs = ImageInputs(paths, prepare=rt.prepare)
         with progress_bar(len(inputs), "tagging") as advance:
             for batch in inputs.batches(batch_size):
-                show_tags(batch, rt.predict_arrays(np.stack([x for _, x in batch]), top=top), as_json)
+                show_tags(batch, rt.predict_arrays(np.stack([x for _, x in batch]), top=top, open_vocab=open_vocab),
+                          as_json)
                 advance(len(batch))
         inputs.finish("tagged")
         return
@@ -65,7 +63,7 @@ def tag_cmd(
 
     inputs = ImageInputs(paths)
     loaded = inference_model("tagger", model, data, device)
-    if open_vocab:
+    if loaded.settings.open_vocab if open_vocab is None else open_vocab:
         from img2text2img.models.tagger.openvocab import OpenVocabTagger
 
         tagger = OpenVocabTagger(loaded)

@@ -2,8 +2,9 @@
 
 `words.py` reads the shipped table (ImageNet class -> caption words, built by scripts/make_imagenet_words.py);
 `detector.py` turns an encoder's pooled features into calibrated word confidences through the ImageNet head (torch);
-`scoring.py` does the same in numpy for the ONNX runtime. The torch names load on first use, so the runtime can
-import this package without torch.
+`scoring.py` does the same in numpy for the ONNX runtime; `tags.py` says which words may be tags and merges the
+tag head's words with the detector's. The torch names load on first use, so the runtime can import this package
+without torch.
 """
 from __future__ import annotations
 

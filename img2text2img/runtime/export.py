@@ -181,8 +181,11 @@ def export_tagger(model, tmp: Path) -> dict:
 
     cfg, pre = model.config, model.encoder.preprocess
     images = torch.rand(2, 3, pre.image_size, pre.image_size) * 2 - 1
+    # the encoder's pooled features are a second output: open vocabulary's detector reads them (openvocab/tags.py)
     common = {"preprocess": pre.to_dict(), "head": cfg.head, "max_tags": int(cfg.max_tags),
-              "settings": {"beam": int(model.settings.beam), "threshold": float(model.settings.threshold)}}
+              "encoder": model.encoder.name, "encoder_trained": bool(model.encoder_trained),
+              "settings": {"beam": int(model.settings.beam), "threshold": float(model.settings.threshold),
+                           "open_vocab": bool(model.settings.open_vocab)}}
     if cfg.head == "bce":
         keep = (torch.arange(cfg.vocab_size) >= 4).float()  # the specials never fire
 
@@ -193,10 +196,12 @@ def export_tagger(model, tmp: Path) -> dict:
                 self.register_buffer("keep", keep)
 
             def forward(self, images):
-                return torch.sigmoid(self.tagger.head(self.tagger.image_vector(images)).float()) * self.keep
+                pooled, grid = self.tagger.encoder(images)
+                vector = self.tagger.pool(pooled, grid)
+                return torch.sigmoid(self.tagger.head(vector).float()) * self.keep, pooled.float()
 
-        export_graph(Probabilities(), (images,), tmp / "tagger.onnx", ["images"], ["probabilities"],
-                     {"images": {0: "batch"}, "probabilities": {0: "batch"}})
+        export_graph(Probabilities(), (images,), tmp / "tagger.onnx", ["images"], ["probabilities", "pooled"],
+                     {"images": {0: "batch"}, "probabilities": {0: "batch"}, "pooled": {0: "batch"}})
         return {"graphs": {"tagger": "tagger.onnx"}, **common}
 
     class Features(nn.Module):
@@ -205,7 +210,8 @@ def export_tagger(model, tmp: Path) -> dict:
             self.tagger = model
 
         def forward(self, images):
-            return self.tagger.image_vector(images)
+            pooled, grid = self.tagger.encoder(images)
+            return self.tagger.pool(pooled, grid), pooled.float()
 
     head = model.head
 
@@ -227,8 +233,8 @@ def export_tagger(model, tmp: Path) -> dict:
             out, (h2, c2) = self.head.lstm(self.head.embed(tokens[:, None]), (h[None], c[None]))
             return self.head.out(self.head.drop(torch.relu(out + img[:, None])))[:, 0], h2[0], c2[0]
 
-    export_graph(Features(), (images,), tmp / "encoder.onnx", ["images"], ["features"],
-                 {"images": {0: "batch"}, "features": {0: "batch"}})
+    export_graph(Features(), (images,), tmp / "encoder.onnx", ["images"], ["features", "pooled"],
+                 {"images": {0: "batch"}, "features": {0: "batch"}, "pooled": {0: "batch"}})
     features = model.image_vector(images)
     export_graph(Init(), (features,), tmp / "init.onnx", ["features"], ["h", "c", "img"],
                  {n: {0: "batch"} for n in ("features", "h", "c", "img")})

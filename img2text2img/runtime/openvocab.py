@@ -72,11 +72,12 @@ class RuntimeOpenVocab:
                  alpha: float, threshold: float, max_words: int) -> dict[int, tuple[list[str], float]]:
         """As `OpenVocab.redecode`: {photo: (tokens, logprob)} for the photos whose caption lacked a sure word."""
         dets = self.detector.detect(pooled, top=5, min_score=threshold)
-        todo = {i: missing_detections(d, r.tokens, threshold, max_words) for i, (d, r) in enumerate(zip(dets, results))}
+        words = self.captioner.words
+        todo = {i: missing_detections(d, r.tokens, threshold, max_words, words.stoi, self.sources.get)
+                for i, (d, r) in enumerate(zip(dets, results))}
         todo = {i: m for i, m in todo.items() if m}
         if not todo:
             return {}
-        words = self.captioner.words
         plan = plan_redecode(todo, words.stoi, self.sources.get)
         if not plan.rows:
             return {}

@@ -1,5 +1,6 @@
 """Tagging without torch: one graph from images to tag probabilities (BCE head), or an encoder graph and the RNN
-head's init/step graphs with `RNNTagHead.decode`'s beam search in numpy."""
+head's init/step graphs with `RNNTagHead.decode`'s beam search in numpy. Open vocabulary reads the graphs' second
+output, the encoder's pooled features, with the numpy detector and merges as openvocab/tags.py says."""
 from __future__ import annotations
 
 import math
@@ -9,6 +10,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from img2text2img.errors import I2TError
+from img2text2img.openvocab.scoring import NumpyDetector, has_imagenet_head, head_path
+from img2text2img.openvocab.tags import DETECT_THRESHOLD, merge_tags
 from img2text2img.runtime.captioner import STEP_THREADS, saved_inference
 from img2text2img.runtime.graphs import Graph, log_softmax
 from img2text2img.runtime.images import Prepare
@@ -35,9 +39,12 @@ class RuntimeTagger:
         self.words = Words.load(model_dir / "vocab.json")
         self.prepare = Prepare(manifest["preprocess"])
         self.head = manifest["head"]
-        settings = dict(manifest["settings"])
-        settings.update(saved_inference(model_dir, ("beam", "threshold")))
+        settings = {"open_vocab": False, **manifest["settings"]}
+        settings.update(saved_inference(model_dir, ("beam", "threshold", "open_vocab")))
         self.beam, self.threshold = int(settings["beam"]), float(settings["threshold"])
+        self.open_vocab = bool(settings["open_vocab"])
+        self.encoder_name = manifest.get("encoder")
+        self.detector: NumpyDetector | None = None
         self.max_tags = int(manifest["max_tags"])
         if self.head == "bce":
             self.probabilities = Graph.of(folder, manifest, "tagger", threads)
@@ -47,25 +54,50 @@ class RuntimeTagger:
             self.step_graph = Graph.of(folder, manifest, "step", STEP_THREADS)
 
     def predict_arrays(self, x: np.ndarray, top: int | None = None, beam: int | None = None,
-                       threshold: float | None = None) -> list[list[tuple[str, float]]]:
-        """Preprocessed images [B, 3, S, S] -> per image [(tag, score)], highest first (`Tagger.predict_features`)."""
+                       threshold: float | None = None, open_vocab: bool | None = None) -> list[list[tuple[str, float]]]:
+        """Preprocessed images [B, 3, S, S] -> per image [(tag, score)], highest first (`Tagger.predict_features`;
+        with open vocabulary, `tag_open_vocab`'s merge). `open_vocab=None`: the model's own setting."""
         x = np.ascontiguousarray(x, dtype=np.float32)
+        merged = self.open_vocab if open_vocab is None else open_vocab
+        detector = self.open_vocabulary() if merged else None
         if self.head == "bce":
-            p = self.probabilities.run(images=x)["probabilities"]
-            rows = bce_decode(p, self.threshold if threshold is None else threshold)
+            out = self.probabilities.run(images=x)
+            rows = bce_decode(out["probabilities"], self.threshold if threshold is None else threshold)
         else:
-            rows = self.rnn_decode(self.encoder.run(images=x)["features"], beam or self.beam)
-        out = []
+            out = self.encoder.run(images=x)
+            rows = self.rnn_decode(out["features"], beam or self.beam)
+        tags = []
         for r in rows:
             r = sorted(r, key=lambda t: -t[1])
-            out.append([(self.words.itos[i], s) for i, s in (r[:top] if top else r)])
-        return out
+            tags.append([(self.words.itos[i], s) for i, s in (r if merged or not top else r[:top])])
+        if detector is None:
+            return tags
+        dets = detector.detect(out["pooled"], top=10, min_score=DETECT_THRESHOLD)
+        return [merge_tags(h, d, top) for h, d in zip(tags, dets)]
+
+    def open_vocabulary(self) -> NumpyDetector:
+        """The exact ImageNet head on this tagger's frozen encoder; a one-line I2TError where there is none (an
+        export without the pooled output, an encoder without an exact head, or a fine-tuned one)."""
+        if self.detector is None:
+            graph = self.probabilities if self.head == "bce" else self.encoder
+            if "pooled" not in graph.outputs or not self.encoder_name:
+                raise I2TError(f"open vocabulary: {self.folder} was exported without the encoder's pooled "
+                               "features (export it again: python scripts/export_runtime.py MODEL --force)")
+            if not has_imagenet_head(self.encoder_name) or not head_path(self.encoder_name).exists():
+                raise I2TError(f"open vocabulary: this tagger's encoder ({self.encoder_name}) has no exact "
+                               "ImageNet head")
+            if self.manifest.get("encoder_trained"):
+                raise I2TError(f"open vocabulary: this tagger's encoder ({self.encoder_name}) was fine-tuned and "
+                               "has no fitted adapter")
+            self.detector = NumpyDetector(self.encoder_name)
+        return self.detector
 
     def tag_images(self, images: Sequence[Image.Image], top: int | None = 10, batch_size: int = 32,
-                   beam: int | None = None, threshold: float | None = None) -> list[list[tuple[str, float]]]:
+                   beam: int | None = None, threshold: float | None = None,
+                   open_vocab: bool | None = None) -> list[list[tuple[str, float]]]:
         out: list[list[tuple[str, float]]] = []
         for i in range(0, len(images), batch_size):
-            out += self.predict_arrays(self.prepare.batch(images[i:i + batch_size]), top, beam, threshold)
+            out += self.predict_arrays(self.prepare.batch(images[i:i + batch_size]), top, beam, threshold, open_vocab)
         return out
 
     def rnn_decode(self, features: np.ndarray, beam: int) -> list[list[tuple[int, float]]]:

@@ -140,7 +140,9 @@ class OpenVocab:
         """Given the plain captions' `results` (with `.tokens`) of these features, caption again under constraints
         the photos whose caption lacks a confident detected word -> {photo: (tokens, logprob)} of the new ones."""
         dets = self.detector.detect(pooled, top=5, min_score=threshold)
-        todo = {i: missing_detections(d, r.tokens, threshold, max_words) for i, (d, r) in enumerate(zip(dets, results))}
+        stoi = self.model.vocab.stoi
+        todo = {i: missing_detections(d, r.tokens, threshold, max_words, stoi, self.source_of)
+                for i, (d, r) in enumerate(zip(dets, results))}
         todo = {i: m for i, m in todo.items() if m}
         if not todo:
             return {}

@@ -44,6 +44,8 @@ class TaggerSettings:
     beam: int = option(3, "RNN head: beam width (1 = greedy).", min=1, max=20)
     threshold: float = option(0.5, "BCE head: predict the tags with probability >= this (training tunes it on val).",
                               min=0.0, max=1.0)
+    open_vocab: bool = option(False, "Merge in the objects the encoder's ImageNet head names (cat, cup, car), nouns "
+                              "and adjectives only (openvocab/tags.py); needs an encoder with an exact head.")
 
 
 def migrate_config(config: dict, inference: dict) -> tuple[TaggerConfig, TaggerSettings]:

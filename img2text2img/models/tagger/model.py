@@ -102,8 +102,13 @@ class Tagger(nn.Module):
 
     @torch.no_grad()
     def tag_images(self, images: Sequence, top: int | None = 10, batch_size: int = 32, beam: int | None = None,
-                   threshold: float | None = None) -> list[list[tuple[str, float]]]:
-        """PIL images -> per image up to `top` (tag, score) pairs, highest score first."""
+                   threshold: float | None = None, open_vocab: bool | None = None) -> list[list[tuple[str, float]]]:
+        """PIL images -> per image up to `top` (tag, score) pairs, highest score first. `open_vocab` (None: the
+        settings'): merged with the encoder's ImageNet words (models/tagger/openvocab.py)."""
+        if self.settings.open_vocab if open_vocab is None else open_vocab:
+            from img2text2img.models.tagger.openvocab import OpenVocabTagger
+
+            return OpenVocabTagger(self)(images, top=top, batch_size=batch_size)
         tf = self.encoder.transform()
         dev = next(self.parameters()).device
         out: list[list[tuple[str, float]]] = []
@@ -173,12 +178,12 @@ def load_tagger(path: str | Path | None = None, device: str = "cpu", data: str |
 
 
 def tag(images: Sequence, model: Tagger | str | Path | None = None, top: int = 10, data: str | None = None,
-        device: str = "cpu") -> list[list[tuple[str, float]]]:
+        device: str = "cpu", open_vocab: bool | None = None) -> list[list[tuple[str, float]]]:
     """Tag images (PIL images or paths): per image up to `top` (tag, score) pairs. `model`: a shipped name, a folder
-    or a loaded tagger; None = the shipped one for `data` (None: Flickr8k)."""
+    or a loaded tagger; None = the shipped one for `data` (None: Flickr8k). `open_vocab`: as `Tagger.tag_images`."""
     if not isinstance(model, Tagger):
         model = load_tagger(model, device=device, data=data)
-    return model.tag_images(read_images(images), top=top)
+    return model.tag_images(read_images(images), top=top, open_vocab=open_vocab)
 
 
 # Below this many images the plain encoder runs: building its fast frozen copy (an ONNX export, seconds) costs more
