@@ -145,7 +145,8 @@ def test_short_training_learns_tags(shapes_run):
     assert summary["steps"] == 120 and (out / "last" / "trainer.json").exists()
     assert summary["parents"] == [] and summary["recipe"]["aux_bce"] == 1.0
     ckpt = load_checkpoint(out / "best")
-    assert ckpt.inference == {"beam": 2, "threshold": 0.5} and "beam" not in ckpt.config and "aux_bce" not in ckpt.config
+    assert ckpt.inference == {"beam": 2, "threshold": 0.5, "open_vocab": False}
+    assert "beam" not in ckpt.config and "aux_bce" not in ckpt.config
 
 
 @pytest.mark.skipif(not (SHIPPED_SHAPES / "config.json").exists(), reason="shapes tagger not shipped")
