@@ -108,7 +108,7 @@ class Tagger(nn.Module):
         if self.settings.open_vocab if open_vocab is None else open_vocab:
             from img2text2img.models.tagger.openvocab import OpenVocabTagger
 
-            return OpenVocabTagger(self)(images, top=top, batch_size=batch_size)
+            return OpenVocabTagger(self)(images, top=top, batch_size=batch_size, beam=beam, tag_threshold=threshold)
         tf = self.encoder.transform()
         dev = next(self.parameters()).device
         out: list[list[tuple[str, float]]] = []

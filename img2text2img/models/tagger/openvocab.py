@@ -32,15 +32,19 @@ class OpenVocabTagger:
         self.tagger = tagger
         tagger_detector(tagger, strict=True)
 
-    def __call__(self, images: Sequence, top: int | None = 10, batch_size: int = 32) -> list[list[tuple[str, float]]]:
-        return tag_open_vocab(self.tagger, images, top=top, batch_size=batch_size)
+    def __call__(self, images: Sequence, top: int | None = 10, batch_size: int = 32, beam: int | None = None,
+                 tag_threshold: float | None = None) -> list[list[tuple[str, float]]]:
+        return tag_open_vocab(self.tagger, images, top=top, batch_size=batch_size, beam=beam,
+                              tag_threshold=tag_threshold)
 
 
 @torch.no_grad()
 def tag_open_vocab(tagger, images: Sequence, top: int | None = 10, batch_size: int = 32,
-                   threshold: float | None = None) -> list[list[tuple[str, float]]]:
+                   threshold: float | None = None, beam: int | None = None,
+                   tag_threshold: float | None = None) -> list[list[tuple[str, float]]]:
     """Tag PIL images with `tagger` and its encoder's ImageNet head. Detected words need a calibrated score of
-    `threshold` (None: DETECT_THRESHOLD); a tagger whose encoder has no exact head, or a fine-tuned encoder without
+    `threshold` (None: DETECT_THRESHOLD); `beam` and `tag_threshold` are the tag head's own (None: its settings); a
+    tagger whose encoder has no exact head, or a fine-tuned encoder without
     a fitted adapter (the head no longer reads its features), gives its plain tags."""
     th = DETECT_THRESHOLD if threshold is None else threshold
     detector = tagger_detector(tagger)
@@ -51,7 +55,7 @@ def tag_open_vocab(tagger, images: Sequence, top: int | None = 10, batch_size: i
         for i in range(0, len(images), batch_size):
             x = torch.from_numpy(np.stack([tf(prepare_image(im)).numpy() for im in images[i:i + batch_size]]))
             pooled, grid = tagger.encoder(x.to(dev))
-            head = tagger.predict_features(tagger.pool(pooled, grid), top=None)
+            head = tagger.predict_features(tagger.pool(pooled, grid), top=None, beam=beam, threshold=tag_threshold)
             dets = detector.detect(pooled, top=10, min_score=th) if detector is not None else [[]] * len(head)
             out += [merge_tags(h, d, top) for h, d in zip(head, dets)]
     return out
