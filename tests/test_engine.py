@@ -113,6 +113,24 @@ def test_stop_at_then_resume_with_a_shorter_schedule_is_replayable(tmp_path):
     assert any(not torch.equal(a[k], longer[k]) for k in a)
 
 
+class Unscored(ToyTask):
+    main_metric = None  # as the diffusion task: no validation score to choose a best checkpoint by
+
+
+def test_resumed_run_without_validation_rewrites_best(tmp_path):
+    """With nothing scored, best/ is the final weights; resuming to more steps must replace the old best/, which
+    `i2t ship` prefers over last/ (it once shipped the pre-resume weights of a longer diffusion run)."""
+    run = tmp_path / "run"
+    fit(Unscored(), TrainConfig(out=str(run), max_steps=10, batch_size=32, progress=False))
+    first = _weights(run / "best")
+    fit(Unscored(), TrainConfig(out=str(run), max_steps=20, batch_size=32, progress=False, resume=True))
+    best, last = _weights(run / "best"), _weights(run / "last")
+    assert load_checkpoint(run / "best").info["step"] == 20
+    assert any(not torch.equal(first[k], best[k]) for k in best)
+    for k in best:
+        torch.testing.assert_close(best[k], last[k], rtol=0, atol=0)
+
+
 def test_precision_picks_the_autocast_dtype():
     from img2text2img.train.engine import autocast_dtype_for
 

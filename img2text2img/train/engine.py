@@ -539,8 +539,10 @@ def fit(task: TrainTask, cfg: TrainConfig) -> dict:
                     break
     finally:
         display.close()
-    if dist_info.main and not (cut and step < total) and not (best_dir / "config.json").exists():
-        save(best_dir, with_trainer=False)  # no validation: the final weights are the best we know
+    if dist_info.main and not (cut and step < total) and not math.isfinite(best):
+        # nothing was ever scored: the final weights are the best we know. Rewritten even when best/ exists, since a
+        # resumed run's best/ is then the weights it was resumed from (shipping it would ship the old model).
+        save(best_dir, with_trainer=False)
     _barrier(dist_info)
     return {"steps": step, "epochs": epoch, "best": best if math.isfinite(best) else None, "val": metrics,
             "train_seconds": round(elapsed(), 1), "samples_per_s": round(samples / max(elapsed(), 1e-9), 1),
