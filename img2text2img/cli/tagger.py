@@ -59,16 +59,8 @@ def tag_cmd(
         return
     import torch
 
-    from img2text2img.models.tagger.model import BulkTagger
-
     inputs = ImageInputs(paths)
-    loaded = inference_model("tagger", model, data, device)
-    if loaded.settings.open_vocab if open_vocab is None else open_vocab:
-        from img2text2img.models.tagger.openvocab import OpenVocabTagger
-
-        tagger = OpenVocabTagger(loaded)
-    else:
-        tagger = BulkTagger(loaded)
+    tagger = inference_model("tagger", model, data, device).bulk_tagger(open_vocab)
     with torch.inference_mode(), progress_bar(len(inputs), "tagging") as advance:
         for batch in inputs.batches(2 * batch_size):
             show_tags(batch, tagger([img for _, img in batch], top=top, batch_size=batch_size), as_json)

@@ -100,12 +100,24 @@ class Tagger(nn.Module):
             out.append([(self.vocab.itos[i], s) for i, s in (r[:top] if top else r)])
         return out
 
+    def uses_open_vocab(self, open_vocab: bool | None = None) -> bool:
+        """Whether to merge in the encoder's ImageNet words: the caller's choice, else the model's setting."""
+        return self.settings.open_vocab if open_vocab is None else open_vocab
+
+    def bulk_tagger(self, open_vocab: bool | None = None):
+        """The callable that tags many images (images, top, batch_size) -> rows, with or without open vocabulary."""
+        if self.uses_open_vocab(open_vocab):
+            from img2text2img.models.tagger.openvocab import OpenVocabTagger
+
+            return OpenVocabTagger(self)
+        return BulkTagger(self)
+
     @torch.no_grad()
     def tag_images(self, images: Sequence, top: int | None = 10, batch_size: int = 32, beam: int | None = None,
                    threshold: float | None = None, open_vocab: bool | None = None) -> list[list[tuple[str, float]]]:
         """PIL images -> per image up to `top` (tag, score) pairs, highest score first. `open_vocab` (None: the
         settings'): merged with the encoder's ImageNet words (models/tagger/openvocab.py)."""
-        if self.settings.open_vocab if open_vocab is None else open_vocab:
+        if self.uses_open_vocab(open_vocab):
             from img2text2img.models.tagger.openvocab import OpenVocabTagger
 
             return OpenVocabTagger(self)(images, top=top, batch_size=batch_size, beam=beam, tag_threshold=threshold)
@@ -203,7 +215,7 @@ class BulkTagger:
     def __call__(self, images: Sequence, top: int | None = 10, batch_size: int = 32) -> list[list[tuple[str, float]]]:
         m = self.model
         if self.fast is None and len(images) < FEW_IMAGES:
-            return m.tag_images(images, top=top, batch_size=batch_size)
+            return m.tag_images(images, top=top, batch_size=batch_size, open_vocab=False)  # the plain head, as below
         tf = m.encoder.transform()
         dev = next(m.parameters()).device
         out: list[list[tuple[str, float]]] = []
