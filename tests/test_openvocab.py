@@ -88,7 +88,7 @@ def test_constrained_beam_search_alternatives_and_bad_input():
         ids, _, met = constrained_beam_search(m.decoder, pooled, None, [[[dog, cat]]], 3, 10)
     assert met.all() and ({dog, cat} & set(ids[0].tolist()))
     with pytest.raises(ValueError):
-        constrained_beam_search(m.decoder, pooled, None, [[[photo], [cat], [photo]]], 3, 10)
+        constrained_beam_search(m.decoder, pooled, None, [[[dog], [cat], [dog]]], 3, 10)
     with pytest.raises(ValueError):
         constrained_beam_search(m.decoder, pooled, None, [[[999]]], 3, 10)
 
