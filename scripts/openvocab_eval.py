@@ -190,8 +190,10 @@ def main() -> None:
         if not a.no_unk_count:
             keep, search_module.never_emit = search_module.never_emit, allow_unk
             try:
-                ids, _ = search_module.beam_search(model.decoder, pooled.float(), grid.float() if model.config.uses_grid
-                                                   else None, s.beam_size, model.config.max_len, s.length_alpha)
+                with torch.inference_mode():  # the features are inference tensors; the decoder's weights need grad
+                    ids, _ = search_module.beam_search(model.decoder, pooled.float(), grid.float() if model.config.uses_grid
+                                                       else None, s.beam_size, model.config.max_len,
+                                                       s.length_alpha)
             finally:
                 search_module.never_emit = keep
             for row in ids.tolist():
@@ -217,6 +219,7 @@ def main() -> None:
     result = {"date": date.today().isoformat(), "model": str(a.model or "captioner"), "split": a.split, "photos": n,
               "threads": a.threads, "encoder_fine_tuned": bool(model.config.store_encoder),
               "detector": "adapter" if ov.detector.adapter is not None else "exact head",
+              "lexical_words": 0 if ov.lexical is None else len(ov.lexical.words),  # DCC classifiers it may add
               "max_words": s.open_vocab_words,
               "broken_unk_before": None if a.no_unk_count else unk_before,
               "broken_unk_after": sum("<unk>" in t.split() for t in plain)}

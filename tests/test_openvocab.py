@@ -302,3 +302,70 @@ def test_calibration_is_read_per_detector(tmp_path):
     assert read_calibration("other", False, p) == (1.0, 0.0) and read_calibration("enc", False, tmp_path / "no") == (1.0, 0.0)
     shipped = json.loads(CALIBRATION.read_text())  # both detectors of the shipped models are calibrated
     assert {"efficientnet_lite0", "efficientnet_lite0+adapter"} <= set(shipped)
+
+
+def test_lexical_head_fits_saves_restricts_and_merges(tmp_path):
+    from img2text2img.openvocab.lexical import fit_lexical, lexical_path, load_lexical, merge_detections, save_lexical
+
+    rng = np.random.default_rng(0)
+    x = (rng.normal(size=(400, 6)) * 3 + 5).astype(np.float32)  # not standardised: the fit folds its scaling back
+    y = np.stack([x[:, 0] > 5, x[:, 1] + x[:, 2] > 10, x[:, 3] < 3], 1).astype(np.float32)
+    w, b = fit_lexical(x, y, 1e-3)
+    p = 1 / (1 + np.exp(-(x @ w.T + b)))
+    assert ((p > 0.5) == (y > 0)).mean() > 0.95
+    save_lexical(lexical_path("enc", tmp_path), ["horse", "dog", "zebra"], w, b, {"test": True})
+    head = load_lexical("enc", root=tmp_path)
+    assert head.words == ("horse", "dog", "zebra") and np.allclose(head(x), p, atol=2e-2)  # fp16 weights
+    assert load_lexical("other", root=tmp_path) is None
+    assert load_lexical("enc", root=tmp_path, known={"horses", "dog"}).words == ("zebra",)
+    assert head.restricted({"a", "dogs"}).words == ("horse", "zebra")  # a plural in the vocabulary knows the word
+    assert head.restricted({"horse", "dog", "zebra"}) is None
+    dets = head.detect(x[:2], top=3, min_score=0.0)
+    assert all(d[0].score >= d[-1].score for d in dets) and {"horse", "horses"} <= head.names[0]
+    a = [[Detection("dog", 0.4, frozenset({"dog"})), Detection("car", 0.9, frozenset({"car"}))]]
+    b2 = [[Detection("dog", 0.7, frozenset({"dog"}))]]
+    assert [(d.word, d.score) for d in merge_detections(a, b2)[0]] == [("car", 0.9), ("dog", 0.7)]
+
+
+def test_lexical_head_puts_a_word_the_captioner_never_learnt_into_its_caption(tmp_path, monkeypatch):
+    """DCC: a word the paired captions lack but the photos' labels have is forced in from the lexical head."""
+    from types import SimpleNamespace
+
+    from img2text2img.errors import I2TError
+    from img2text2img.models.captioner.openvocab import OpenVocab
+    from img2text2img.openvocab import lexical
+
+    torch.manual_seed(0)
+    m = create_captioner("mobilenet_v2+lstm-tiny", Vocabulary(["<pad>", "<start>", "<end>", "<unk>", *WORDS]),
+                         feature_dim=1280).eval()
+    monkeypatch.setattr(lexical, "LEXICAL", tmp_path)
+    D = 1280
+    lexical.save_lexical(lexical.lexical_path("mobilenet_v2"), ["zebra", "dog", "kite"], np.zeros((3, D)),
+                         np.array([8.0, 8.0, -8.0], dtype=np.float32), {"test": True})
+    rng = np.random.default_rng(0)
+    base = {w: rng.normal(size=5).astype(np.float32) for w in WORDS + ["zebra", "kite"]}
+    base["zebra"] = base["cat"] + 0.01
+    try:
+        ov = OpenVocab(m, vectors=WordVectors(list(base), np.stack(list(base.values()))))
+    except I2TError:
+        pytest.skip("mobilenet_v2 weights not on this machine")
+    assert ov.lexical.words == ("zebra", "kite")  # "dog" is the captioner's own word: left to it
+    pooled = torch.rand(2, D)
+    plain = [SimpleNamespace(tokens=["a", "dog", "runs"])] * 2
+    new = ov.redecode(pooled, None, plain, 3, 10, threshold=0.99, max_words=1)
+    assert sorted(new) == [0, 1] and all("zebra" in toks for toks, _ in new.values())
+    monkeypatch.setattr(ov, "lexical", None)  # without it the ImageNet head alone is never this sure
+    assert ov.redecode(pooled, None, plain, 3, 10, threshold=0.99, max_words=1) == {}
+
+
+def test_lexical_head_leaves_the_shipped_flickr8k_captioner_as_it_was():
+    """Every word of the shipped lexical head is a word the shipped captioner can say, so its captions (and the
+    home scores in docs/RESULTS.md) do not change: the head only serves captioners that lack words."""
+    from pathlib import Path
+
+    from img2text2img.openvocab.lexical import load_lexical
+
+    root = Path(__file__).resolve().parents[1] / "img2text2img" / "pretrained" / "captioner"
+    head = load_lexical("efficientnet_lite0")
+    assert head is not None and {"horse", "cow", "bicycle", "guitar"} <= set(head.words)
+    assert load_lexical("efficientnet_lite0", known=Vocabulary.load(root / "vocab.json").stoi) is None

@@ -2,7 +2,8 @@
 
 `words.py` reads the shipped table (ImageNet class -> caption words, built by scripts/make_imagenet_words.py);
 `detector.py` turns an encoder's pooled features into calibrated word confidences through the ImageNet head (torch);
-`scoring.py` does the same in numpy for the ONNX runtime; `tags.py` says which words may be tags and merges the
+`scoring.py` does the same in numpy for the ONNX runtime; `lexical.py` adds DCC's per-word classifiers trained on
+Flickr8k photos' labels, for the words a captioner lacks; `tags.py` says which words may be tags and merges the
 tag head's words with the detector's. The torch names load on first use, so the runtime can import this package
 without torch.
 """

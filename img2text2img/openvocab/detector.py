@@ -76,13 +76,17 @@ class WordDetector(nn.Module):
         self.a, self.b = calibration or read_calibration(name, adapter is not None)
 
     @torch.no_grad()
-    def class_logits(self, pooled: torch.Tensor) -> torch.Tensor:
-        """pooled [B, D] -> ImageNet logits [B, 1000] (the head on a 1 x 1 map: pooling it again changes nothing)."""
-        dev = next(self.model.parameters()).device
-        pooled = pooled.float().to(dev)
+    def frozen_features(self, pooled: torch.Tensor) -> torch.Tensor:
+        """pooled [B, D] -> the frozen encoder's pooled features, what the head (and a lexical head) reads."""
+        pooled = pooled.float().to(next(self.model.parameters()).device)
         if self.adapter is not None:
             pooled = self.adapter(pooled).clamp(min=0.0)  # the frozen features end in ReLU6: never negative
-        return self.spec.head(self.model, pooled[:, :, None, None])
+        return pooled
+
+    @torch.no_grad()
+    def class_logits(self, pooled: torch.Tensor) -> torch.Tensor:
+        """pooled [B, D] -> ImageNet logits [B, 1000] (the head on a 1 x 1 map: pooling it again changes nothing)."""
+        return self.spec.head(self.model, self.frozen_features(pooled)[:, :, None, None])
 
     @torch.no_grad()
     def raw_scores(self, pooled: torch.Tensor) -> torch.Tensor:

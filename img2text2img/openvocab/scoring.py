@@ -94,12 +94,15 @@ class NumpyDetector:
         self.class_to_word = self.table.matrix()
         self.a, self.b = (np.float32(v) for v in read_calibration(encoder, adapter is not None))
 
-    def raw_scores(self, pooled: np.ndarray) -> np.ndarray:
+    def frozen_features(self, pooled: np.ndarray) -> np.ndarray:
         x = np.asarray(pooled, dtype=np.float32)
         if self.adapter is not None:
             w, b = self.adapter
             x = np.maximum(x @ w.T + b, np.float32(0.0))  # the frozen features end in ReLU6: never negative
-        logits = x @ self.head_w.T + self.head_b
+        return x
+
+    def raw_scores(self, pooled: np.ndarray) -> np.ndarray:
+        logits = self.frozen_features(pooled) @ self.head_w.T + self.head_b
         e = np.exp(logits - logits.max(-1, keepdims=True))
         return (e / e.sum(-1, keepdims=True)) @ self.class_to_word
 

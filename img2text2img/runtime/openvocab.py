@@ -13,6 +13,7 @@ import numpy as np
 
 from img2text2img.errors import I2TError
 from img2text2img.openvocab.constraints import MAX_CONSTRAINTS, missing_detections, plan_redecode
+from img2text2img.openvocab.lexical import load_lexical, with_lexical
 from img2text2img.openvocab.scoring import (
     NumpyDetector,
     adapter_file,
@@ -65,13 +66,15 @@ class RuntimeOpenVocab:
         self.captioner = captioner
         self.detector = load_detector(captioner.model_dir, meta.get("config") or {}, meta.get("weights_sha256", ""))
         words = captioner.words
+        self.lexical = load_lexical(self.detector.name, self.detector.table, known=words.stoi)
         sha = hashlib.sha256("\n".join(words.itos).encode()).hexdigest()
         self.sources = read_sources(sha) or {}  # without a saved file, only the vocabulary's own words are forced
 
     def redecode(self, pooled: np.ndarray, grid: np.ndarray | None, results: list, beam_size: int, max_len: int,
                  alpha: float, threshold: float, max_words: int) -> dict[int, tuple[list[str], float]]:
         """As `OpenVocab.redecode`: {photo: (tokens, logprob)} for the photos whose caption lacked a sure word."""
-        dets = self.detector.detect(pooled, top=5, min_score=threshold)
+        dets = with_lexical(self.detector.detect(pooled, top=5, min_score=threshold), self.lexical,
+                            lambda: self.detector.frozen_features(pooled), threshold)
         words = self.captioner.words
         todo = {i: missing_detections(d, r.tokens, threshold, max_words, words.stoi, self.sources.get)
                 for i, (d, r) in enumerate(zip(dets, results))}

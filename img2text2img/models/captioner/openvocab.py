@@ -4,7 +4,9 @@ constrained beam search so the caption contains it.
 A word the caption vocabulary lacks ("zebra" in Flickr8k) is added to a copy of the captioner, DCC-style
 (Hendricks et al. 2016): its output row is copied from the most similar known word (nearest in GloVe), so it is
 placed where that word would be, and its input embedding is the GloVe-weighted mean of its three nearest known
-words. Words GloVe does not know borrow from "animal" when they name an animal, else are left out.
+words. Words GloVe does not know borrow from "animal" when they name an animal, else are left out. Besides the
+ImageNet head's words, the lexical classifiers (openvocab/lexical.py) offer the words of Flickr8k photos' labels
+that this captioner's vocabulary lacks.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from img2text2img.models.captioner.search import constrained_beam_search
 from img2text2img.openvocab import WordTable, has_imagenet_head, load_word_table
 from img2text2img.openvocab.constraints import MAX_CONSTRAINTS, missing_detections, plan_redecode  # noqa: F401
 from img2text2img.openvocab.detector import detector_for_encoder
+from img2text2img.openvocab.lexical import load_lexical, with_lexical
 from img2text2img.openvocab.scoring import read_sources
 from img2text2img.tags import STOP_WORDS
 from img2text2img.vocab import SPECIALS, Vocabulary, WordVectors, load_word_vectors
@@ -105,6 +108,7 @@ class OpenVocab:
                            "(scripts/fit_openvocab_adapter.py --model MODEL fits one)")
         self.detector = detector
         self.table = self.detector.table
+        self.lexical = load_lexical(model.config.encoder, self.table, known=model.vocab.stoi)
         self.saved = read_sources(model.vocab.sha256) if vectors is True else None
         self.vectors_arg = vectors
         self.sources: dict[str, str | None] = dict(self.saved or {})
@@ -139,7 +143,8 @@ class OpenVocab:
                  max_len: int, threshold: float, max_words: int) -> dict[int, tuple[list[str], float]]:
         """Given the plain captions' `results` (with `.tokens`) of these features, caption again under constraints
         the photos whose caption lacks a confident detected word -> {photo: (tokens, logprob)} of the new ones."""
-        dets = self.detector.detect(pooled, top=5, min_score=threshold)
+        dets = with_lexical(self.detector.detect(pooled, top=5, min_score=threshold), self.lexical,
+                            lambda: self.detector.frozen_features(pooled).cpu().numpy(), threshold)
         stoi = self.model.vocab.stoi
         todo = {i: missing_detections(d, r.tokens, threshold, max_words, stoi, self.source_of)
                 for i, (d, r) in enumerate(zip(dets, results))}
