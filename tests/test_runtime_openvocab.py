@@ -112,6 +112,8 @@ def test_numpy_detector_matches_torch_through_the_adapter():
                          (torch_detector.detector_for_encoder(enc, True), torch_detector.adapter_path(enc))):
         ours = NumpyDetector("efficientnet_lite0", adapter)
         assert np.allclose(ours(pooled.numpy()), det(pooled).numpy(), atol=2e-5)
+        # what the lexical classifiers read, so both backends add the same words
+        assert np.allclose(ours.frozen_features(pooled.numpy()), det.frozen_features(pooled).numpy(), atol=1e-4)
         assert [[d.word for d in r] for r in ours.detect(pooled.numpy())] == \
                [[d.word for d in r] for r in det.detect(pooled)]
     assert read_sources(model.vocab.sha256) is not None  # the shipped captioner needs no GloVe to add a word
