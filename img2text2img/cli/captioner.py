@@ -53,7 +53,8 @@ def caption(
     open_vocab: Annotated[bool | None, typer.Option(
         "--open-vocab/--no-open-vocab", help="Name objects the encoder's ImageNet head is sure of when the caption "
         "lacks them (constrained beam search; a word the captioner never used borrows its nearest known word's rows, "
-        "from GloVe). Default: the model's own (on for the shipped Flickr8k captioner, off for shapes).")] = None,
+        "from GloVe; a captioner lacking words of Flickr8k's photo labels also gets those, DCC-style). Default: the "
+        "model's own (on for the shipped Flickr8k captioner, off for shapes).")] = None,
 ) -> None:
     """Write one caption per image, in the order given (folders: sorted by name), as FILE<TAB>CAPTION lines (a tab,
     newline or backslash in a file name is written \\t, \\n, \\\\) or with --json as JSON lines. Folders are decoded
