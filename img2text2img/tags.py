@@ -51,6 +51,16 @@ IRREGULAR = {"men": "man", "women": "woman", "children": "child", "people": "per
              "mice": "mouse", "geese": "goose", "puppies": "puppy", "ladies": "lady", "babies": "baby"}
 
 
+COLOURS = frozenset("red blue green yellow orange pink purple white black brown grey gray tan silver gold".split())  # noqa: SIM905
+
+
+def said_once(itos: Sequence[str]) -> list[bool]:
+    """Per vocabulary word: whether a caption may say it only once (`CaptionSettings.say_once`). Content words are,
+    colours aside ("a man in a red shirt on a red bike" is fine; "a man in a blue shirt is wearing a blue shirt"
+    and "a woman and a woman" are the search looping: 67 of the 1,000 test captions before, 77 of val)."""
+    return [w.isalpha() and len(w) >= 2 and w not in STOP_WORDS and w not in COLOURS for w in itos]
+
+
 def candidate_words(text: str) -> list[str]:
     """A caption -> its content-word candidates before plural folding (order kept, repeats kept)."""
     return [w for w in tokenize(text) if w.isalpha() and len(w) >= 2 and w not in STOP_WORDS]

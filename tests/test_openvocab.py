@@ -369,3 +369,52 @@ def test_lexical_head_leaves_the_shipped_flickr8k_captioner_as_it_was():
     head = load_lexical("efficientnet_lite0")
     assert head is not None and {"horse", "cow", "bicycle", "guitar"} <= set(head.words)
     assert load_lexical("efficientnet_lite0", known=Vocabulary.load(root / "vocab.json").stoi) is None
+
+
+@pytest.mark.parametrize("decoder", ["lstm", "attention"])
+def test_say_once_stops_a_caption_repeating_a_content_word(decoder):
+    """A model that loves "dog" loops ("a dog dog dog"); with say_once every content word comes at most once, while
+    colours and function words may repeat."""
+    from img2text2img.models.captioner.search import say_once
+    from img2text2img.tags import said_once
+
+    m = tiny(decoder)
+    with torch.no_grad():
+        m.decoder.out.bias[m.vocab.stoi["dog"]] += 6.0
+    once = torch.tensor(said_once(m.vocab.itos))
+    assert not once[m.vocab.stoi["red"]] and not once[m.vocab.stoi["a"]] and once[m.vocab.stoi["dog"]]
+    pooled, grid = feats(3)
+    g = grid if m.config.uses_grid else None
+    with torch.no_grad():
+        for search in (lambda o: greedy_search(m.decoder, pooled, g, 12, o)[0],
+                       lambda o: beam_search(m.decoder, pooled, g, 3, 12, 0.7, o)[0],
+                       lambda o: constrained_beam_search(m.decoder, pooled, g, [[[m.vocab.stoi["ball"]]]] * 3, 3,
+                                                         12, 0.7, once=o)[0]):
+            loops = [m.vocab.decode_tokens(r) for r in search(None).tolist()]
+            assert any(t.count("dog") > 1 for t in loops)  # the test model does loop
+            for toks in (m.vocab.decode_tokens(r) for r in search(once).tolist()):
+                assert all(toks.count(w) <= 1 for w in toks if once[m.vocab.stoi[w]])
+    logp = torch.log_softmax(torch.randn(2, len(m.vocab)), -1)
+    prefix = torch.tensor([[START_ID, m.vocab.stoi["dog"]], [START_ID, m.vocab.stoi["red"]]])
+    out = say_once(logp, prefix, once)
+    assert out[0, m.vocab.stoi["dog"]] == -math.inf and out[1, m.vocab.stoi["red"]] == logp[1, m.vocab.stoi["red"]]
+    from img2text2img.runtime.search import say_once as numpy_say_once
+
+    assert np.array_equal(numpy_say_once(logp.numpy().copy(), prefix.numpy(), once.numpy()), out.numpy())
+
+
+def test_cli_say_once_is_the_shipped_captioners_default(capsys, flickr8k_dog_photo):
+    """On this photo the shipped captioner's own search writes "a man wearing a hat and a hat ."; with say_once (on
+    for it) neither backend repeats a content word, and --allow-repeats gives the loop back."""
+    from img2text2img.cli import main
+
+    photo = str(flickr8k_dog_photo.parent / "1007129816_e794419615.jpg")
+    captions = {}
+    for flag in ([], ["--allow-repeats"]):
+        for backend in ("torch", "onnx"):
+            assert main(["caption", photo, "--backend", backend, *flag]) == 0
+            captions[(bool(flag), backend)] = capsys.readouterr().out.strip().split("\t")[-1]
+    assert captions[(False, "torch")] == captions[(False, "onnx")]
+    assert captions[(True, "torch")] == captions[(True, "onnx")]
+    assert captions[(True, "onnx")].split().count("hat") == 2
+    assert captions[(False, "onnx")].split().count("hat") <= 1

@@ -19,8 +19,9 @@ from img2text2img.models.captioner.search import constrained_beam_search as torc
 from img2text2img.openvocab import Detection
 from img2text2img.openvocab.constraints import plan_redecode
 from img2text2img.openvocab.scoring import NumpyDetector, adapter_keys, read_sources
-from img2text2img.runtime.captioner import OPEN_VOCAB_DEFAULTS
+from img2text2img.runtime.captioner import OPEN_VOCAB_DEFAULTS, SAY_ONCE_DEFAULT
 from img2text2img.runtime.openvocab import constrained_beam_search, encoder_state_key, extend_logp
+from img2text2img.tags import said_once
 from img2text2img.vocab import Vocabulary
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,11 +71,13 @@ def test_numpy_constrained_search_matches_torch_with_a_new_word(decoder):
     pooled = grid.mean(1)
     grid_in = grid if m.config.uses_grid else None
     cons = [[[s]], [[k["ball"]], [k["red"], k["blue"]]], [[k["grass"], s]], []]
-    for beam in (2, 3):
-        ids, lp, met = torch_search(ext.decoder, pooled, grid_in, cons, beam, 8, 0.7, full_stop=k["."])
+    once = np.array(said_once(ext.vocab.itos))  # the vocabulary and the added word, as the runtime builds it
+    for beam, o in ((2, None), (3, None), (3, once)):
+        ids, lp, met = torch_search(ext.decoder, pooled, grid_in, cons, beam, 8, 0.7, full_stop=k["."],
+                                    once=None if o is None else torch.from_numpy(o))
         nids, nlp, nmet = constrained_beam_search(NumpySteps(m.decoder), pooled.numpy(),
                                                   None if grid_in is None else grid_in.numpy(), cons, beam, 8, 0.7,
-                                                  full_stop=k["."], source=np.array([k["cat"]]))
+                                                  full_stop=k["."], source=np.array([k["cat"]]), once=o)
         assert nmet.tolist() == met.tolist()
         for a, b in zip(ids.tolist(), nids):
             assert ext.vocab.decode_tokens(a) == ext.vocab.decode_tokens(b.tolist())
@@ -95,6 +98,7 @@ def test_open_vocab_defaults_are_the_caption_settings():
     assert {k: getattr(s, k) for k in OPEN_VOCAB_DEFAULTS} == OPEN_VOCAB_DEFAULTS
     assert {f.name for f in dataclasses.fields(CaptionSettings) if f.name.startswith("open_vocab")} == set(
         OPEN_VOCAB_DEFAULTS)
+    assert {k: getattr(s, k) for k in SAY_ONCE_DEFAULT} == SAY_ONCE_DEFAULT
 
 
 @torch.no_grad()

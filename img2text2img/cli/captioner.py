@@ -30,6 +30,10 @@ from img2text2img.cli.recipe import recipe_options
 from img2text2img.train.captioner_recipe import CaptionerRecipe
 
 ForceOption = Annotated[bool, typer.Option(help="Replace a model (or run) already at --out.")]
+SayOnceOption = Annotated[bool | None, typer.Option(
+    "--say-once/--allow-repeats", help="Say each content word (colours aside) at most once, which stops the search "
+    "looping ('a man in a blue shirt is wearing a blue shirt'). Default: the model's own (on for the shipped Flickr8k "
+    "captioner).")]
 
 
 def command_line() -> str:
@@ -55,12 +59,15 @@ def caption(
         "lacks them (constrained beam search; a word the captioner never used borrows its nearest known word's rows, "
         "from GloVe; a captioner lacking words of Flickr8k's photo labels also gets those, DCC-style). Default: the "
         "model's own (on for the shipped Flickr8k captioner, off for shapes).")] = None,
+    say_once: SayOnceOption = None,
 ) -> None:
     """Write one caption per image, in the order given (folders: sorted by name), as FILE<TAB>CAPTION lines (a tab,
     newline or backslash in a file name is written \\t, \\n, \\\\) or with --json as JSON lines. Folders are decoded
     in a thread pool and captioned in batches; bad files are skipped and listed at the end (exit code 2)."""
     rt = runtime_model("captioner", model, data, device, backend)
     if rt is not None:  # the torch-free path: ONNX Runtime graphs, the search in numpy
+        if say_once is not None:
+            rt.say_once = say_once
         inputs = ImageInputs(paths, prepare=rt.prepare)
         with progress_bar(len(inputs), "captioning") as advance:
             for batch, results, ms in runtime_batches(rt, inputs, beam, batch_size, open_vocab):
@@ -76,6 +83,8 @@ def caption(
 
     inputs = ImageInputs(paths)
     cap = inference_model("captioner", model, data, device)
+    if say_once is not None:
+        cap.settings.say_once = say_once
     if len(inputs) < FEW_IMAGES:  # a few photos: the plain encoder, no fast copy to build (cold start)
         run, chunk = caption_loaded, FEW_IMAGES
     else:  # the batched path, whose fast encoder is built now so the first batch's time is its own
@@ -174,6 +183,7 @@ def eval_captioner_cmd(
     limit: Annotated[int | None, typer.Option(help="Only the first N images of the split.")] = None,
     out: Annotated[Path | None, typer.Option(help="Write the scores as JSON here.")] = None,
     device: DeviceOption = "auto",
+    say_once: SayOnceOption = None,
 ) -> None:
     """Score a captioner against all references of a split: nltk BLEU-1..4 and COCO BLEU, METEOR, ROUGE-L, CIDEr-D."""
     from img2text2img.io import write_text_atomic
@@ -182,6 +192,8 @@ def eval_captioner_cmd(
 
     shipped_for = shipped_data(data) if model is None else None
     cap = inference_model("captioner", model, shipped_for, device)
+    if say_once is not None:
+        cap.settings.say_once = say_once
     if not coco:
         warn("COCO metrics off: only nltk BLEU")
     scores = evaluate_captioner(cap, data, split, beam_size=beam, coco=coco,

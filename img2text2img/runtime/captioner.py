@@ -21,11 +21,13 @@ from img2text2img.errors import I2TError
 from img2text2img.pipeline import encode_ahead
 from img2text2img.runtime.graphs import Graph
 from img2text2img.runtime.images import Prepare
-from img2text2img.runtime.search import NEG_INF, never_emit, top_k
+from img2text2img.runtime.search import NEG_INF, never_emit, say_once, top_k
 from img2text2img.runtime.text import END_ID, PAD_ID, START_ID, Words
+from img2text2img.tags import said_once
 
 # CaptionSettings' open-vocabulary defaults, for a config.json whose inference block predates them (tests check)
 OPEN_VOCAB_DEFAULTS = {"open_vocab": False, "open_vocab_threshold": 0.6, "open_vocab_words": 1}
+SAY_ONCE_DEFAULT = {"say_once": False}  # CaptionSettings.say_once, for an inference block without it
 # A decoder step's products (a few rows) are too small to share out: waking ONNX Runtime's worker threads every
 # step costs more than they save, most of all on a busy machine; one thread also leaves a core to the encoder.
 STEP_THREADS = 1
@@ -54,12 +56,14 @@ class RuntimeCaptioner:
         self.carried: list[str] = manifest["carried"]
         self.uses_grid = bool(manifest["uses_grid"])
         self.max_len = int(manifest["max_len"])
-        settings = {**OPEN_VOCAB_DEFAULTS, **manifest["settings"]}
-        settings.update(saved_inference(model_dir, ("beam_size", "length_alpha", *OPEN_VOCAB_DEFAULTS)))  # `ship --set`
+        settings = {**OPEN_VOCAB_DEFAULTS, **SAY_ONCE_DEFAULT, **manifest["settings"]}
+        settings.update(saved_inference(model_dir, ("beam_size", "length_alpha", *OPEN_VOCAB_DEFAULTS,
+                                                    *SAY_ONCE_DEFAULT)))  # and what `ship --set` changed
         self.beam_size, self.length_alpha = int(settings["beam_size"]), float(settings["length_alpha"])
         self.open_vocab = bool(settings["open_vocab"])
         self.open_vocab_threshold = float(settings["open_vocab_threshold"])
         self.open_vocab_words = int(settings["open_vocab_words"])
+        self.say_once = bool(settings["say_once"])
         self.ov = None  # the detector and constrained search, loaded on the first open-vocabulary caption
         self.encoder = Graph.of(folder, manifest, "encoder", threads)
         self.init = Graph.of(folder, manifest, "init", STEP_THREADS)
@@ -91,15 +95,20 @@ class RuntimeCaptioner:
         new.update({k: out[f"new.{k}"] for k in self.carried})
         return out["logp"], new
 
+    def said_once(self, extra: Sequence[str] = ()) -> np.ndarray | None:
+        """As `Captioner.said_once`, for the vocabulary plus `extra` words; None when `say_once` is off."""
+        return np.array(said_once(self.words.itos + list(extra)), dtype=bool) if self.say_once else None
+
     def greedy(self, pooled: np.ndarray, grid: np.ndarray | None, max_len: int) -> tuple[np.ndarray, np.ndarray]:
         B = pooled.shape[0]
+        once = self.said_once()
         state = self.init_state(pooled, grid)
         prefix = np.full((B, 1), START_ID, dtype=np.int64)
         done = np.zeros(B, dtype=bool)
         total = np.zeros(B, dtype=np.float32)
         for _ in range(max_len + 1):
             logp, state = self.step(state, prefix)
-            logp = never_emit(logp.astype(np.float32, copy=True))
+            logp = say_once(never_emit(logp.astype(np.float32, copy=True)), prefix, once)
             nxt = logp.argmax(-1)
             lp = logp[np.arange(B), nxt]
             total = (total + np.where(done, np.float32(0), lp)).astype(np.float32)
@@ -124,6 +133,7 @@ class RuntimeCaptioner:
         best_ids: list[np.ndarray] = [np.zeros(0, dtype=np.int64)] * B
         best_lp = np.zeros(B, dtype=np.float32)
         alpha32 = np.float32(alpha)
+        once = self.said_once()
 
         def finish(which: np.ndarray) -> None:
             n = scores.shape[0]
@@ -137,7 +147,7 @@ class RuntimeCaptioner:
 
         for _ in range(max_len + 1):
             logp, state = self.step(state, prefix)
-            logp = never_emit(logp.astype(np.float32, copy=True))  # [b*k, V]
+            logp = say_once(never_emit(logp.astype(np.float32, copy=True)), prefix, once)  # [b*k, V]
             b, V = scores.shape[0], logp.shape[-1]
             if done.any():
                 logp[done] = NEG_INF

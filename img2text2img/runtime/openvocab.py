@@ -22,7 +22,7 @@ from img2text2img.openvocab.scoring import (
     head_path,
     read_sources,
 )
-from img2text2img.runtime.search import never_emit, top_k
+from img2text2img.runtime.search import never_emit, say_once, top_k
 from img2text2img.runtime.text import END_ID, PAD_ID, START_ID, decode_ids
 
 NEG_INF = np.float32(-np.inf)
@@ -88,7 +88,8 @@ class RuntimeOpenVocab:
         ids, lp, met = constrained_beam_search(
             self.captioner, pooled[rows], None if grid is None else grid[rows],
             [[list(c) for c in cons] for cons in plan.constraints], max(beam_size, 2), max_len, alpha,
-            full_stop=words.stoi.get("."), source=np.asarray(plan.source, dtype=np.int64))
+            full_stop=words.stoi.get("."), source=np.asarray(plan.source, dtype=np.int64),
+            once=self.captioner.said_once(plan.added))
         itos = words.itos + list(plan.added)
         return {i: (decode_ids(ids[j].tolist(), itos), float(lp[j])) for j, i in enumerate(plan.rows) if met[j]}
 
@@ -104,9 +105,11 @@ def extend_logp(logp: np.ndarray, source: np.ndarray) -> np.ndarray:
 
 def constrained_beam_search(captioner, pooled: np.ndarray, grid: np.ndarray | None, constraints, beam_size: int,
                             max_len: int, length_alpha: float = 0.7, full_stop: int | None = None,
-                            source: np.ndarray | None = None) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+                            source: np.ndarray | None = None, once: np.ndarray | None = None
+                            ) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
     """`search.constrained_beam_search` in numpy on a RuntimeCaptioner's graphs; `source[j]`: the known id that
-    extra word V + j copies. -> (ids per image, summed logprob [B], met [B])."""
+    extra word V + j copies; `once`: bool [V + extra] as in `search.say_once`.
+    -> (ids per image, summed logprob [B], met [B])."""
     B, k = pooled.shape[0], beam_size
     if len(constraints) != B:
         raise ValueError(f"{len(constraints)} constraint lists for {B} images")
@@ -126,7 +129,7 @@ def constrained_beam_search(captioner, pooled: np.ndarray, grid: np.ndarray | No
     for _ in range(max_len + 1):
         feed = prefix if to_graph is None else to_graph[prefix]
         logp, state = captioner.step(state, feed)
-        logp = never_emit(extend_logp(logp.astype(np.float32, copy=True), source))  # [B*R, V']
+        logp = say_once(never_emit(extend_logp(logp.astype(np.float32, copy=True), source)), prefix, once)  # [B*R, V']
         if next_state is None:
             V = logp.shape[-1]
             bits = np.zeros((B, V), dtype=np.int64)

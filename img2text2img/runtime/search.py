@@ -15,6 +15,15 @@ def never_emit(logp: np.ndarray) -> np.ndarray:
     return logp
 
 
+def say_once(logp: np.ndarray, prefix: np.ndarray, once: np.ndarray | None) -> np.ndarray:
+    """As `search.say_once`: -inf for the words of `once` (bool [V]) a row's prefix [rows, t] already holds."""
+    if once is not None:
+        used = np.zeros(logp.shape, dtype=bool)
+        np.put_along_axis(used, prefix, True, axis=1)
+        logp[used & once] = NEG_INF
+    return logp
+
+
 def top_k(x: np.ndarray, k: int) -> np.ndarray:
     """Column indices of the k largest per row, largest first; ties go to the lower index."""
     if k >= x.shape[1]:

@@ -349,7 +349,8 @@ def evaluate_captioner(model: Captioner, data: str | CaptionDataset = "flickr8k"
     refs_raw = [ds.captions[im] for im in imgs]
     out: dict = {"data": ds.name, "split": split, "images": len(imgs),
                  "beam": model.settings.beam_size if beam_size is None else beam_size,
-                 "length_alpha": model.settings.length_alpha}
+                 "length_alpha": model.settings.length_alpha, "open_vocab": model.settings.open_vocab,
+                 "say_once": model.settings.say_once}
     out.update(corpus_bleu_scores([[tokenize(c) for c in r] for r in refs_raw], [h.tokens for h in hyps]))
     if coco:
         out.update(coco_scores(refs_raw, [h.text for h in hyps]))

@@ -87,6 +87,8 @@ class CaptionSettings:
     open_vocab_threshold: float = option(0.6, "Detector confidence a word needs to be forced into the caption.",
                                          min=0.0, max=1.0)
     open_vocab_words: int = option(1, "At most this many detected words forced into one caption.", min=1, max=2)
+    say_once: bool = option(False, "Say each content word (colours aside) at most once: no 'a man in a blue shirt "
+                            "is wearing a blue shirt'.")
 
     REMOVED: ClassVar[dict] = {"no_repeat_ngram": 0, "mirror_average": False}
 

@@ -30,7 +30,7 @@ from img2text2img.models.captioner.search import beam_search, greedy_search
 from img2text2img.models.encoders import create_encoder
 from img2text2img.models.encoders.int8 import QuantizedEncoder
 from img2text2img.pipeline import encode_ahead
-from img2text2img.tags import candidate_words
+from img2text2img.tags import candidate_words, said_once
 from img2text2img.vocab import PAD_ID, SPECIALS, Vocabulary, pad_batch
 
 KIND = "captioner"
@@ -154,10 +154,11 @@ class Captioner(nn.Module):
         pooled = pooled.to(device, torch.float32)
         grid = grid.to(device, torch.float32) if (grid is not None and self.config.uses_grid) else None
         max_len = max_len or self.config.max_len
+        once = self.said_once()
         if beam_size <= 1:
-            ids, lp = greedy_search(self.decoder, pooled, grid, max_len)
+            ids, lp = greedy_search(self.decoder, pooled, grid, max_len, once)
         else:
-            ids, lp = beam_search(self.decoder, pooled, grid, beam_size, max_len, self.settings.length_alpha)
+            ids, lp = beam_search(self.decoder, pooled, grid, beam_size, max_len, self.settings.length_alpha, once)
         out = []
         for row, score in zip(ids.tolist(), lp.tolist()):
             toks = self.vocab.decode_tokens(row)
@@ -171,6 +172,12 @@ class Captioner(nn.Module):
             for i, (toks, score) in new.items():
                 out[i] = CaptionResult(" ".join(toks), toks, score)
         return out
+
+    def said_once(self) -> torch.Tensor | None:
+        """bool [V] on the decoder's device: the words `settings.say_once` lets a caption hold once; None when off."""
+        if not self.settings.say_once:
+            return None
+        return torch.tensor(said_once(self.vocab.itos), dtype=torch.bool, device=next(self.decoder.parameters()).device)
 
     @torch.inference_mode()
     def encode_images(self, images: Sequence) -> tuple[torch.Tensor, torch.Tensor]:

@@ -160,6 +160,6 @@ class OpenVocab:
                                                None if grid is None else grid.index_select(0, idx),
                                                [[list(c) for c in cons] for cons in plan.constraints],
                                                max(beam_size, 2), max_len, model.settings.length_alpha,
-                                               full_stop=model.vocab.stoi.get("."))
+                                               full_stop=model.vocab.stoi.get("."), once=model.said_once())
         return {i: (model.vocab.decode_tokens(ids[j].tolist()), float(lp[j]))
                 for j, i in enumerate(plan.rows) if bool(met[j])}

@@ -30,7 +30,16 @@ def never_emit(logp: torch.Tensor) -> torch.Tensor:
     return logp
 
 
-def greedy_search(decoder: nn.Module, pooled, grid, max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+def say_once(logp: torch.Tensor, prefix: torch.Tensor, once: torch.Tensor | None) -> torch.Tensor:
+    """-inf for the words of `once` (bool [V], `tags.said_once`) that a row's prefix [rows, t] already holds."""
+    if once is None:
+        return logp
+    used = torch.zeros(logp.shape, dtype=torch.bool, device=logp.device).scatter_(1, prefix, True)
+    return logp.masked_fill(used & once, -math.inf)
+
+
+def greedy_search(decoder: nn.Module, pooled, grid, max_len: int,
+                  once: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Most likely word at each step -> (ids [B, <=max_len+1], summed logprob [B]); rows stop at <end>."""
     B = pooled.shape[0]
     state = decoder.init_state(pooled, grid)
@@ -39,7 +48,7 @@ def greedy_search(decoder: nn.Module, pooled, grid, max_len: int) -> tuple[torch
     total = pooled.new_zeros(B)
     for _ in range(max_len + 1):
         logits, state = decoder.step(state, prefix)
-        lp, nxt = never_emit(torch.log_softmax(logits.float(), -1)).max(-1)
+        lp, nxt = say_once(never_emit(torch.log_softmax(logits.float(), -1)), prefix, once).max(-1)
         total = total + torch.where(done, torch.zeros_like(lp), lp)
         nxt = torch.where(done, torch.full_like(nxt, PAD_ID), nxt)
         prefix = torch.cat([prefix, nxt[:, None]], 1)
@@ -79,14 +88,14 @@ def sample_search(decoder: nn.Module, pooled, grid, n: int, max_len: int,
 
 
 def beam_search(decoder: nn.Module, pooled, grid, beam_size: int, max_len: int,
-                length_alpha: float = 0.7) -> tuple[torch.Tensor, torch.Tensor]:
+                length_alpha: float = 0.7, once: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Batched beam search -> (ids [B, L], summed logprob [B]) of the best beam per image.
 
     Beams of all images run as one batch of B*k rows. A finished beam (ended with <end>) can only be extended by
     <pad> at no cost, so it keeps its score and competes with the live beams. The final choice ranks beams by
     logprob / length ** length_alpha (length counts words plus <end>), which stops beam search preferring very short
     captions. Once all k beams of an image have finished, nothing can change its result, so the image leaves the
-    batch and the decoder stops spending steps on it.
+    batch and the decoder stops spending steps on it. `once`: words a caption may hold only once (`say_once`).
     """
     B, k = pooled.shape[0], beam_size
     dev = pooled.device
@@ -113,7 +122,7 @@ def beam_search(decoder: nn.Module, pooled, grid, beam_size: int, max_len: int,
 
     for _ in range(max_len + 1):
         logits, state = decoder.step(state, prefix)
-        logp = never_emit(torch.log_softmax(logits.float(), -1))  # [b*k, V]
+        logp = say_once(never_emit(torch.log_softmax(logits.float(), -1)), prefix, once)  # [b*k, V]
         b, V = scores.shape[0], logp.shape[-1]
         frozen = torch.full_like(logp, -math.inf)
         frozen[:, PAD_ID] = 0.0
@@ -152,7 +161,7 @@ def beam_search(decoder: nn.Module, pooled, grid, beam_size: int, max_len: int,
 
 
 def constrained_beam_search(decoder: nn.Module, pooled, grid, constraints, beam_size: int, max_len: int,
-                            length_alpha: float = 0.7, full_stop: int | None = None
+                            length_alpha: float = 0.7, full_stop: int | None = None, once: torch.Tensor | None = None
                             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Constrained beam search (Anderson et al. 2017): the caption must contain one word of each constraint.
 
@@ -161,7 +170,7 @@ def constrained_beam_search(decoder: nn.Module, pooled, grid, constraints, beam_
     keeps a beam of `beam_size` per state; a word moves a hypothesis to the state that adds the constraints it
     meets. The result is the best hypothesis of the accepting state (all met), ranked as in `beam_search`.
     `full_stop` (the id of "."): only <end> may follow it, else a forced word is tacked on after the sentence
-    ("two dogs play in the water . bear .").
+    ("two dogs play in the water . bear ."). `once`: as in `beam_search`.
     -> (ids [B, L], summed logprob [B], met [B] bool: False where no hypothesis met all, ids then the best found).
     """
     B, k = pooled.shape[0], beam_size
@@ -191,7 +200,7 @@ def constrained_beam_search(decoder: nn.Module, pooled, grid, constraints, beam_
     next_state = None  # [B, S, 1, V]: the state a word leads to from each state
     for _ in range(max_len + 1):
         logits, state = decoder.step(state, prefix)
-        logp = never_emit(torch.log_softmax(logits.float(), -1))  # [B*R, V]
+        logp = say_once(never_emit(torch.log_softmax(logits.float(), -1)), prefix, once)  # [B*R, V]
         if V is None:
             V = logp.shape[-1]
             bits = torch.zeros(B, V, dtype=torch.long, device=dev)
