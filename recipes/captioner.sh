@@ -39,5 +39,5 @@ train "$R/round2" train captioner --init-from "$R/stage3" "${FT[@]}" "${ATTR[@]}
 scst "$R/round2-scst" "$R/round2/best" --epochs 1 --encoder-trainable-blocks 5 --label-smoothing 0.1 \
   --attribute-weight 0.02
 once "$R/final" "$I2T" average "$R/stage3" "$R/round2/best" "$R/round2-scst/last" --out "$R/final"
-M=$(ship_as "$R/final" captioner --set beam_size=5 --set length_alpha=1.0)
+M=$(ship_as "$R/final" captioner --set beam_size=5 --set length_alpha=1.0 --set say_once=true)
 once "$R/test.json" "$I2T" eval captioner --model "$M" --data flickr8k --split test --out "$R/test.json"
