@@ -6,7 +6,9 @@
 #   3. A word detector added (its 10 likeliest words become cells the decoder attends to), 3 more epochs; a
 #      self-critical epoch; averaged.
 #   4. One more round of step 3's two stages from step 3's model; the three (start, round, its self-critical epoch)
-#      averaged. Decoded at beam 5 with length normalisation 1.0 (chosen on validation).
+#      averaged. Decoded at beam 5 with length normalisation 1.0 and say_once (chosen on validation), with open
+#      vocabulary, whose adapter (fine-tuned features -> the frozen head's) is fitted last, into the package's
+#      img2text2img/openvocab/adapters/ under the new encoder's hash (it replaces nothing there).
 # Needs Flickr8k and the EfficientNet-Lite0 weights. Every step resumes when cut: run the script again.
 # Wall time and the scores it should reach: docs/TRAINING.md. Usage: bash recipes/captioner.sh
 source "$(dirname "$0")/lib.sh"
@@ -39,5 +41,6 @@ train "$R/round2" train captioner --init-from "$R/stage3" "${FT[@]}" "${ATTR[@]}
 scst "$R/round2-scst" "$R/round2/best" --epochs 1 --encoder-trainable-blocks 5 --label-smoothing 0.1 \
   --attribute-weight 0.02
 once "$R/final" "$I2T" average "$R/stage3" "$R/round2/best" "$R/round2-scst/last" --out "$R/final"
-M=$(ship_as "$R/final" captioner --set beam_size=5 --set length_alpha=1.0 --set say_once=true)
+M=$(ship_as "$R/final" captioner --set beam_size=5 --set length_alpha=1.0 --set say_once=true --set open_vocab=true)
+once "$R/adapter.json" "$PY" "$ROOT/scripts/fit_openvocab_adapter.py" --model "$M" --out "$R/adapter.json"
 once "$R/test.json" "$I2T" eval captioner --model "$M" --data flickr8k --split test --out "$R/test.json"
