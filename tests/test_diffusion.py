@@ -132,3 +132,38 @@ def test_two_stage_training_resumes_from_the_saved_step(shapes, tmp_path):
     resumed = DiffusionGenerator.from_checkpoint(ck)
     assert torch.equal(resumed.autoencoder.latent_std, first.autoencoder.latent_std)
     assert not torch.equal(resumed.ema.unet.out[2].weight, first.ema.unet.out[2].weight)
+
+
+def test_a_denoiser_trains_on_another_runs_autoencoder_with_min_snr(shapes, tmp_path):
+    """--autoencoder skips stage 1 (the source's autoencoder and latent scale are kept as they are); --min-snr
+    weights the loss by time and still learns."""
+    import pytest
+
+    from img2text2img.errors import I2TError
+
+    ds, _, _ = shapes
+    base = DiffusionRecipe(preset="diffusion-tiny", ae_steps=2, ae_batch_size=4, perceptual_weight=0.0, steps=2,
+                           batch_size=8, warmup_steps=0, checkpoint_every=2)
+    train_diffusion(str(ds.root), tmp_path / "a", base, log_every=100, progress=False, command=["test"])
+    source = DiffusionGenerator.from_checkpoint(load_checkpoint(tmp_path / "a" / "denoiser" / "last"))
+    recipe = DiffusionRecipe(**{**base.__dict__, "autoencoder": str(tmp_path / "a" / "denoiser" / "last"),
+                                "min_snr": 5.0, "steps": 3, "seed": 1})
+    summary = train_diffusion(str(ds.root), tmp_path / "b", recipe, log_every=100, progress=False, command=["test"])
+    assert "autoencoder" not in summary and not (tmp_path / "b" / "autoencoder").exists()
+    assert summary["parents"] == [str(tmp_path / "a" / "denoiser" / "last")]
+    got = DiffusionGenerator.from_checkpoint(load_checkpoint(tmp_path / "b" / "denoiser" / "last"))
+    for k, v in source.autoencoder.state_dict().items():
+        assert torch.equal(v, got.autoencoder.state_dict()[k]), k
+    # the weighting itself: a low-noise time counts less than in plain v-MSE, a high-noise one the same
+    task = DenoiserTask(got, torch.zeros(2, 2, 4, 8, 8), [[[5, 6]]] * 2, recipe, PROMPTS)
+    z0, ids = torch.randn(2, 4, 8, 8), torch.tensor([[5, 6], [5, 6]])
+    losses = {}
+    for gamma in (0.0, 5.0):
+        task.recipe = DiffusionRecipe(**{**recipe.__dict__, "min_snr": gamma, "sentence_dropout": 0.0})
+        torch.manual_seed(0)
+        with torch.no_grad():
+            losses[gamma] = float(task.loss(got, (z0, ids))[0])
+    assert 0 < losses[5.0] < losses[0.0]
+    with pytest.raises(I2TError, match="differs"):
+        train_diffusion(str(ds.root), tmp_path / "c", DiffusionRecipe(**{**recipe.__dict__, "preset": "diffusion"}),
+                        progress=False)

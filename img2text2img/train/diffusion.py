@@ -23,9 +23,10 @@ from img2text2img.checkpoint import checkpoint_exists, load_checkpoint
 from img2text2img.data import load_dataset
 from img2text2img.errors import I2TError
 from img2text2img.io import write_text_atomic
+from img2text2img.models import resolve_checkpoint_dir
 from img2text2img.models.diffusion import DiffusionGenerator, diffusion_config, empty_prompt_ids
 from img2text2img.models.diffusion.autoencoder import reconstruction_l1
-from img2text2img.models.diffusion.schedule import noised
+from img2text2img.models.diffusion.schedule import alpha_sigma, noised
 from img2text2img.models.encoders import IMAGENET_MEAN, IMAGENET_STD, create_encoder
 from img2text2img.models.generator.images import save_grid
 from img2text2img.train.diffusion_recipe import DiffusionRecipe
@@ -214,8 +215,12 @@ class DenoiserTask(TrainTask):
         ids = torch.where(drop[:, None], empty_prompt_ids(B, ids.shape[1], z0.device), ids)
         t = torch.rand(B, device=z0.device)
         zt, v = noised(z0, t, torch.randn_like(z0))
-        loss = F.mse_loss(model.net(zt, t, ids), v)
-        return loss, {}
+        err = (model.net(zt, t, ids) - v).pow(2)
+        if self.recipe.min_snr > 0:  # weight min(SNR, gamma) on the z0 error is that over (SNR + 1) on the v error
+            a, s = alpha_sigma(t)
+            snr = (a / s.clamp(min=1e-4)).pow(2)
+            err = err * snr.clamp(max=self.recipe.min_snr) / (snr + 1)
+        return err.mean(), {}
 
     def training_step(self, batch, step: int, ctx: StepContext) -> dict[str, float]:
         logs = super().training_step(batch, step, ctx)
@@ -242,6 +247,25 @@ def has_checkpoint(path: Path) -> bool:
     return checkpoint_exists(path)  # also the backup an interrupted save leaves
 
 
+def run_vocabulary(ds) -> Vocabulary:
+    return Vocabulary.build(ds.all_captions("train"), min_count=1 if ds.name == "shapes" else 5, max_size=8000)
+
+
+def on_autoencoder(source: str | Path, vocab: Vocabulary, recipe: DiffusionRecipe) -> DiffusionGenerator:
+    """A freshly seeded denoiser of `recipe`'s preset on the trained autoencoder (and latent scale) of diffusion
+    model `source`, so stage 1 need not run again."""
+    src = DiffusionGenerator.from_checkpoint(load_checkpoint(resolve_checkpoint_dir(source), kind="generator"))
+    seed_everything(recipe.seed)
+    model = DiffusionGenerator(diffusion_config(recipe.preset, vocab_size=len(vocab)), vocab)
+    fields = ("image_size", "ae_channels", "ae_blocks", "latent_channels")
+    differ = [f for f in fields if getattr(src.config, f) != getattr(model.config, f)]
+    if differ:
+        raise I2TError(f"--autoencoder {source}: its autoencoder differs from preset {recipe.preset}'s "
+                       f"({', '.join(differ)})")
+    model.autoencoder.load_state_dict(src.autoencoder.state_dict())
+    return model
+
+
 def train_diffusion(data: str, out: str | Path, recipe: DiffusionRecipe | None = None, *,
                     data_dir: str | Path | None = None, resume: bool = False, device: str = "auto",
                     log_every: int = 50, progress: bool = True, command: list[str] | None = None,
@@ -258,21 +282,24 @@ def train_diffusion(data: str, out: str | Path, recipe: DiffusionRecipe | None =
     opts = {"resume": False, "device": device, "log_every": log_every, "progress": progress}
     summary: dict = {"command": command or sys.argv, "parents": [], "recipe": asdict(recipe)}
     in_stage2 = resume and has_checkpoint(run / "last")
+    if recipe.autoencoder:  # stage 1 is that model's
+        summary["parents"] = [str(resolve_checkpoint_dir(recipe.autoencoder))]
 
     if in_stage2:
         model = DiffusionGenerator.from_checkpoint(load_checkpoint(run / "last", kind="generator"))
+    elif recipe.autoencoder:
+        model = on_autoencoder(recipe.autoencoder, run_vocabulary(ds), recipe)
     else:
         resume1 = resume and has_checkpoint(ae_dir / "last")
         if resume1:
             model = DiffusionGenerator.from_checkpoint(load_checkpoint(ae_dir / "last", kind="generator"))
         else:
-            vocab = Vocabulary.build(ds.all_captions("train"), min_count=1 if ds.name == "shapes" else 5,
-                                     max_size=8000)
+            vocab = run_vocabulary(ds)
             seed_everything(recipe.seed)  # the initial weights depend on the seed alone
             model = DiffusionGenerator(diffusion_config(recipe.preset, vocab_size=len(vocab)), vocab)
     train = load_image_captions(ds, "train", model.vocab, model.config.image_size, max_tokens=model.config.max_tokens)
 
-    if not in_stage2:
+    if not in_stage2 and not recipe.autoencoder:
         shown = train.images[torch.linspace(0, len(train.images) - 1, 8).long()].float() / 255.0
         task = AutoencoderTask(model.train(), train.images, recipe, shown)
         summary["autoencoder"] = fit(task, stage_config(ae_dir, recipe, steps=recipe.ae_steps,
@@ -282,7 +309,7 @@ def train_diffusion(data: str, out: str | Path, recipe: DiffusionRecipe | None =
         # stage 2 starts from the finished autoencoder (and the seeded initial denoiser saved beside it)
         model = DiffusionGenerator.from_checkpoint(load_checkpoint(ae_dir / "best", kind="generator"))
     model.to(pick_device(device))
-    latents = encode_pictures(model, train.images, fit_scale=not in_stage2)
+    latents = encode_pictures(model, train.images, fit_scale=not in_stage2 and not recipe.autoencoder)
     task = DenoiserTask(model.train(), latents, train.captions, recipe, sample_prompts(data))
     summary["denoiser"] = fit(task, stage_config(run, recipe, steps=recipe.steps, batch_size=recipe.batch_size,
                                                  lr=recipe.lr, every=recipe.checkpoint_every, stop_at=stop_at,

@@ -27,3 +27,7 @@ class DiffusionRecipe:
     checkpoint_every: int = option(500, "stage 2: steps between checkpoints and sample grids", min=1)
     hflip: bool = option(True, "mirror pictures at random (never ones whose caption says left or right)")
     seed: int = option(0, "seed of the initial weights, the data order and the noise")
+    min_snr: float = option(0.0, "stage 2: min-SNR-gamma loss weighting (Hang et al. 2023), gamma here; 0 = every "
+                            "time weighted alike in v (as the shipped model was trained)", min=0.0)
+    autoencoder: str = option("", "start from this diffusion model's trained autoencoder (a folder or shipped name) "
+                              "and skip stage 1; '' = train one")
