@@ -58,12 +58,17 @@ def said_once(itos: Sequence[str]) -> list[bool]:
     """Per vocabulary word: whether a caption may say it only once (`CaptionSettings.say_once`). Content words are,
     colours aside ("a man in a red shirt on a red bike" is fine; "a man in a blue shirt is wearing a blue shirt"
     and "a woman and a woman" are the search looping: 67 of the 1,000 test captions before, 77 of val)."""
-    return [w.isalpha() and len(w) >= 2 and w not in STOP_WORDS and w not in COLOURS for w in itos]
+    return [is_content_word(w) and w not in COLOURS for w in itos]
+
+
+def is_content_word(word: str) -> bool:
+    """A word of two or more letters that is no stop word: what tags and the say-once rule are made of."""
+    return word.isalpha() and len(word) >= 2 and word not in STOP_WORDS
 
 
 def candidate_words(text: str) -> list[str]:
     """A caption -> its content-word candidates before plural folding (order kept, repeats kept)."""
-    return [w for w in tokenize(text) if w.isalpha() and len(w) >= 2 and w not in STOP_WORDS]
+    return [w for w in tokenize(text) if is_content_word(w)]
 
 
 def plural_map(words: Iterable[str]) -> dict[str, str]:
