@@ -77,8 +77,7 @@ def load_lexical(encoder: str, table: WordTable | None = None, root: Path | None
     try:
         with safe_open(str(path), "np") as f:
             words = tuple(json.loads(f.metadata()["words"]))
-            keep = [i for i, w in enumerate(words) if not says(known, w)]
-            if not keep:
+            if all(says(known, w) for w in words):  # nothing to offer: the weights need not be read
                 return None
             weight, bias = f.get_tensor("weight").astype(np.float32), f.get_tensor("bias").astype(np.float32)
     except (OSError, ValueError, KeyError) as e:
@@ -86,8 +85,7 @@ def load_lexical(encoder: str, table: WordTable | None = None, root: Path | None
     if weight.shape[0] != len(words) or bias.shape != (len(words),):
         raise I2TError(f"{path}: {len(words)} words but weights of shape {weight.shape}")
     table = table or load_word_table()
-    return LexicalHead(tuple(words[i] for i in keep), weight[keep], bias[keep],
-                       tuple(table.names(words[i]) for i in keep))
+    return LexicalHead(words, weight, bias, tuple(table.names(w) for w in words)).restricted(known)
 
 
 def save_lexical(path: Path, words: Sequence[str], weight: np.ndarray, bias: np.ndarray, info: dict) -> Path:
