@@ -247,16 +247,18 @@ def has_checkpoint(path: Path) -> bool:
     return checkpoint_exists(path)  # also the backup an interrupted save leaves
 
 
-def run_vocabulary(ds) -> Vocabulary:
-    return Vocabulary.build(ds.all_captions("train"), min_count=1 if ds.name == "shapes" else 5, max_size=8000)
-
-
-def on_autoencoder(source: str | Path, vocab: Vocabulary, recipe: DiffusionRecipe) -> DiffusionGenerator:
-    """A freshly seeded denoiser of `recipe`'s preset on the trained autoencoder (and latent scale) of diffusion
-    model `source`, so stage 1 need not run again."""
-    src = DiffusionGenerator.from_checkpoint(load_checkpoint(resolve_checkpoint_dir(source), kind="generator"))
+def fresh_model(ds, recipe: DiffusionRecipe) -> DiffusionGenerator:
+    """`recipe`'s preset with the vocabulary of `ds`'s training captions; the initial weights depend on the seed
+    alone."""
+    vocab = Vocabulary.build(ds.all_captions("train"), min_count=1 if ds.name == "shapes" else 5, max_size=8000)
     seed_everything(recipe.seed)
-    model = DiffusionGenerator(diffusion_config(recipe.preset, vocab_size=len(vocab)), vocab)
+    return DiffusionGenerator(diffusion_config(recipe.preset, vocab_size=len(vocab)), vocab)
+
+
+def on_autoencoder(source: str | Path, model: DiffusionGenerator, recipe: DiffusionRecipe) -> DiffusionGenerator:
+    """Fresh `model` on the trained autoencoder (and latent scale) of diffusion model `source`, so stage 1 need not
+    run again."""
+    src = DiffusionGenerator.from_checkpoint(load_checkpoint(resolve_checkpoint_dir(source), kind="generator"))
     fields = ("image_size", "ae_channels", "ae_blocks", "latent_channels")
     differ = [f for f in fields if getattr(src.config, f) != getattr(model.config, f)]
     if differ:
@@ -282,24 +284,23 @@ def train_diffusion(data: str, out: str | Path, recipe: DiffusionRecipe | None =
     opts = {"resume": False, "device": device, "log_every": log_every, "progress": progress}
     summary: dict = {"command": command or sys.argv, "parents": [], "recipe": asdict(recipe)}
     in_stage2 = resume and has_checkpoint(run / "last")
-    if recipe.autoencoder:  # stage 1 is that model's
+    train_ae = not in_stage2 and not recipe.autoencoder  # with --autoencoder, stage 1 is that model's
+    if recipe.autoencoder:
         summary["parents"] = [str(resolve_checkpoint_dir(recipe.autoencoder))]
 
     if in_stage2:
         model = DiffusionGenerator.from_checkpoint(load_checkpoint(run / "last", kind="generator"))
     elif recipe.autoencoder:
-        model = on_autoencoder(recipe.autoencoder, run_vocabulary(ds), recipe)
+        model = on_autoencoder(recipe.autoencoder, fresh_model(ds, recipe), recipe)
     else:
         resume1 = resume and has_checkpoint(ae_dir / "last")
         if resume1:
             model = DiffusionGenerator.from_checkpoint(load_checkpoint(ae_dir / "last", kind="generator"))
         else:
-            vocab = run_vocabulary(ds)
-            seed_everything(recipe.seed)  # the initial weights depend on the seed alone
-            model = DiffusionGenerator(diffusion_config(recipe.preset, vocab_size=len(vocab)), vocab)
+            model = fresh_model(ds, recipe)
     train = load_image_captions(ds, "train", model.vocab, model.config.image_size, max_tokens=model.config.max_tokens)
 
-    if not in_stage2 and not recipe.autoencoder:
+    if train_ae:
         shown = train.images[torch.linspace(0, len(train.images) - 1, 8).long()].float() / 255.0
         task = AutoencoderTask(model.train(), train.images, recipe, shown)
         summary["autoencoder"] = fit(task, stage_config(ae_dir, recipe, steps=recipe.ae_steps,
@@ -309,7 +310,7 @@ def train_diffusion(data: str, out: str | Path, recipe: DiffusionRecipe | None =
         # stage 2 starts from the finished autoencoder (and the seeded initial denoiser saved beside it)
         model = DiffusionGenerator.from_checkpoint(load_checkpoint(ae_dir / "best", kind="generator"))
     model.to(pick_device(device))
-    latents = encode_pictures(model, train.images, fit_scale=not in_stage2 and not recipe.autoencoder)
+    latents = encode_pictures(model, train.images, fit_scale=train_ae)
     task = DenoiserTask(model.train(), latents, train.captions, recipe, sample_prompts(data))
     summary["denoiser"] = fit(task, stage_config(run, recipe, steps=recipe.steps, batch_size=recipe.batch_size,
                                                  lr=recipe.lr, every=recipe.checkpoint_every, stop_at=stop_at,
