@@ -167,3 +167,34 @@ def test_a_denoiser_trains_on_another_runs_autoencoder_with_min_snr(shapes, tmp_
     with pytest.raises(I2TError, match="differs"):
         train_diffusion(str(ds.root), tmp_path / "c", DiffusionRecipe(**{**recipe.__dict__, "preset": "diffusion"}),
                         progress=False)
+
+
+def test_init_from_carries_on_from_another_models_drawing_weights(shapes, tmp_path):
+    """--init-from starts every part from the source's EMA weights (at lr 0 the run's weights stay those) and skips
+    stage 1; it excludes --autoencoder, which would start a fresh denoiser."""
+    import pytest
+
+    from img2text2img.errors import I2TError
+
+    ds, _, _ = shapes
+    base = DiffusionRecipe(preset="diffusion-tiny", ae_steps=2, ae_batch_size=4, perceptual_weight=0.0, steps=2,
+                           batch_size=8, warmup_steps=0, checkpoint_every=2)
+    train_diffusion(str(ds.root), tmp_path / "a", base, log_every=100, progress=False, command=["test"])
+    source_dir = tmp_path / "a" / "denoiser" / "last"
+    source = DiffusionGenerator.from_checkpoint(load_checkpoint(source_dir))
+    still = DiffusionRecipe(**{**base.__dict__, "init_from": str(source_dir), "lr": 0.0, "seed": 1})
+    summary = train_diffusion(str(ds.root), tmp_path / "b", still, log_every=100, progress=False, command=["test"])
+    assert "autoencoder" not in summary and summary["parents"] == [str(source_dir)]
+    got = DiffusionGenerator.from_checkpoint(load_checkpoint(tmp_path / "b" / "denoiser" / "last"))
+    want = source.ema.state_dict()
+    for name, part in (("ema", got.ema), ("net", got.net)):
+        for k, v in part.state_dict().items():
+            assert torch.allclose(v, want[k], atol=1e-6), (name, k)
+    moving = DiffusionRecipe(**{**still.__dict__, "lr": 3e-3})
+    train_diffusion(str(ds.root), tmp_path / "c", moving, log_every=100, progress=False, command=["test"])
+    moved = DiffusionGenerator.from_checkpoint(load_checkpoint(tmp_path / "c" / "denoiser" / "last"))
+    assert not torch.equal(moved.net.unet.out[2].weight, want["unet.out.2.weight"])
+    assert torch.equal(moved.autoencoder.latent_std, source.autoencoder.latent_std)
+    with pytest.raises(I2TError, match="pass one"):
+        train_diffusion(str(ds.root), tmp_path / "d",
+                        DiffusionRecipe(**{**still.__dict__, "autoencoder": str(source_dir)}), progress=False)

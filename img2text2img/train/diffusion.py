@@ -268,6 +268,14 @@ def on_autoencoder(source: str | Path, model: DiffusionGenerator, recipe: Diffus
     return model
 
 
+def from_model(source: str | Path) -> DiffusionGenerator:
+    """Diffusion model `source` to train on (its network, vocabulary and latent scale kept): a shipped folder's
+    drawing weights become the trained ones too."""
+    src = DiffusionGenerator.from_checkpoint(load_checkpoint(resolve_checkpoint_dir(source), kind="generator"))
+    src.net.load_state_dict(src.ema.state_dict())  # a run's raw weights lag its EMA; drawing is what is carried on
+    return src
+
+
 def train_diffusion(data: str, out: str | Path, recipe: DiffusionRecipe | None = None, *,
                     data_dir: str | Path | None = None, resume: bool = False, device: str = "auto",
                     log_every: int = 50, progress: bool = True, command: list[str] | None = None,
@@ -284,12 +292,18 @@ def train_diffusion(data: str, out: str | Path, recipe: DiffusionRecipe | None =
     opts = {"resume": False, "device": device, "log_every": log_every, "progress": progress}
     summary: dict = {"command": command or sys.argv, "parents": [], "recipe": asdict(recipe)}
     in_stage2 = resume and has_checkpoint(run / "last")
-    train_ae = not in_stage2 and not recipe.autoencoder  # with --autoencoder, stage 1 is that model's
-    if recipe.autoencoder:
-        summary["parents"] = [str(resolve_checkpoint_dir(recipe.autoencoder))]
+    if recipe.autoencoder and recipe.init_from:
+        raise I2TError("--autoencoder and --init-from both choose the start: pass one (--init-from keeps its "
+                       "autoencoder too)")
+    start = recipe.init_from or recipe.autoencoder
+    train_ae = not in_stage2 and not start  # with --autoencoder or --init-from, stage 1 is that model's
+    if start:
+        summary["parents"] = [str(resolve_checkpoint_dir(start))]
 
     if in_stage2:
         model = DiffusionGenerator.from_checkpoint(load_checkpoint(run / "last", kind="generator"))
+    elif recipe.init_from:
+        model = from_model(recipe.init_from)
     elif recipe.autoencoder:
         model = on_autoencoder(recipe.autoencoder, fresh_model(ds, recipe), recipe)
     else:

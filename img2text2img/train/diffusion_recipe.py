@@ -31,3 +31,6 @@ class DiffusionRecipe:
                             "time weighted alike in v (as the shipped model was trained)", min=0.0)
     autoencoder: str = option("", "start from this diffusion model's trained autoencoder (a folder or shipped name) "
                               "and skip stage 1; '' = train one")
+    init_from: str = option("", "start the whole model (autoencoder, text encoder, UNet) from this diffusion model "
+                            "(a folder or shipped name) with a fresh optimiser and schedule, and skip stage 1; the "
+                            "network and vocabulary are its; '' = a fresh denoiser")
