@@ -6,8 +6,8 @@
     python scripts/results_generator.py --model runs/diffusion-flickr8k/denoiser/last --data flickr8k --steps 25 \
         --out diffusion.json
 
-- the Fréchet distance between one drawing per test image (from its first caption) and the real test images, in
-  MobileNetV2 pooled features at 128 px (NOT the standard FID, whose Inception weights we do not have), with the
+- the Fréchet distance between one drawing per photo of --split (test by default; val to choose), from its first
+  caption, and the real photos, in MobileNetV2 pooled features at 128 px (NOT the standard FID, whose Inception weights we do not have), with the
   cosine of each drawing to its own photo vs another photo (`evaluate_generator`);
 - the round trip with the dataset's shipped captioner (or --judge): caption -> drawing -> caption BLEU, normalised
   between the captioner on a grey image and on the real photo (`evaluate_roundtrip`);
@@ -65,7 +65,7 @@ def score(args: argparse.Namespace) -> dict:
         gen = reranked(gen, args.rerank_with, args.candidates, judge=judge)
     t0 = time.time()
     ds_name = dataset_for(args.data)
-    fr = evaluate_generator(gen, data=ds_name, split="test", n=args.frechet_images, seed=args.seed,
+    fr = evaluate_generator(gen, data=ds_name, split=args.split, n=args.frechet_images, seed=args.seed,
                             temperature=args.temperature)
     cap = load_model(judge, kind="captioner")
     enc = create_encoder("mobilenet_v2", pretrained=True).eval()
@@ -73,13 +73,13 @@ def score(args: argparse.Namespace) -> dict:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", PromptWarning)
         rt = evaluate_roundtrip(load_dataset(ds_name), *model_functions(cap, gen, enc, temperature=args.temperature),
-                                limit=args.roundtrip_images, seed=args.seed)
+                                split=args.split, limit=args.roundtrip_images, seed=args.seed)
         if args.samples:
             save_grid(gen.generate(sample_prompts(args.data), n=2, seed=args.seed, temperature=args.temperature),
                       args.samples, ncol=4, scale=2)
     s = rt.scores
     return {
-        "model": model_id(path), "data": args.data, "kind": generator_kind(gen),
+        "model": model_id(path), "data": args.data, "split": args.split, "kind": generator_kind(gen),
         "steps": ck.info.get("step"), "sampler_steps": getattr(gen.settings, "steps", None),
         "train_seconds": ck.metrics.get("train_seconds"),
         "temperature": fr["temperature"], "guidance": gen.settings.guidance, "frechet": fr,
@@ -101,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", type=Path, required=True, help="generator checkpoint or run folder")
     ap.add_argument("--data", default="shapes", choices=["shapes", "flickr8k"])
     ap.add_argument("--out", type=Path, required=True, help="the JSON file to write")
+    ap.add_argument("--split", default="test", choices=["val", "test"],
+                    help="photos drawn and compared: val to choose a model or setting, test to score it once")
     ap.add_argument("--frechet-images", type=int, default=300)
     ap.add_argument("--roundtrip-images", type=int, default=200)
     ap.add_argument("--seed", type=int, default=0)

@@ -63,7 +63,11 @@ def test_results_generator_scores_a_diffusion_checkpoint(tiny_diffusion, tmp_pat
              "--frechet-images", "6", "--roundtrip-images", "6", "--threads", "1"])
     rec = json.loads(out.read_text())
     assert rec["kind"] == "diffusion" and rec["sampler_steps"] == 2 and rec["frechet"]["sampler_steps"] == 2
-    assert rec["roundtrip"]["images"] == 6 and "--steps 2" in rec["command"]
+    assert rec["roundtrip"]["images"] == 6 and "--steps 2" in rec["command"] and rec["split"] == "test"
+    rg.main(["--model", str(tiny_diffusion), "--data", "shapes", "--out", str(out), "--steps", "2", "--split", "val",
+             "--frechet-images", "6", "--roundtrip-images", "6", "--threads", "1"])
+    val = json.loads(out.read_text())  # other photos drawn and compared: another distance
+    assert val["split"] == "val" and val["frechet"]["frechet_feature_distance"] != rec["frechet"]["frechet_feature_distance"]
 
 
 def test_compare_takes_a_diffusion_generator_and_steps(shapes, tiny_diffusion):
