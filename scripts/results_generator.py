@@ -7,8 +7,8 @@
         --out diffusion.json
 
 - the Fréchet distance between one drawing per photo of --split (test by default; val to choose), from its first
-  caption, and the real photos, in MobileNetV2 pooled features at 128 px (NOT the standard FID, whose Inception weights we do not have), with the
-  cosine of each drawing to its own photo vs another photo (`evaluate_generator`);
+  caption, and the real photos, in MobileNetV2 pooled features at 128 px (NOT the standard FID, whose Inception
+  weights we do not have), with the cosine of each drawing to its own photo vs another photo (`evaluate_generator`);
 - the round trip with the dataset's shipped captioner (or --judge): caption -> drawing -> caption BLEU, normalised
   between the captioner on a grey image and on the real photo (`evaluate_roundtrip`);
 - with --samples, a grid of the fixed sample prompts.

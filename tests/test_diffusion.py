@@ -2,6 +2,7 @@
 run resumes where it stopped. A tiny preset on the shapes pictures keeps all of it to seconds."""
 from __future__ import annotations
 
+import pytest
 import torch
 
 from img2text2img.checkpoint import load_checkpoint
@@ -134,23 +135,31 @@ def test_two_stage_training_resumes_from_the_saved_step(shapes, tmp_path):
     assert not torch.equal(resumed.ema.unet.out[2].weight, first.ema.unet.out[2].weight)
 
 
-def test_a_denoiser_trains_on_another_runs_autoencoder_with_min_snr(shapes, tmp_path):
+SOURCE_RECIPE = DiffusionRecipe(preset="diffusion-tiny", ae_steps=2, ae_batch_size=4, perceptual_weight=0.0, steps=2,
+                                batch_size=8, warmup_steps=0, checkpoint_every=2)
+
+
+@pytest.fixture(scope="module")
+def source_run(shapes, tmp_path_factory):
+    """A finished tiny run whose model the --autoencoder and --init-from runs start from: its denoiser/last."""
+    out = tmp_path_factory.mktemp("diffusion-source") / "a"
+    train_diffusion(str(shapes[0].root), out, SOURCE_RECIPE, log_every=100, progress=False, command=["test"])
+    return out / "denoiser" / "last"
+
+
+def test_a_denoiser_trains_on_another_runs_autoencoder_with_min_snr(shapes, source_run, tmp_path):
     """--autoencoder skips stage 1 (the source's autoencoder and latent scale are kept as they are); --min-snr
     weights the loss by time and still learns."""
-    import pytest
-
     from img2text2img.errors import I2TError
 
     ds, _, _ = shapes
-    base = DiffusionRecipe(preset="diffusion-tiny", ae_steps=2, ae_batch_size=4, perceptual_weight=0.0, steps=2,
-                           batch_size=8, warmup_steps=0, checkpoint_every=2)
-    train_diffusion(str(ds.root), tmp_path / "a", base, log_every=100, progress=False, command=["test"])
-    source = DiffusionGenerator.from_checkpoint(load_checkpoint(tmp_path / "a" / "denoiser" / "last"))
-    recipe = DiffusionRecipe(**{**base.__dict__, "autoencoder": str(tmp_path / "a" / "denoiser" / "last"),
+    base = SOURCE_RECIPE
+    source = DiffusionGenerator.from_checkpoint(load_checkpoint(source_run))
+    recipe = DiffusionRecipe(**{**base.__dict__, "autoencoder": str(source_run),
                                 "min_snr": 5.0, "steps": 3, "seed": 1})
     summary = train_diffusion(str(ds.root), tmp_path / "b", recipe, log_every=100, progress=False, command=["test"])
     assert "autoencoder" not in summary and not (tmp_path / "b" / "autoencoder").exists()
-    assert summary["parents"] == [str(tmp_path / "a" / "denoiser" / "last")]
+    assert summary["parents"] == [str(source_run)]
     got = DiffusionGenerator.from_checkpoint(load_checkpoint(tmp_path / "b" / "denoiser" / "last"))
     for k, v in source.autoencoder.state_dict().items():
         assert torch.equal(v, got.autoencoder.state_dict()[k]), k
@@ -169,18 +178,14 @@ def test_a_denoiser_trains_on_another_runs_autoencoder_with_min_snr(shapes, tmp_
                         progress=False)
 
 
-def test_init_from_carries_on_from_another_models_drawing_weights(shapes, tmp_path):
+def test_init_from_carries_on_from_another_models_drawing_weights(shapes, source_run, tmp_path):
     """--init-from starts every part from the source's EMA weights (at lr 0 the run's weights stay those) and skips
     stage 1; it excludes --autoencoder, which would start a fresh denoiser."""
-    import pytest
-
     from img2text2img.errors import I2TError
 
     ds, _, _ = shapes
-    base = DiffusionRecipe(preset="diffusion-tiny", ae_steps=2, ae_batch_size=4, perceptual_weight=0.0, steps=2,
-                           batch_size=8, warmup_steps=0, checkpoint_every=2)
-    train_diffusion(str(ds.root), tmp_path / "a", base, log_every=100, progress=False, command=["test"])
-    source_dir = tmp_path / "a" / "denoiser" / "last"
+    base = SOURCE_RECIPE
+    source_dir = source_run
     source = DiffusionGenerator.from_checkpoint(load_checkpoint(source_dir))
     still = DiffusionRecipe(**{**base.__dict__, "init_from": str(source_dir), "lr": 0.0, "seed": 1})
     summary = train_diffusion(str(ds.root), tmp_path / "b", still, log_every=100, progress=False, command=["test"])

@@ -255,10 +255,15 @@ def fresh_model(ds, recipe: DiffusionRecipe) -> DiffusionGenerator:
     return DiffusionGenerator(diffusion_config(recipe.preset, vocab_size=len(vocab)), vocab)
 
 
+def load_source(source: str | Path) -> DiffusionGenerator:
+    """Diffusion model `source` (a folder or shipped name) that a run starts from."""
+    return DiffusionGenerator.from_checkpoint(load_checkpoint(resolve_checkpoint_dir(source), kind="generator"))
+
+
 def on_autoencoder(source: str | Path, model: DiffusionGenerator, recipe: DiffusionRecipe) -> DiffusionGenerator:
     """Fresh `model` on the trained autoencoder (and latent scale) of diffusion model `source`, so stage 1 need not
     run again."""
-    src = DiffusionGenerator.from_checkpoint(load_checkpoint(resolve_checkpoint_dir(source), kind="generator"))
+    src = load_source(source)
     fields = ("image_size", "ae_channels", "ae_blocks", "latent_channels")
     differ = [f for f in fields if getattr(src.config, f) != getattr(model.config, f)]
     if differ:
@@ -271,7 +276,7 @@ def on_autoencoder(source: str | Path, model: DiffusionGenerator, recipe: Diffus
 def from_model(source: str | Path) -> DiffusionGenerator:
     """Diffusion model `source` to train on (its network, vocabulary and latent scale kept): a shipped folder's
     drawing weights become the trained ones too."""
-    src = DiffusionGenerator.from_checkpoint(load_checkpoint(resolve_checkpoint_dir(source), kind="generator"))
+    src = load_source(source)
     src.net.load_state_dict(src.ema.state_dict())  # a run's raw weights lag its EMA; drawing is what is carried on
     return src
 
@@ -287,14 +292,14 @@ def train_diffusion(data: str, out: str | Path, recipe: DiffusionRecipe | None =
     out = Path(out)
     if not resume and out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise I2TError(f"{out} already exists; pass --resume to continue a run there or choose another --out")
+    if recipe.autoencoder and recipe.init_from:
+        raise I2TError("--autoencoder and --init-from both choose the start: pass one (--init-from keeps its "
+                       "autoencoder too)")
     ds = load_dataset(data, data_dir)
     ae_dir, run = out / AE_DIR, out / DENOISER_DIR
     opts = {"resume": False, "device": device, "log_every": log_every, "progress": progress}
     summary: dict = {"command": command or sys.argv, "parents": [], "recipe": asdict(recipe)}
     in_stage2 = resume and has_checkpoint(run / "last")
-    if recipe.autoencoder and recipe.init_from:
-        raise I2TError("--autoencoder and --init-from both choose the start: pass one (--init-from keeps its "
-                       "autoencoder too)")
     start = recipe.init_from or recipe.autoencoder
     train_ae = not in_stage2 and not start  # with --autoencoder or --init-from, stage 1 is that model's
     if start:
